@@ -1,0 +1,121 @@
+"""What every command shares: opening operands, streaming pairs, building results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from klcli.core.logspace import LogRows, as_log_rows
+from klcli.core.stats import summarize
+from klcli.core.stream import paired_blocks
+from klcli.errors import UsageError
+from klcli.io.operand import open_operand
+from klcli.io.source import Source, rows_per_block
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How to read the values of P and Q (SPEC §3: kinds, normalising, smoothing)."""
+
+    p_kind: str = "probs"
+    q_kind: str = "probs"
+    temperature: float = 1.0
+    normalize: bool = False
+    epsilon: float = 0.0
+
+    def log_rows(self, block: np.ndarray, kind: str, source: Source, first_row: int) -> LogRows:
+        return as_log_rows(block, kind, label=source.label, first_row=first_row, temperature=self.temperature,
+                           normalize=self.normalize, epsilon=self.epsilon)
+
+    def notes(self) -> list[str]:
+        notes = []
+        if self.epsilon:
+            notes.append(f"--epsilon {self.epsilon:g} was added to every probability of P and Q, "
+                         "and the rows renormalised")
+        if self.temperature != 1.0:
+            notes.append(f"distributions tempered: softmax(log p / {self.temperature:g})")
+        return notes
+
+
+def open_operands(*operands: tuple[str, str]) -> list[Source]:
+    """Open ``(operand, role)`` pairs; standard input may be read by one operand only."""
+    if sum(1 for operand, _ in operands if operand == "-") > 1:
+        raise UsageError("only one operand can read standard input ('-')")
+    return [open_operand(operand, role) for operand, role in operands]
+
+
+@dataclass
+class PairRun:
+    """The per-row arrays of a kernel run over two sources, and the rows each held."""
+
+    per_row: dict[str, np.ndarray]
+    rows: int
+    p_rows: int
+    q_rows: int
+
+
+def run_pairs(
+    p_source: Source,
+    q_source: Source,
+    reading: Reading,
+    kernel: Callable[[LogRows, LogRows], dict[str, np.ndarray]],
+    progress=None,
+) -> PairRun:
+    """Stream both sources block by block through ``kernel`` (one value per row per metric)."""
+    pieces: dict[str, list[np.ndarray]] = {}
+    seen = {"P": _SideCount(), "Q": _SideCount()}
+    done = 0
+    pairs = paired_blocks(p_source.blocks(rows_per_block(p_source.outcomes or 1)),
+                          q_source.blocks(rows_per_block(q_source.outcomes or 1)),
+                          block_rows=rows_per_block, p_label=p_source.label, q_label=q_source.label)
+    for start, p_block, q_block in pairs:
+        p_rows = seen["P"].convert(p_block, start, lambda b, s: reading.log_rows(b, reading.p_kind, p_source, s))
+        q_rows = seen["Q"].convert(q_block, start, lambda b, s: reading.log_rows(b, reading.q_kind, q_source, s))
+        for name, values in kernel(p_rows, q_rows).items():
+            pieces.setdefault(name, []).append(np.asarray(values, dtype=np.float64))
+        done += max(p_block.shape[0], q_block.shape[0])
+        if progress is not None:
+            progress.update(done)
+    per_row = {name: np.concatenate(parts) for name, parts in pieces.items()}
+    return PairRun(per_row, done, seen["P"].rows, seen["Q"].rows)
+
+
+class _SideCount:
+    """Converts one side's blocks, once only for a single row broadcast against many."""
+
+    def __init__(self):
+        self.rows = 0
+        self._last_block = None
+        self._last_rows = None
+
+    def convert(self, block, start, to_log_rows):
+        if block is self._last_block:
+            return self._last_rows
+        self._last_rows = to_log_rows(block, start)  # a broadcast row first comes with start 0
+        self._last_block = block
+        self.rows += block.shape[0]
+        return self._last_rows
+
+
+def describe_inputs(sources: list[Source], kinds: list[str], rows: list[int | None]) -> list[dict]:
+    entries = []
+    for source, kind, count in zip(sources, kinds, rows):
+        entry = source.describe(count)
+        entry["kind"] = kind
+        entries.append(entry)
+    return entries
+
+
+def infinite_note(name: str, values: np.ndarray, why: str) -> list[str]:
+    """A note naming the first row whose figure is infinite, if any."""
+    infinite = np.flatnonzero(np.isinf(values))
+    if not infinite.size:
+        return []
+    return [f"{name} is inf in {infinite.size} row(s), first row {int(infinite[0])}: {why}"]
+
+
+def summaries(per_row: dict[str, np.ndarray]) -> dict[str, dict]:
+    """The summary of each per-row metric, by name."""
+    return {name: summarize(values) for name, values in per_row.items()}

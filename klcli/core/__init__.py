@@ -1,0 +1,1 @@
+"""The compute core: pure NumPy, no files, no terminals (ARCHITECTURE rule 1)."""

@@ -1,0 +1,134 @@
+"""Pairing two streams of row blocks, so a row-wise kernel never needs a whole file.
+
+Readers yield blocks of whatever size suits their format (a Parquet record
+batch, a slice of a memory map); :func:`paired_blocks` re-cuts both streams
+to the same row boundaries, broadcasts a single-row side against every row of
+the other, and reports mismatched shapes by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+
+from klcli.errors import ShapeError
+
+
+class _Rows:
+    """Hands out rows from an iterator of blocks, in the sizes asked for."""
+
+    def __init__(self, blocks: Iterable[np.ndarray]):
+        self._blocks = iter(blocks)
+        self._pending: list[np.ndarray] = []
+        self.taken = 0
+
+    def _next_block(self) -> np.ndarray | None:
+        for block in self._blocks:
+            if block.shape[0]:
+                return block
+        return None
+
+    def peek_single_row(self) -> tuple[bool, int | None]:
+        """Whether the stream holds exactly one row; and its width (None if empty)."""
+        first = self._next_block()
+        if first is None:
+            return False, None
+        self._pending.append(first)
+        if first.shape[0] > 1:
+            return False, first.shape[1]
+        second = self._next_block()
+        if second is not None:
+            self._pending.append(second)
+        return second is None, first.shape[1]
+
+    def take(self, count: int) -> np.ndarray | None:
+        parts, have = [], 0
+        while have < count:
+            block = self._pending.pop(0) if self._pending else self._next_block()
+            if block is None:
+                break
+            need = count - have
+            if block.shape[0] > need:
+                self._pending.insert(0, block[need:])
+                block = block[:need]
+            parts.append(block)
+            have += block.shape[0]
+        if not parts:
+            return None
+        self.taken += have
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def drain(self) -> int:
+        """Count (without keeping) every row not yet taken."""
+        rest = sum(b.shape[0] for b in self._pending)
+        self._pending.clear()
+        return self.taken + rest + sum(b.shape[0] for b in self._blocks)
+
+
+def paired_blocks(
+    p_blocks: Iterable[np.ndarray],
+    q_blocks: Iterable[np.ndarray],
+    *,
+    block_rows: int | Callable[[int], int],
+    p_label: str = "P",
+    q_label: str = "Q",
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield ``(first_row, p_block, q_block)`` with matching rows.
+
+    A side that holds a single row is yielded as that one row with every
+    block of the other side (callers broadcast it). ``block_rows`` may be a
+    function of the row width, to size blocks by bytes.
+
+    Raises
+    ------
+    ShapeError
+        Different widths, or different row counts with neither side single.
+    """
+    p_rows, q_rows = _Rows(p_blocks), _Rows(q_blocks)
+    p_single, p_width = p_rows.peek_single_row()
+    q_single, q_width = q_rows.peek_single_row()
+    for width, label in ((p_width, p_label), (q_width, q_label)):
+        if width is None:
+            raise ShapeError(f"{label}: holds no rows")
+    if p_width != q_width:
+        raise ShapeError(f"{p_label} has {p_width} outcomes per row but {q_label} has {q_width}; "
+                         "both must describe the same outcomes")
+    size = block_rows(p_width) if callable(block_rows) else block_rows
+    if p_single and q_single:
+        yield 0, p_rows.take(1), q_rows.take(1)
+        return
+    if p_single or q_single:
+        single, many = (p_rows, q_rows) if p_single else (q_rows, p_rows)
+        row = single.take(1)
+        start = 0
+        while (block := many.take(size)) is not None:
+            yield (start, row, block) if p_single else (start, block, row)
+            start += block.shape[0]
+        return
+    start = 0
+    while True:
+        p_block = p_rows.take(size)
+        q_block = q_rows.take(size if p_block is None else p_block.shape[0])
+        if p_block is None and q_block is None:
+            return
+        if p_block is None or q_block is None or p_block.shape[0] != q_block.shape[0]:
+            p_total, q_total = p_rows.drain(), q_rows.drain()
+            raise ShapeError(f"{p_label} has {p_total} rows but {q_label} has {q_total}; they must have "
+                             "the same rows, or one of them a single row to compare against every row")
+        yield start, p_block, q_block
+        start += p_block.shape[0]
+
+
+def single_blocks(blocks: Iterable[np.ndarray], *, block_rows: int | Callable[[int], int],
+                  label: str = "P") -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(first_row, block)`` from one stream, re-cut to ``block_rows`` rows."""
+    rows = _Rows(blocks)
+    _, width = rows.peek_single_row()
+    if width is None:
+        raise ShapeError(f"{label}: holds no rows")
+    size = block_rows(width) if callable(block_rows) else block_rows
+    start = 0
+    while (block := rows.take(size)) is not None:
+        yield start, block
+        start += block.shape[0]

@@ -1,0 +1,1 @@
+"""Every file access: operands, readers by format, and writing results."""

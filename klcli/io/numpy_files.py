@@ -1,0 +1,170 @@
+"""NumPy's formats: ``.npy`` (memory-mapped), ``.npz`` members and ``.npy`` bytes on a stream.
+
+Headers are read and checked against the real size of the data before anything
+is allocated, so a header that claims 10^12 elements costs nothing. Arrays of
+Python objects are pickles and are refused, never loaded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+import zlib
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import numpy as np
+from numpy.lib import format as npy_format
+
+from klcli.errors import InputError
+from klcli.io.source import Source
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _read_header(stream: BinaryIO, name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """The (shape, fortran_order, dtype) of an ``.npy`` stream positioned at its start."""
+    try:
+        version = npy_format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran, dtype = npy_format.read_array_header_1_0(stream)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = npy_format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise InputError(f"{name}: not a valid .npy file ({_first_line(exc)})") from None
+    if dtype.hasobject:
+        raise InputError(
+            f"{name}: holds Python objects (a pickle); klcli never loads pickles: "
+            "save the array with a numeric dtype"
+        )
+    if dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
+        raise InputError(f"{name}: has dtype {dtype}, not numbers; save it as float32 or float64")
+    if len(shape) == 0:
+        raise InputError(f"{name}: holds a single number, not a distribution (shape ())")
+    return tuple(shape), fortran, dtype
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _check_size(name: str, shape: tuple[int, ...], dtype: np.dtype, available: int) -> int:
+    needed = math.prod(shape) * dtype.itemsize
+    if needed != available:
+        state = "is truncated" if needed > available else "has trailing bytes"
+        raise InputError(
+            f"{name}: {state}: its header claims shape {shape} of {dtype} ({needed} bytes) "
+            f"but the file holds {available} bytes of data"
+        )
+    return needed
+
+
+def _as_rows(array: np.ndarray) -> np.ndarray:
+    """View an N-D array as rows × outcomes (leading axes flattened)."""
+    if array.ndim == 1:
+        return array.reshape(1, -1)
+    if array.flags.c_contiguous or array.ndim == 2:
+        return array.reshape(-1, array.shape[-1])
+    # A Fortran-ordered N-D array cannot be viewed as rows; walk its first axis.
+    return array
+
+
+def _slices(rows: np.ndarray, block_rows: int) -> Iterator[np.ndarray]:
+    if rows.ndim > 2:  # Fortran-ordered N-D: one leading index at a time, copied per block
+        for lead in range(rows.shape[0]):
+            yield from _slices(np.ascontiguousarray(rows[lead]).reshape(-1, rows.shape[-1]), block_rows)
+        return
+    for start in range(0, rows.shape[0], block_rows):
+        yield rows[start : start + block_rows]
+
+
+def open_npy(path: str, operand: str) -> Source:
+    """A memory-mapped ``.npy`` file, read only."""
+    with open(path, "rb") as stream:
+        shape, fortran, dtype = _read_header(stream, path)
+        offset = stream.tell()
+    _check_size(path, shape, dtype, os.path.getsize(path) - offset)
+
+    def blocks(block_rows: int) -> Iterator[np.ndarray]:
+        if math.prod(shape) == 0:
+            yield np.empty((0, shape[-1]), dtype=dtype)
+            return
+        mapped = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+        yield from _slices(_as_rows(mapped), block_rows)
+
+    return Source(operand, path, "npy", shape, str(dtype), blocks)
+
+
+def _stream_blocks(
+    stream: BinaryIO, name: str, shape: tuple[int, ...], fortran: bool, dtype: np.dtype, block_rows: int
+) -> Iterator[np.ndarray]:
+    """Read an ``.npy`` body from a stream, block by block, with ``readinto``."""
+    total = math.prod(shape)
+    if fortran:  # column-major rows are scattered through the body: read it whole
+        body = np.empty(total, dtype=dtype)
+        _fill(stream, body, name, 0, total)
+        yield from _slices(_as_rows(body.reshape(shape, order="F")), block_rows)
+        return
+    outcomes = shape[-1] if len(shape) > 1 else total
+    n_rows = total // outcomes if outcomes else 0
+    if len(shape) == 1:
+        block_rows = 1
+    for start in range(0, n_rows, block_rows):
+        count = min(block_rows, n_rows - start)
+        block = np.empty((count, outcomes), dtype=dtype)
+        _fill(stream, block.reshape(-1), name, start * outcomes, total)
+        yield block
+    if n_rows == 0:
+        yield np.empty((0, outcomes), dtype=dtype)
+
+
+def _fill(stream: BinaryIO, target: np.ndarray, name: str, done: int, total: int) -> None:
+    view = memoryview(target).cast("B")
+    filled = 0
+    while filled < len(view):
+        try:
+            got = stream.readinto(view[filled:])
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+            raise InputError(f"{name}: cannot be read ({_first_line(exc)})") from None
+        if not got:
+            have = done + filled // target.itemsize
+            raise InputError(f"{name}: is truncated: ends after {have} of {total} values")
+        filled += got
+
+
+def open_npy_stream(stream: BinaryIO, name: str, operand: str, *, fmt: str, size: int | None = None) -> Source:
+    """``.npy`` bytes from a stream (standard input, or a member of an ``.npz``)."""
+    shape, fortran, dtype = _read_header(stream, name)
+    if size is not None:
+        _check_size(name, shape, dtype, size - stream.tell())
+    return Source(operand, None if fmt == "stdin-npy" else name, fmt, shape, str(dtype),
+                  lambda block_rows: _stream_blocks(stream, name, shape, fortran, dtype, block_rows))
+
+
+def open_npz(path: str, operand: str, key: str | None) -> Source:
+    """One array of an ``.npz`` archive, streamed from its (possibly compressed) member."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(f"{path}: not a valid .npz archive ({_first_line(exc)})") from None
+    keys = [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
+    if key is None:
+        if len(keys) != 1:
+            listing = ", ".join(keys) if keys else "none"
+            raise InputError(f"{path}: holds {len(keys)} arrays ({listing}); name one as {path}:KEY")
+        key = keys[0]
+    if key not in keys:
+        raise InputError(f"{path}: has no array {key!r}; it holds: {', '.join(keys) or 'none'}")
+    info = archive.getinfo(key + ".npy")
+    name = f"{path}:{key}"
+    try:
+        member = archive.open(info)
+    except (zipfile.BadZipFile, NotImplementedError, OSError) as exc:
+        raise InputError(f"{name}: cannot be read ({_first_line(exc)})") from None
+    source = open_npy_stream(member, name, operand, fmt="npz", size=info.file_size)
+    source.path = path
+    return source

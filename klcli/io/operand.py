@@ -1,0 +1,149 @@
+"""From an operand string to an opened :class:`~klcli.io.source.Source` (SPEC §3).
+
+An operand is, in this order: ``-`` (standard input); an existing file;
+``FILE:SELECTOR`` when FILE exists and the whole string does not; or inline
+numbers (``0.1,0.2,0.7`` one row, ``0.1,0.9;0.5,0.5`` two rows).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+import numpy as np
+
+from klcli.errors import InputError
+from klcli.io.source import Source
+
+# By extension; a file with another extension is recognised by its magic bytes.
+FORMATS = {
+    ".npy": "npy",
+    ".npz": "npz",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".feather": "arrow",
+    ".arrow": "arrow",
+    ".ipc": "arrow",
+}
+MAGIC = ((b"\x93NUMPY", "npy"), (b"PK\x03\x04", "npz"), (b"PAR1", "parquet"), (b"ARROW1", "arrow"))
+SUPPORTED = ".npy .npz .csv .tsv .parquet .feather .arrow"
+
+_INLINE = re.compile(r"^[\s0-9eE+\-.,;]*(?:(?:inf|nan)[\s0-9eE+\-.,;]*)*$", re.IGNORECASE)
+
+
+def open_operand(operand: str, role: str = "", *, stdin=None) -> Source:
+    """Open one operand for reading; ``role`` ("P", "Q", …) prefixes messages."""
+    source = _open(operand, stdin)
+    source.role = role
+    return source
+
+
+def _open(operand: str, stdin) -> Source:
+    if operand == "-":
+        return _open_stdin(stdin if stdin is not None else sys.stdin.buffer)
+    if os.path.exists(operand):
+        return _open_file(operand, operand, None)
+    for index, char in enumerate(operand):
+        if char == ":" and index and os.path.isfile(operand[:index]):
+            return _open_file(operand[:index], operand, operand[index + 1 :])
+    if _INLINE.match(operand) and any(c.isdigit() or c in "iInN" for c in operand):
+        return _open_inline(operand)
+    missing = operand.split(":", 1)[0] if ":" in operand else operand
+    raise InputError(f"{missing}: no such file (nor inline numbers such as 0.1,0.9 or 0.1,0.9;0.5,0.5)")
+
+
+def _open_file(path: str, operand: str, selector: str | None) -> Source:
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a directory; name a file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: cannot be read (permission denied)")
+    if os.path.getsize(path) == 0:
+        raise InputError(f"{path}: is empty")
+    fmt = FORMATS.get(os.path.splitext(path)[1].lower()) or _sniff(path)
+    if fmt is None:
+        raise InputError(f"{path}: unknown file type {os.path.splitext(path)[1] or '(no extension)'!r}; "
+                         f"klcli reads {SUPPORTED} (rename the file to its format's extension)")
+    if selector is not None and fmt == "npy":
+        raise InputError(f"{path}: an .npy file holds one array; drop the ':{selector}'")
+    try:
+        if fmt == "npy":
+            from klcli.io.numpy_files import open_npy
+
+            return open_npy(path, operand)
+        if fmt == "npz":
+            from klcli.io.numpy_files import open_npz
+
+            return open_npz(path, operand, selector)
+        from klcli.io import tables
+
+        if fmt == "parquet":
+            return tables.open_parquet(path, operand, selector)
+        if fmt == "arrow":
+            return tables.open_arrow(path, operand, selector)
+        return tables.open_csv(path, operand, selector, delimiter="," if fmt == "csv" else "\t")
+    except (PermissionError, IsADirectoryError) as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+def _sniff(path: str) -> str | None:
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    for magic, fmt in MAGIC:
+        if head.startswith(magic):
+            return fmt
+    return None
+
+
+def _open_stdin(stream) -> Source:
+    """Standard input: ``.npy`` bytes (recognised by their magic) or CSV/TSV text."""
+    head = stream.peek(6)[:6] if hasattr(stream, "peek") else b""
+    if head.startswith(b"\x93NUMPY"):
+        from klcli.io.numpy_files import open_npy_stream
+
+        return open_npy_stream(stream, "standard input", "-", fmt="stdin-npy")
+    data = stream.read()
+    if data.startswith(b"\x93NUMPY"):  # a stream that could not be peeked
+        import io
+
+        from klcli.io.numpy_files import open_npy_stream
+
+        return open_npy_stream(io.BytesIO(data), "standard input", "-", fmt="stdin-npy", size=len(data))
+    if not data.strip():
+        raise InputError("standard input: is empty; pipe CSV text or .npy bytes into '-'")
+    from klcli.io.tables import open_csv
+
+    first_line = data.split(b"\n", 1)[0]
+    delimiter = "\t" if b"\t" in first_line and b"," not in first_line else ","
+    return open_csv(None, "-", None, delimiter=delimiter, data=data)
+
+
+def parse_inline(text: str) -> np.ndarray:
+    """Inline numbers: ``,`` separates outcomes, ``;`` separates rows.
+
+    Examples
+    --------
+    >>> parse_inline("0.1,0.2,0.7").tolist()
+    [0.1, 0.2, 0.7]
+    >>> parse_inline("0.1,0.9; 0.5,0.5").shape
+    (2, 2)
+    """
+    rows = [row for row in text.strip().strip(";").split(";")]
+    try:
+        values = [[float(cell) for cell in row.split(",")] for row in rows]
+    except ValueError:
+        raise InputError(f"{text!r}: inline numbers must look like 0.1,0.9 or 0.1,0.9;0.5,0.5") from None
+    widths = {len(row) for row in values}
+    if len(widths) != 1:
+        raise InputError(f"{text!r}: inline rows have different lengths {sorted(widths)}; every row needs the "
+                         "same number of values")
+    array = np.array(values, dtype=np.float64)
+    return array[0] if len(values) == 1 else array
+
+
+def _open_inline(operand: str) -> Source:
+    array = parse_inline(operand)
+    return Source(operand, None, "inline", array.shape, "float64",
+                  lambda block_rows: iter([array.reshape(-1, array.shape[-1])]))

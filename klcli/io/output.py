@@ -1,0 +1,48 @@
+"""Writing a result to ``-o FILE``: atomically, and never over an input."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from klcli.errors import UsageError
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def check_output_path(path: str, inputs: list[str | None]) -> None:
+    """Refuse an output path that is one of the inputs, or that cannot be written."""
+    for source in inputs:
+        if source is not None and os.path.exists(source) and _same_file(path, source):
+            raise UsageError(f"-o {path}: is one of the inputs; klcli never overwrites its inputs")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"-o {path}: the folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise UsageError(f"-o {path}: is a directory; name a file")
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``.
+
+    An interrupted write leaves the old file (or none) in place, never half a result.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".klcli-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise

@@ -1,0 +1,65 @@
+"""What every reader hands on: a named stream of row blocks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Row blocks hold about this many values, so a block of 32 000-wide logits is
+# 32 rows (1 MiB of float32, 8 MiB once widened to float64).
+BLOCK_VALUES = 1 << 20
+
+
+def rows_per_block(outcomes: int) -> int:
+    return max(1, BLOCK_VALUES // max(1, outcomes))
+
+
+@dataclass
+class Source:
+    """One operand, opened: how to name it, what it holds, and its rows.
+
+    ``shape`` is the array's shape as stored; its leading entry is ``None``
+    while a text table has not yet been read to the end. ``blocks(n)`` yields
+    2-D arrays of at most about ``n`` rows (rows × outcomes), in order; a
+    1-D array is one row.
+    """
+
+    operand: str
+    path: str | None
+    format: str
+    shape: tuple[int | None, ...]
+    dtype: str
+    read_blocks: Callable[[int], Iterator[np.ndarray]] = field(repr=False)
+    role: str = ""
+
+    @property
+    def label(self) -> str:
+        """How messages name this input: ``P (p.csv)``, or just ``p.csv``."""
+        if self.path is not None:
+            where = self.path
+        else:
+            where = "standard input" if self.format.startswith("stdin") else self.operand
+        return f"{self.role} ({where})" if self.role else where
+
+    @property
+    def outcomes(self) -> int | None:
+        return self.shape[-1] if self.shape else None
+
+    def blocks(self, rows: int) -> Iterator[np.ndarray]:
+        return self.read_blocks(rows)
+
+    def describe(self, rows_read: int | None = None) -> dict:
+        """The ``inputs`` entry of the JSON result."""
+        shape = list(self.shape)
+        if shape and shape[0] is None and rows_read is not None:
+            shape[0] = rows_read
+        return {
+            "role": self.role,
+            "operand": self.operand,
+            "path": self.path,
+            "format": self.format,
+            "shape": shape,
+            "dtype": self.dtype,
+        }

@@ -1,0 +1,303 @@
+"""Tables: CSV/TSV text, Parquet and Arrow IPC (Feather v2), read by record batch.
+
+A table becomes rows × outcomes in one of two layouts: one list column holding
+a vector per row, or numeric columns side by side (all of them, or those a
+selector names). A single numeric column is one vector: a 1-D array, like a
+one-column ``np.loadtxt``. pyarrow is imported here only, and only when a
+table is opened, so one-off inline computations start fast.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from klcli.errors import InputError
+from klcli.io.source import Source
+
+
+@dataclass
+class Layout:
+    """Which columns of a table make the rows, and how."""
+
+    columns: list[str]
+    is_list: bool
+    width: int  # outcomes per row; for one numeric column, 1
+    dtype: str
+
+    @property
+    def is_vector(self) -> bool:
+        """One numeric column: the whole column is a single distribution."""
+        return not self.is_list and len(self.columns) == 1
+
+
+def _pa():
+    import pyarrow
+
+    return pyarrow
+
+
+def _is_number_type(kind) -> bool:
+    types = _pa().types
+    return types.is_integer(kind) or types.is_floating(kind) or types.is_boolean(kind)
+
+
+def _is_list_type(kind) -> bool:
+    types = _pa().types
+    return types.is_list(kind) or types.is_large_list(kind) or types.is_fixed_size_list(kind)
+
+
+def _numpy_dtype_name(kind) -> str:
+    return np.dtype(kind.to_pandas_dtype()).name
+
+
+def choose_layout(schema, name: str, selector: str | None, first_list_length=None) -> Layout:
+    """Decide the columns and layout of a table from its schema and an optional selector."""
+    names = list(schema.names)
+    if selector is not None:
+        wanted = [part.strip() for part in selector.split(",") if part.strip()]
+        missing = [w for w in wanted if w not in names]
+        if missing or not wanted:
+            raise InputError(f"{name}: has no column {', '.join(map(repr, missing)) or repr(selector)}; "
+                             f"its columns are: {', '.join(names)}")
+    else:
+        wanted = names
+    if not wanted:
+        raise InputError(f"{name}: has no columns")
+    kinds = [schema.field(w).type for w in wanted]
+    lists = [w for w, k in zip(wanted, kinds) if _is_list_type(k)]
+    if lists:
+        if len(wanted) != 1:
+            raise InputError(f"{name}: column {lists[0]!r} holds lists; select it alone as {name}:{lists[0]}")
+        value_type = kinds[0].value_type
+        if not _is_number_type(value_type):
+            raise InputError(f"{name}: list column {wanted[0]!r} holds {value_type}, not numbers")
+        width = kinds[0].list_size if _pa().types.is_fixed_size_list(kinds[0]) else first_list_length(wanted[0])
+        return Layout(wanted, True, width, _numpy_dtype_name(value_type))
+    text = [(w, k) for w, k in zip(wanted, kinds) if not _is_number_type(k)]
+    if text:
+        column, kind = text[0]
+        hint = "" if selector else f"; pick the numeric columns with {name}:COL1,COL2,…"
+        raise InputError(f"{name}: column {column!r} holds {kind}, not numbers{hint}")
+    dtypes = {_numpy_dtype_name(k) for k in kinds}
+    dtype = dtypes.pop() if len(dtypes) == 1 else "float64"
+    return Layout(wanted, False, len(wanted), dtype)
+
+
+def batch_rows(batch, layout: Layout, name: str, first_row: int) -> np.ndarray:
+    """A record batch as a 2-D array of rows (or a column of the 1-D vector)."""
+    columns = [batch.column(batch.schema.get_field_index(c)) for c in layout.columns]
+    for column_name, column in zip(layout.columns, columns):
+        if column.null_count:
+            row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+            raise InputError(f"{name}: row {first_row + row} of column {column_name!r} is empty (null); "
+                             "every cell needs a number")
+    if layout.is_list:
+        column = columns[0]
+        import pyarrow.compute as arrow_compute
+
+        lengths = arrow_compute.list_value_length(column).to_numpy(zero_copy_only=False)
+        wrong = np.flatnonzero(lengths != layout.width)
+        if wrong.size:
+            row = int(wrong[0])
+            raise InputError(f"{name}: row {first_row + row} of column {layout.columns[0]!r} has "
+                             f"{lengths[row]} values but earlier rows have {layout.width}; rows must be equally long")
+        values = column.flatten()
+        if values.null_count:
+            raise InputError(f"{name}: column {layout.columns[0]!r} has an empty (null) value inside a list")
+        return values.to_numpy(zero_copy_only=False).reshape(-1, layout.width)
+    arrays = [c.to_numpy(zero_copy_only=False) for c in columns]
+    return np.column_stack(arrays) if len(arrays) > 1 else arrays[0].reshape(-1, 1)
+
+
+def _blocks_from_batches(batches: Iterator, layout: Layout, name: str, block_rows: int) -> Iterator[np.ndarray]:
+    if layout.is_vector:  # one numeric column is one distribution: gather it whole
+        parts = [batch_rows(b, layout, name, 0)[:, 0] for b in batches]
+        yield (np.concatenate(parts) if parts else np.empty(0)).reshape(1, -1)
+        return
+    done = 0
+    for batch in batches:
+        for start in range(0, batch.num_rows, block_rows):
+            piece = batch.slice(start, block_rows)
+            yield batch_rows(piece, layout, name, done)
+            done += piece.num_rows
+
+
+# --- Parquet ---------------------------------------------------------------
+
+
+def open_parquet(path: str, operand: str, selector: str | None) -> Source:
+    pa = _pa()
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+        schema = parquet.schema_arrow
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: not a valid Parquet file ({_first_line(exc)})") from None
+
+    def first_length(column: str) -> int:
+        try:
+            first = next(parquet.iter_batches(batch_size=1, columns=[column]), None)
+        except pa.ArrowException as exc:
+            raise InputError(f"{path}: cannot be read ({_first_line(exc)})") from None
+        return 0 if first is None or first.num_rows == 0 else len(first.column(0)[0])
+
+    layout = choose_layout(schema, path, selector, first_length)
+    rows = parquet.metadata.num_rows
+
+    def blocks(block_rows: int) -> Iterator[np.ndarray]:
+        try:
+            yield from _blocks_from_batches(
+                parquet.iter_batches(batch_size=block_rows, columns=layout.columns), layout, path, block_rows)
+        except pa.ArrowException as exc:
+            raise InputError(f"{path}: cannot be read ({_first_line(exc)})") from None
+
+    shape = (rows,) if layout.is_vector else (rows, layout.width)
+    return Source(operand, path, "parquet", shape, layout.dtype, blocks)
+
+
+# --- Arrow IPC (Feather v2) ------------------------------------------------
+
+
+def open_arrow(path: str, operand: str, selector: str | None) -> Source:
+    pa = _pa()
+    try:
+        reader = pa.ipc.open_file(pa.memory_map(path, "r"))
+        batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+        schema = reader.schema
+    except (pa.ArrowException, OSError):
+        try:
+            with pa.memory_map(path, "r") as mapped:
+                stream = pa.ipc.open_stream(mapped)
+                schema = stream.schema
+                batches = list(stream)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{path}: not a valid Arrow IPC / Feather v2 file ({_first_line(exc)})") from None
+
+    def first_length(column: str) -> int:
+        for batch in batches:
+            if batch.num_rows:
+                return len(batch.column(batch.schema.get_field_index(column))[0])
+        return 0
+
+    layout = choose_layout(schema, path, selector, first_length)
+    rows = sum(b.num_rows for b in batches)
+
+    def blocks(block_rows: int) -> Iterator[np.ndarray]:
+        try:
+            yield from _blocks_from_batches(iter(batches), layout, path, block_rows)
+        except pa.ArrowException as exc:
+            raise InputError(f"{path}: cannot be read ({_first_line(exc)})") from None
+
+    shape = (rows,) if layout.is_vector else (rows, layout.width)
+    return Source(operand, path, "arrow", shape, layout.dtype, blocks)
+
+
+# --- CSV / TSV -------------------------------------------------------------
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _header(first_line: bytes, name: str, delimiter: str) -> tuple[list[str], bool]:
+    """Column names, and whether the first line is a header (any non-numeric cell)."""
+    try:
+        text = first_line.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError:
+        what = "CSV" if delimiter == "," else "TSV"
+        raise InputError(f"{name}: is not UTF-8 text; is it really a {what} file?") from None
+    cells = [c.strip() for c in text.split(delimiter)]
+    if all(_is_number(c) for c in cells):
+        return [str(i) for i in range(len(cells))], False
+    return cells, True
+
+
+def _locate_problem(data: bytes, name: str, delimiter: str, has_header: bool, width: int, selected) -> str | None:
+    """Find the first ragged or non-numeric row, for a message pyarrow cannot give."""
+    row = -1
+    for line_number, raw in enumerate(io.BytesIO(data), start=1):
+        line = raw.decode("utf-8-sig", errors="replace").rstrip("\r\n")
+        if not line.strip():
+            continue
+        if line_number == 1 and has_header:
+            continue
+        row += 1
+        cells = line.split(delimiter)
+        if len(cells) != width:
+            return (f"{name}: row {row} (line {line_number}) has {len(cells)} cells but the "
+                    f"{'header' if has_header else 'first row'} has {width}; every row needs the same columns")
+        for index in selected:
+            cell = cells[index].strip()
+            if not _is_number(cell):
+                what = "is empty" if not cell else f"{cell!r} is not a number"
+                return f"{name}: row {row} (line {line_number}), column {index}: {what}"
+    return None
+
+
+def open_csv(path: str | None, operand: str, selector: str | None, *, delimiter: str,
+             data: bytes | None = None) -> Source:
+    """A CSV or TSV file (or standard input's bytes, passed as ``data``)."""
+    name = path if path is not None else "standard input"
+    if data is None:
+        with open(path, "rb") as handle:
+            first_line = handle.readline()
+    else:
+        first_line = io.BytesIO(data).readline()
+    if not first_line.strip():
+        raise InputError(f"{name}: is empty; expected rows of comma-separated numbers")
+    names, has_header = _header(first_line, name, delimiter)
+    if len(set(names)) != len(names):
+        raise InputError(f"{name}: the header names a column twice; column names must be unique")
+
+    pa = _pa()
+    import pyarrow.csv as pcsv
+
+    schema = pa.schema([(n, pa.float64()) for n in names])
+    layout = choose_layout(schema, name, selector)
+    selected = [names.index(c) for c in layout.columns]
+
+    def batches():
+        source = path if data is None else pa.BufferReader(data)
+        reader = pcsv.open_csv(
+            source,
+            read_options=pcsv.ReadOptions(column_names=names, skip_rows=1 if has_header else 0,
+                                          block_size=1 << 22),
+            parse_options=pcsv.ParseOptions(delimiter=delimiter),
+            # No null spellings: "nan" and "inf" parse as numbers (and are then judged), "" is an error.
+            convert_options=pcsv.ConvertOptions(column_types={n: pa.float64() for n in layout.columns},
+                                                include_columns=layout.columns, null_values=[]),
+        )
+        yield from reader
+
+    def blocks(block_rows: int) -> Iterator[np.ndarray]:
+        produced = False
+        try:
+            for block in _blocks_from_batches(batches(), layout, name, block_rows):
+                produced = produced or block.size > 0
+                yield block
+        except pa.ArrowException as exc:
+            whole = data if data is not None else open(path, "rb").read()
+            message = _locate_problem(whole, name, delimiter, has_header, len(names), selected)
+            raise InputError(message or f"{name}: cannot be read as {'CSV' if delimiter == ',' else 'TSV'} "
+                                        f"({_first_line(exc)})") from None
+        if not produced:
+            raise InputError(f"{name}: has a header but no rows of numbers")
+
+    shape = (None,) if layout.is_vector else (None, layout.width)
+    fmt = "stdin-csv" if data is not None else ("csv" if delimiter == "," else "tsv")
+    return Source(operand, path, fmt, shape, "float64", blocks)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+

@@ -1,0 +1,85 @@
+"""The options several commands share, as ``Annotated`` types (one definition each)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+READING = "Reading the inputs"
+OUTPUT = "Output"
+GATES = "CI gates"
+
+
+class Kind(str, Enum):
+    probs = "probs"
+    logprobs = "logprobs"
+    logits = "logits"
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    ndjson = "ndjson"
+
+
+class Direction(str, Enum):
+    forward = "forward"
+    reverse = "reverse"
+    both = "both"
+
+
+# --- reading ---------------------------------------------------------------
+
+KindOpt = Annotated[Optional[Kind], typer.Option(
+    "--kind", help="What the values are, for both inputs: probs, logprobs or logits. [default: probs]",
+    rich_help_panel=READING, show_default=False)]
+LogitsOpt = Annotated[bool, typer.Option(
+    "--logits", help="Short for --kind logits.", rich_help_panel=READING)]
+PKindOpt = Annotated[Optional[Kind], typer.Option(
+    "--p-kind", help="The kind of P alone (overrides --kind).", rich_help_panel=READING, show_default=False)]
+QKindOpt = Annotated[Optional[Kind], typer.Option(
+    "--q-kind", help="The kind of Q alone (overrides --kind).", rich_help_panel=READING, show_default=False)]
+NormalizeOpt = Annotated[bool, typer.Option(
+    "--normalize", help="Rescale each row to sum 1 (counts, weights) instead of requiring it.",
+    rich_help_panel=READING)]
+EpsilonOpt = Annotated[float, typer.Option(
+    "--epsilon", min=0.0, metavar="E",
+    help="Add E to every probability of P and Q, then renormalise (keeps KL finite where Q has zeros).",
+    rich_help_panel=READING)]
+TemperatureOpt = Annotated[float, typer.Option(
+    "--temperature", "-T", metavar="T",
+    help="Divide log-probabilities (logits) by T > 0 before normalising, as in distillation.",
+    rich_help_panel=READING)]
+
+# --- output ----------------------------------------------------------------
+
+BaseOpt = Annotated[str, typer.Option(
+    "--base", metavar="e|2|10|B", help="Logarithm base of every divergence and entropy: e (nats), 2 (bits), "
+    "10 (bans) or any B > 0.", rich_help_panel=OUTPUT)]
+BitsOpt = Annotated[bool, typer.Option("--bits", help="Short for --base 2.", rich_help_panel=OUTPUT)]
+FormatOpt = Annotated[Optional[Format], typer.Option(
+    "--format", "-f", help="table (for people), json (one object), csv or ndjson (per-row values, for "
+    "pipelines). [default: table]", rich_help_panel=OUTPUT, show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Short for --format json.", rich_help_panel=OUTPUT)]
+PerRowOpt = Annotated[bool, typer.Option(
+    "--per-row", help="Also give every row's values (JSON key per_row; a table in table mode).",
+    rich_help_panel=OUTPUT)]
+QuietOpt = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="Print the headline value alone (shortest round-trip repr) and a newline.",
+    rich_help_panel=OUTPUT)]
+OutputOpt = Annotated[Optional[str], typer.Option(
+    "--output", "-o", metavar="FILE", help="Write the result to FILE (atomically), not standard output.",
+    rich_help_panel=OUTPUT, show_default=False)]
+NoProgressOpt = Annotated[bool, typer.Option(
+    "--no-progress", help="No progress bar on standard error (it is shown only on a terminal, after ~1 s).",
+    rich_help_panel=OUTPUT)]
+
+# --- gates -----------------------------------------------------------------
+
+CheckOpt = Annotated[Optional[list[str]], typer.Option(
+    "--check", metavar="EXPR", help="Assert KEY OP NUMBER on the result, e.g. 'value<0.05' or 'p99<=0.2' "
+    "(OP: < <= > >= == !=; KEY a dotted JSON path; a bare name means summary.NAME). Repeatable. "
+    "A failed check exits 1.", rich_help_panel=GATES, show_default=False)]

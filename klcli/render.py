@@ -1,0 +1,171 @@
+"""Results as people and programs read them: rich tables, JSON, CSV, NDJSON, one number.
+
+The only module that imports rich, and only when a table or progress bar is
+drawn, so ``-q`` and JSON output never pay for it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+
+from klcli.core.stats import SUMMARY_KEYS
+from klcli.result import Result, json_safe
+
+FORMATS = ("table", "json", "csv", "ndjson")
+
+
+def number(value) -> str:
+    """A figure for a table cell: seven significant digits, ``inf`` as is."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.7g}"
+
+
+def quiet(result: Result) -> str:
+    """The headline alone, as Python's shortest round-trip repr."""
+    return repr(float(result.value)) + "\n"
+
+
+def to_json(result: Result, *, per_row: bool) -> str:
+    return json.dumps(json_safe(result.document(per_row=per_row)), allow_nan=False, indent=2) + "\n"
+
+
+def _row_values(result: Result):
+    names = list(result.per_row)
+    columns = [result.per_row[name].tolist() for name in names]
+    return names, zip(*columns) if columns else iter(())
+
+
+def to_csv(result: Result) -> str:
+    import csv
+
+    names, rows = _row_values(result)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["row", *names])
+    for index, values in enumerate(rows):
+        writer.writerow([index, *(repr(v) if isinstance(v, float) else v for v in values)])
+    return buffer.getvalue()
+
+
+def to_ndjson(result: Result) -> str:
+    names, rows = _row_values(result)
+    lines = [json.dumps(json_safe({"row": index, **dict(zip(names, values))}), allow_nan=False)
+             for index, values in enumerate(rows)]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = None) -> str:
+    """The rich rendering, as text (with ANSI colour only when ``color``)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=color, no_color=not color, width=width,
+                      highlight=False, soft_wrap=False)
+    unit = f" {result.unit}" if result.unit else ""
+    head = Table(box=box.SIMPLE_HEAD, show_header=False, title=f"klcli {result.command}", title_justify="left",
+                 pad_edge=False)
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row(result.headline, f"[bold]{number(result.value)}[/bold]{unit}")
+    for key, value in result.figures.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            head.add_row(key, number(value))
+        elif isinstance(value, str):
+            head.add_row(key, value)
+    head.add_row("rows", str(result.rows))
+    for source in result.inputs:
+        shape = "×".join("?" if s is None else str(s) for s in source["shape"])
+        where = source["path"] or source["operand"]
+        head.add_row(f"{source['role']}", f"{where}  [dim]{source.get('kind', '')} {shape} {source['dtype']}[/dim]")
+    for note in result.notes:
+        head.add_row("note", note)
+    console.print(head)
+
+    if result.rows > 1 and result.metrics:
+        stats = Table(box=box.SIMPLE_HEAD, title=f"summary over rows ({result.unit or ''})".replace(" ()", ""),
+                      title_justify="left", pad_edge=False)
+        stats.add_column("statistic")
+        for name in result.metrics:
+            stats.add_column(name, justify="right")
+        for key in SUMMARY_KEYS:
+            stats.add_row(key.replace("_", "."), *(number(m.get(key)) for m in result.metrics.values()))
+        console.print(stats)
+
+    if per_row and result.per_row:
+        rows = Table(box=box.SIMPLE_HEAD, title="per row", title_justify="left", pad_edge=False)
+        rows.add_column("row", justify="right")
+        names, values = _row_values(result)
+        for name in names:
+            rows.add_column(name, justify="right")
+        for index, row in enumerate(values):
+            rows.add_row(str(index), *(number(v) for v in row))
+        console.print(rows)
+
+    if result.checks:
+        checks = Table(box=box.SIMPLE_HEAD, title="checks", title_justify="left", pad_edge=False)
+        for column in ("check", "actual", "threshold", "result"):
+            checks.add_column(column)
+        for check in result.checks:
+            verdict = "[green]pass[/green]" if check["passed"] else "[bold red]FAIL[/bold red]"
+            checks.add_row(check["expr"], number(check["actual"]), number(check["threshold"]), verdict)
+        console.print(checks)
+    return buffer.getvalue()
+
+
+def render(result: Result, fmt: str, *, per_row: bool, color: bool = False, width: int | None = None) -> str:
+    if fmt == "json":
+        return to_json(result, per_row=per_row)
+    if fmt == "csv":
+        return to_csv(result)
+    if fmt == "ndjson":
+        return to_ndjson(result)
+    return to_table(result, per_row=per_row, color=color, width=width)
+
+
+class Progress:
+    """A progress bar on standard error for work that takes more than about a second.
+
+    Drawn only when enabled (standard error is a terminal and ``--no-progress``
+    was not given); rich is imported only once the bar is shown.
+    """
+
+    DELAY = 1.0
+
+    def __init__(self, total: int | None, enabled: bool, description: str = "rows"):
+        self.total, self.enabled, self.description = total, enabled, description
+        self.started = time.monotonic()
+        self._bar = None
+        self._task = None
+
+    def update(self, done: int) -> None:
+        if not self.enabled:
+            return
+        if self._bar is None:
+            if time.monotonic() - self.started < self.DELAY:
+                return
+            from rich.console import Console
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(console=Console(stderr=True), transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(self.description, total=self.total)
+        self._bar.update(self._task, completed=done)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

@@ -1,0 +1,55 @@
+"""Regenerate the files in sample_data/ (deterministic): python sample_data/make_samples.py
+
+The same small distributions are written in every format klcli reads, so the
+README's examples and the tests can show that the format does not change the
+figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.feather as feather
+import pyarrow.parquet as pq
+
+HERE = Path(__file__).resolve().parent
+
+
+def distributions(seed: int, rows: int = 8, outcomes: int = 5) -> np.ndarray:
+    return np.random.default_rng(seed).dirichlet(np.full(outcomes, 2.0), size=rows)
+
+
+def write_csv(path: Path, values: np.ndarray, delimiter: str = ",") -> None:
+    header = delimiter.join(f"o{i}" for i in range(values.shape[1]))
+    lines = [delimiter.join(repr(float(v)) for v in row) for row in values]
+    path.write_text(header + "\n" + "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    p, q = distributions(1), distributions(2)
+    for name, values in (("p", p), ("q", q)):
+        write_csv(HERE / f"{name}.csv", values)
+        write_csv(HERE / f"{name}.tsv", values, "\t")
+        np.save(HERE / f"{name}.npy", values)
+        list_column = pa.array(values.tolist(), type=pa.list_(pa.float64()))
+        pq.write_table(pa.table({"probs": list_column}), HERE / f"{name}.parquet")
+        feather.write_feather(pa.table({f"o{i}": values[:, i] for i in range(values.shape[1])}),
+                              HERE / f"{name}.feather")
+    np.savez(HERE / "pq.npz", p=p, q=q)
+
+    # Word counts of two small corpora over the same five words: --normalize turns them into distributions.
+    counts = np.array([[40, 25, 20, 10, 5], [10, 20, 30, 25, 15]])
+    (HERE / "counts.csv").write_text("the,cat,sat,on,mat\n" + "\n".join(",".join(map(str, r)) for r in counts) + "\n")
+
+    # A teacher and a student model's logits over a 100-token vocabulary at 64 positions.
+    rng = np.random.default_rng(7)
+    teacher = rng.normal(0.0, 2.0, size=(64, 100))
+    student = teacher + rng.normal(0.0, 0.3, size=teacher.shape)
+    np.save(HERE / "teacher_logits.npy", teacher.astype(np.float32))
+    np.save(HERE / "student_logits.npy", student.astype(np.float32))
+
+
+if __name__ == "__main__":
+    main()

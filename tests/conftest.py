@@ -1,0 +1,79 @@
+"""Shared helpers: run the CLI in-process, and write arrays in every format klcli reads."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_data"
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> dict:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Call ``klcli ARGS`` in this process; returns exit code, stdout and stderr."""
+    from klcli.cli import main
+
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.delenv("KLCLI_DEBUG", raising=False)
+
+    def run(*args: str, stdin: bytes | None = None) -> Run:
+        if stdin is not None:
+            import io
+            import sys
+
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(stdin))))
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run
+
+
+def write_table(path: Path, values: np.ndarray, fmt: str) -> str:
+    """Write rows × outcomes ``values`` as ``fmt``; return the operand that reads them back."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+    import pyarrow.parquet as pq
+
+    if fmt == "npy":
+        np.save(path.with_suffix(".npy"), values)
+        return str(path.with_suffix(".npy"))
+    if fmt == "npz":
+        np.savez_compressed(path.with_suffix(".npz"), data=values, other=np.zeros(3))
+        return f"{path.with_suffix('.npz')}:data"
+    if fmt in ("csv", "tsv"):
+        sep = "," if fmt == "csv" else "\t"
+        text = sep.join(f"c{i}" for i in range(values.shape[1])) + "\n"
+        text += "\n".join(sep.join(repr(float(v)) for v in row) for row in values) + "\n"
+        target = path.with_suffix("." + fmt)
+        target.write_text(text)
+        return str(target)
+    if fmt == "parquet":
+        target = path.with_suffix(".parquet")
+        pq.write_table(pa.table({"v": pa.array(values.tolist(), type=pa.list_(pa.float64()))}), target,
+                       row_group_size=7)
+        return str(target)
+    if fmt == "feather":
+        target = path.with_suffix(".feather")
+        feather.write_feather(pa.table({f"c{i}": values[:, i] for i in range(values.shape[1])}), target,
+                              chunksize=5)
+        return str(target)
+    raise ValueError(fmt)
+
+
+FORMATS = ("npy", "npz", "csv", "tsv", "parquet", "feather")
