@@ -22,9 +22,11 @@ from klcli.options import (
     Direction,
     EpsilonOpt,
     FormatOpt,
+    IgnoreIndexOpt,
     JsonOpt,
     Kind,
     KindOpt,
+    LabelsOpt,
     LogitsOpt,
     NoProgressOpt,
     NormalizeOpt,
@@ -33,6 +35,7 @@ from klcli.options import (
     PKindOpt,
     QKindOpt,
     QuietOpt,
+    ShiftOpt,
     TemperatureOpt,
 )
 
@@ -150,7 +153,14 @@ def kl_command(
 @app.command("xent")
 def xent_command(
     p: P_ARG,
-    q: Q_ARG,
+    q: Annotated[Optional[str], typer.Argument(metavar="[Q]", help="The second distribution(s); omit it with "
+                                               "--labels, where P holds logits.", show_default=False)] = None,
+    labels: LabelsOpt = None,
+    ignore_index: IgnoreIndexOpt = -100,
+    shift: ShiftOpt = False,
+    label_smoothing: Annotated[float, typer.Option(
+        "--label-smoothing", metavar="EPS", min=0.0, max=1.0, help="With --labels: PyTorch's label smoothing, "
+        "(1−EPS)·NLL + EPS·mean over the vocabulary of −log p.", rich_help_panel="Tokens and labels")] = 0.0,
     kind: KindOpt = None,
     logits: LogitsOpt = False,
     p_kind: PKindOpt = None,
@@ -170,17 +180,34 @@ def xent_command(
 ) -> None:
     """Cross-entropy H(P,Q) = −Σ p·log q, entropy H(P) and D(P‖Q), row by row; the headline is mean H(P,Q).
 
+    With --labels, P holds logits and the figure is the token cross-entropy of the labels, equal to PyTorch's
+    cross_entropy(logits, labels, ignore_index=…, label_smoothing=…).
+
     Examples:
 
       klcli xent 0.5,0.5 0.25,0.75
 
       klcli xent sample_data/p.csv sample_data/q.csv --bits --json
+
+      klcli xent sample_data/lm_logits.npy --labels sample_data/lm_labels.npy -q
     """
+    delivery = _delivery(fmt=fmt, json_flag=json_flag, per_row=per_row, quiet=quiet, output=output,
+                         check=check, no_progress=no_progress, base=base, bits=bits)
+    if labels is not None:
+        from klcli.commands import perplexity
+
+        if q is not None:
+            raise UsageError("give Q or --labels, not both: with --labels, P holds logits scored against the labels")
+        if kind not in (None, Kind.logits) or p_kind not in (None, Kind.logits):
+            raise UsageError("--labels scores logits; for per-token log-probabilities use klcli perplexity")
+        reading = _token_reading("logits", labels, ignore_index, shift, temperature, label_smoothing=label_smoothing)
+        _finish(delivery, lambda progress: perplexity.token_cross_entropy(p, reading, delivery.unit,
+                                                                         progress=progress), [p, labels])
+    if q is None:
+        raise UsageError("xent needs Q, or --labels IDS to score logits P against observed tokens")
     from klcli.commands import divergence
 
     reading = _reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature)
-    delivery = _delivery(fmt=fmt, json_flag=json_flag, per_row=per_row, quiet=quiet, output=output,
-                         check=check, no_progress=no_progress, base=base, bits=bits)
     _finish(delivery, lambda progress: divergence.xent(p, q, reading, delivery.unit, progress=progress), [p, q])
 
 
@@ -225,6 +252,68 @@ def js_command(
                          check=check, no_progress=no_progress, base=base, bits=bits)
     _finish(delivery, lambda progress: divergence.js(p, q, reading, delivery.unit, weights=pair,
                                                      progress=progress), [p, q])
+
+
+@app.command("perplexity")
+def perplexity_command(
+    scores: Annotated[str, typer.Argument(metavar="LOGITS|LOGPROBS", help="Logits of shape (N, V) or (B, T, V) "
+                                          "with --labels; or, with --kind logprobs|probs, the observed tokens' "
+                                          "log-probabilities (1-D, FILE:COLUMN, or 2-D padded with NaN).",
+                                          show_default=False)],
+    labels: LabelsOpt = None,
+    kind: Annotated[Kind, typer.Option(
+        "--kind", help="logits (with --labels), or logprobs / probs of the observed tokens.")] = Kind.logits,
+    ignore_index: IgnoreIndexOpt = -100,
+    shift: ShiftOpt = False,
+    group: Annotated[Optional[str], typer.Option(
+        "--group", metavar="COLUMN", help="With a table's log-prob column (FILE:COLUMN): the column whose values "
+        "split the rows into sequences (documents).", rich_help_panel="Tokens and labels",
+        show_default=False)] = None,
+    temperature: TemperatureOpt = 1.0,
+    base: BaseOpt = "e",
+    bits: BitsOpt = False,
+    fmt: FormatOpt = None,
+    json_flag: JsonOpt = False,
+    per_row: PerRowOpt = False,
+    quiet: QuietOpt = False,
+    output: OutputOpt = None,
+    check: CheckOpt = None,
+    no_progress: NoProgressOpt = False,
+) -> None:
+    """Perplexity exp(mean NLL per token) from logits and labels, or from the tokens' log-probabilities.
+
+    The headline is the corpus perplexity exp(Σ NLL / Σ tokens) — what llama.cpp and PyTorch report.
+    mean_sequence_perplexity is the mean of the sequences' own perplexities (Hugging Face evaluate's
+    mean_perplexity); --per-row lists each sequence's nll, perplexity and tokens. Perplexity is always exp of
+    the NLL in nats; --base sets the unit of the NLL figures only.
+
+    Examples:
+
+      klcli perplexity sample_data/lm_logits.npy --labels sample_data/lm_labels.npy
+
+      klcli perplexity sample_data/token_logprobs.csv:logprob --kind logprobs --group doc --check 'perplexity<50'
+    """
+    from klcli.commands import perplexity
+
+    if group is not None and kind == Kind.logits:
+        raise UsageError("--group goes with --kind logprobs or probs (per-token values in a table column)")
+    reading = _token_reading(kind.value, labels, ignore_index, shift, temperature, group=group)
+    delivery = _delivery(fmt=fmt, json_flag=json_flag, per_row=per_row, quiet=quiet, output=output,
+                         check=check, no_progress=no_progress, base=base, bits=bits)
+    operands = [scores] + ([labels] if labels else [])
+    _finish(delivery, lambda progress: perplexity.perplexity(scores, reading, delivery.unit, progress=progress),
+            operands)
+
+
+def _token_reading(kind, labels, ignore_index, shift, temperature, *, label_smoothing=0.0, group=None):
+    from klcli.commands.perplexity import TokenReading
+
+    if not temperature > 0:
+        raise UsageError(f"--temperature {temperature:g}: the temperature must be > 0")
+    if shift and kind != "logits":
+        raise UsageError("--shift aligns logits with the next token's label; it needs --kind logits and --labels")
+    return TokenReading(kind=kind, labels=labels, ignore_index=ignore_index, shift=shift, temperature=temperature,
+                        label_smoothing=label_smoothing, group=group)
 
 
 def _error(message: str) -> None:

@@ -54,6 +54,19 @@ TemperatureOpt = Annotated[float, typer.Option(
     help="Divide log-probabilities (logits) by T > 0 before normalising, as in distillation.",
     rich_help_panel=READING)]
 
+# --- tokens (perplexity, xent --labels) ------------------------------------
+
+TOKENS = "Tokens and labels"
+LabelsOpt = Annotated[Optional[str], typer.Option(
+    "--labels", metavar="IDS", help="The observed token ids: shape (N) or (B, T) matching the logits' leading axes "
+    "(.npy, FILE:COLUMN, inline).", rich_help_panel=TOKENS, show_default=False)]
+IgnoreIndexOpt = Annotated[int, typer.Option(
+    "--ignore-index", metavar="ID", help="Label value of positions not scored (PyTorch's convention).",
+    rich_help_panel=TOKENS)]
+ShiftOpt = Annotated[bool, typer.Option(
+    "--shift", help="Causal-LM dumps: position t predicts token t+1 (logits[:, :-1] against labels[:, 1:], as "
+    "Hugging Face computes the loss).", rich_help_panel=TOKENS)]
+
 # --- output ----------------------------------------------------------------
 
 BaseOpt = Annotated[str, typer.Option(

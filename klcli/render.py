@@ -75,7 +75,7 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=color, no_color=not color, width=width,
                       highlight=False, soft_wrap=False)
-    unit = f" {result.unit}" if result.unit else ""
+    unit = f" {result.unit}" if result.unit and result.value_has_unit else ""
     head = Table(box=box.SIMPLE_HEAD, show_header=False, title=f"klcli {result.command}", title_justify="left",
                  pad_edge=False)
     head.add_column(style="bold")
@@ -95,14 +95,16 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
         head.add_row("note", note)
     console.print(head)
 
-    if result.rows > 1 and result.metrics:
-        stats = Table(box=box.SIMPLE_HEAD, title=f"summary over rows ({result.unit or ''})".replace(" ()", ""),
+    columns = result.metrics or {result.summary_name: result.summary}
+    if (result.summary.get("count") or 0) > 1:
+        title = f"summary over {result.summary_over} ({result.unit or ''})".replace(" ()", "")
+        stats = Table(box=box.SIMPLE_HEAD, title=title,
                       title_justify="left", pad_edge=False)
         stats.add_column("statistic")
-        for name in result.metrics:
+        for name in columns:
             stats.add_column(name, justify="right")
         for key in SUMMARY_KEYS:
-            stats.add_row(key.replace("_", "."), *(number(m.get(key)) for m in result.metrics.values()))
+            stats.add_row(key.replace("_", "."), *(number(m.get(key)) for m in columns.values()))
         console.print(stats)
 
     if per_row and result.per_row:

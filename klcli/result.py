@@ -30,6 +30,9 @@ class Result:
     notes: list[str] = field(default_factory=list)
     checks: list[dict] = field(default_factory=list)
     base: float = math.e
+    summary_name: str = "value"  # what ``summary`` summarises, when it is no metric of its own
+    summary_over: str = "rows"  # what the summary's count counts
+    value_has_unit: bool = True  # False for a perplexity: exp of nats, whatever the unit
 
     @property
     def passed(self) -> bool:

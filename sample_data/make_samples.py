@@ -50,6 +50,22 @@ def main() -> None:
     np.save(HERE / "teacher_logits.npy", teacher.astype(np.float32))
     np.save(HERE / "student_logits.npy", student.astype(np.float32))
 
+    # A small language model's logits (3 sequences × 16 positions × 50-token vocabulary) and the tokens
+    # observed at those positions, drawn from the model itself; and the same tokens' log-probabilities as
+    # a table with a document column, so both perplexity routes give the same figure.
+    rng = np.random.default_rng(3)
+    lm_logits = rng.normal(0.0, 2.5, size=(3, 16, 50)).astype(np.float32)
+    z = lm_logits.astype(np.float64)
+    log_probs = z - z.max(axis=-1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(axis=-1, keepdims=True))
+    labels = np.array([[rng.choice(50, p=np.exp(row)) for row in sequence] for sequence in log_probs])
+    np.save(HERE / "lm_logits.npy", lm_logits)
+    np.save(HERE / "lm_labels.npy", labels.astype(np.int64))
+    picked = np.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+    lines = ["doc,position,token,logprob"] + [
+        f"{'abc'[b]},{t},{labels[b, t]},{float(picked[b, t])!r}" for b in range(3) for t in range(16)]
+    (HERE / "token_logprobs.csv").write_text("\n".join(lines) + "\n")
+
 
 if __name__ == "__main__":
     main()

@@ -74,7 +74,7 @@ def run_pairs(
         p_rows = seen["P"].convert(p_block, start, lambda b, s: reading.log_rows(b, reading.p_kind, p_source, s))
         q_rows = seen["Q"].convert(q_block, start, lambda b, s: reading.log_rows(b, reading.q_kind, q_source, s))
         for name, values in kernel(p_rows, q_rows).items():
-            pieces.setdefault(name, []).append(np.asarray(values, dtype=np.float64))
+            pieces.setdefault(name, []).append(np.asarray(values))
         done += max(p_block.shape[0], q_block.shape[0])
         if progress is not None:
             progress.update(done)

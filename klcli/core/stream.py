@@ -73,12 +73,16 @@ def paired_blocks(
     block_rows: int | Callable[[int], int],
     p_label: str = "P",
     q_label: str = "Q",
+    broadcast: bool = True,
+    same_width: bool = True,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield ``(first_row, p_block, q_block)`` with matching rows.
 
     A side that holds a single row is yielded as that one row with every
-    block of the other side (callers broadcast it). ``block_rows`` may be a
-    function of the row width, to size blocks by bytes.
+    block of the other side (callers broadcast it), unless ``broadcast`` is
+    off. ``same_width`` off pairs rows of different widths (logits with their
+    labels). ``block_rows`` may be a function of P's row width, to size blocks
+    by bytes.
 
     Raises
     ------
@@ -91,14 +95,14 @@ def paired_blocks(
     for width, label in ((p_width, p_label), (q_width, q_label)):
         if width is None:
             raise ShapeError(f"{label}: holds no rows")
-    if p_width != q_width:
+    if same_width and p_width != q_width:
         raise ShapeError(f"{p_label} has {p_width} outcomes per row but {q_label} has {q_width}; "
                          "both must describe the same outcomes")
     size = block_rows(p_width) if callable(block_rows) else block_rows
     if p_single and q_single:
         yield 0, p_rows.take(1), q_rows.take(1)
         return
-    if p_single or q_single:
+    if broadcast and (p_single or q_single):
         single, many = (p_rows, q_rows) if p_single else (q_rows, p_rows)
         row = single.take(1)
         start = 0

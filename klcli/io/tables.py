@@ -301,3 +301,51 @@ def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
 
+
+
+def group_codes(source: Source, column: str) -> np.ndarray:
+    """Sequence numbers (0, 1, … by first appearance) from a table's ``column`` of any type (``--group``)."""
+    if source.format not in ("csv", "tsv", "parquet", "arrow") or source.path is None:
+        raise InputError(f"--group {column}: needs a table file (CSV, TSV, Parquet, Arrow), "
+                         f"not {source.label}")
+    pa = _pa()
+    import pyarrow.compute as arrow_compute
+
+    try:
+        if source.format in ("csv", "tsv"):
+            import pyarrow.csv as pcsv
+
+            table = pcsv.read_csv(source.path,
+                                  parse_options=pcsv.ParseOptions(delimiter="," if source.format == "csv" else "\t"),
+                                  convert_options=pcsv.ConvertOptions(include_columns=[column]))
+        elif source.format == "parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(source.path, columns=[column])
+        else:
+            with pa.memory_map(source.path, "r") as mapped:
+                table = pa.ipc.open_file(mapped).read_all().select([column])
+    except (KeyError, pa.ArrowException) as exc:
+        names = _column_names(source)
+        raise InputError(f"{source.path}: cannot read --group column {column!r} ({_first_line(exc)}); "
+                         f"its columns are: {names}") from None
+    values = table.column(column)
+    if values.null_count:
+        raise InputError(f"{source.path}: --group column {column!r} has empty cells; every row needs a group")
+    encoded = arrow_compute.dictionary_encode(values).combine_chunks()
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _column_names(source: Source) -> str:
+    try:
+        if source.format == "parquet":
+            import pyarrow.parquet as pq
+
+            return ", ".join(pq.ParquetFile(source.path).schema_arrow.names)
+        if source.format in ("csv", "tsv"):
+            with open(source.path, "rb") as handle:
+                names, _ = _header(handle.readline(), source.path, "," if source.format == "csv" else "\t")
+            return ", ".join(names)
+    except (OSError, InputError, _pa().ArrowException):
+        pass
+    return "(unknown)"

@@ -1,0 +1,268 @@
+"""``perplexity`` and ``xent --labels``: token log-likelihoods from logits and labels, or from log-probs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from klcli.commands.common import open_operands
+from klcli.core.perplexity import (
+    IGNORE_INDEX,
+    as_token_ids,
+    corpus_perplexity,
+    sequence_perplexities,
+    shifted_labels,
+    token_nll,
+)
+from klcli.core.stats import summarize
+from klcli.core.stream import paired_blocks
+from klcli.errors import InputError, ShapeError, UsageError
+from klcli.io.source import Source, rows_per_block
+from klcli.result import Result
+from klcli.units import Unit
+
+
+@dataclass(frozen=True)
+class TokenReading:
+    """How to turn an operand into per-token losses."""
+
+    kind: str = "logits"
+    labels: str | None = None
+    ignore_index: int = IGNORE_INDEX
+    shift: bool = False
+    temperature: float = 1.0
+    label_smoothing: float = 0.0
+    group: str | None = None
+
+
+@dataclass
+class TokenScores:
+    """Per-token losses (nats) of the counted tokens, and per-sequence sums."""
+
+    losses: np.ndarray
+    sequence_sums: np.ndarray
+    sequence_tokens: np.ndarray
+    positions: int
+    inputs: list[dict]
+
+
+class _Sequences:
+    """Accumulates per-sequence loss sums and token counts, growing as sequences appear."""
+
+    def __init__(self):
+        self.sums = np.zeros(0)
+        self.tokens = np.zeros(0, dtype=np.int64)
+
+    def add(self, ids: np.ndarray, losses: np.ndarray) -> None:
+        if not ids.size:
+            return
+        size = int(ids.max()) + 1
+        if size > self.sums.size:
+            self.sums = np.concatenate([self.sums, np.zeros(size - self.sums.size)])
+            self.tokens = np.concatenate([self.tokens, np.zeros(size - self.tokens.size, dtype=np.int64)])
+        self.sums[:size] += np.bincount(ids, weights=losses, minlength=size)
+        self.tokens[:size] += np.bincount(ids, minlength=size)
+
+
+def _sequence_length(shape: tuple) -> int | None:
+    """Positions per sequence: the second-to-last axis of a (B, T, V) input; None for one sequence."""
+    return shape[-2] if len(shape) >= 3 else None
+
+
+def _labels_match(logits: Source, labels: Source) -> None:
+    leading = logits.shape[:-1]
+    if None in leading or None in labels.shape:
+        return  # a text table: its length is checked as it streams
+    if tuple(labels.shape) == tuple(leading) or (len(labels.shape) == 1 and labels.shape[0] == math.prod(leading)):
+        return
+    raise ShapeError(f"{labels.label} have shape {tuple(labels.shape)} but the {logits.label} have "
+                     f"shape {tuple(logits.shape)}; labels need the logits' leading shape {tuple(leading)}")
+
+
+def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
+    if reading.labels is None:
+        raise UsageError("logits need --labels IDS (the observed token ids); for per-token log-probabilities "
+                         "use --kind logprobs")
+    logits, labels = open_operands((operand, "logits"), (reading.labels, "labels"))
+    if len(logits.shape) < 2 or logits.shape[-1] is None:
+        raise InputError(f"{logits.label}: logits need a vocabulary axis: shape (N, V) or (B, T, V), "
+                         f"got {tuple(logits.shape)}")
+    _labels_match(logits, labels)
+    length = _sequence_length(logits.shape)
+    label_rows = rows_per_block(1)
+
+    def label_blocks():
+        position = 0
+        for block in labels.blocks(label_rows):
+            ids = as_token_ids(block, label=labels.label, first_position=position)
+            position += ids.size
+            yield ids
+
+    stream = shifted_labels(label_blocks(), length, reading.ignore_index) if reading.shift else label_blocks()
+    pairs = paired_blocks(logits.blocks(rows_per_block(logits.outcomes)), (ids.reshape(-1, 1) for ids in stream),
+                          block_rows=rows_per_block, p_label=logits.label, q_label=labels.label,
+                          broadcast=False, same_width=False)
+    sequences, kept, positions = _Sequences(), [], 0
+    try:
+        for start, block, ids in pairs:
+            loss, counted = token_nll(block, ids[:, 0], temperature=reading.temperature,
+                                      ignore_index=reading.ignore_index, label_smoothing=reading.label_smoothing,
+                                      label=logits.label, first_position=start)
+            at = start + np.arange(block.shape[0])
+            sequences.add((at // length if length else np.zeros_like(at))[counted], loss[counted])
+            kept.append(loss[counted])
+            positions += block.shape[0]
+            if progress is not None:
+                progress.update(positions)
+    except ShapeError as exc:
+        if "rows" not in str(exc):
+            raise
+        raise ShapeError(f"{labels.label} (shape {_shape(labels)}) do not match the {logits.label} "
+                         f"(shape {_shape(logits)}): {exc}") from None
+    inputs = [dict(logits.describe(positions), kind="logits"), dict(labels.describe(positions), kind="labels")]
+    return TokenScores(np.concatenate(kept) if kept else np.zeros(0), sequences.sums, sequences.tokens, positions,
+                       inputs)
+
+
+def _shape(source: Source) -> tuple:
+    return tuple("?" if s is None else s for s in source.shape)
+
+
+def _token_losses(values: np.ndarray, kind: str, label: str, first_row: int, padded: bool) -> np.ndarray:
+    """−log p of each observed token (NaN stays NaN: padding); invalid values are an error."""
+    values = np.asarray(values, dtype=np.float64)
+    padding = np.isnan(values)
+    if padding.any() and not padded:
+        index = int(np.flatnonzero(padding.reshape(-1))[0])
+        raise InputError(f"{label}: position {index} is NaN; only a 2-D array (one row per sequence) may be padded "
+                         "with NaN")
+    if kind == "logprobs":
+        bad = ~padding & ((values > 1e-6) | (values == np.inf))
+        what = "log-probabilities must be <= 0"
+        losses = -np.minimum(values, 0.0)
+    else:
+        bad = ~padding & ((values < 0) | (values > 1 + 1e-6) | np.isinf(values))
+        what = "probabilities must be in [0, 1]"
+        with np.errstate(divide="ignore"):
+            losses = -np.log(np.minimum(values, 1.0))
+    if bad.any():
+        row, col = np.argwhere(bad.reshape(values.shape[0], -1))[0]
+        raise InputError(f"{label}: row {first_row + row}, position {col} holds {float(values[row, col])!r}; {what}")
+    return losses
+
+
+def _from_logprobs(operand: str, reading: TokenReading, progress) -> TokenScores:
+    if reading.labels is not None:
+        raise UsageError(f"--labels goes with --kind logits; --kind {reading.kind} values are already the observed "
+                         "tokens' " + ("log-probabilities" if reading.kind == "logprobs" else "probabilities"))
+    (source,) = open_operands((operand, reading.kind))
+    padded = len(source.shape) >= 2
+    groups = None
+    if reading.group is not None:
+        if padded:
+            raise UsageError(f"--group {reading.group}: needs one column of per-token values (FILE:COLUMN), "
+                             f"not {len(source.shape)}-D rows")
+        from klcli.io.tables import group_codes
+
+        groups = group_codes(source, reading.group)
+    sequences, kept, positions, row = _Sequences(), [], 0, 0
+    for block in source.blocks(rows_per_block(source.outcomes or 1)):
+        losses = _token_losses(block, reading.kind, source.label, row, padded)
+        counted = ~np.isnan(losses)
+        if groups is not None:
+            flat = losses.reshape(-1)
+            if groups.size != flat.size:
+                raise ShapeError(f"--group {reading.group}: has {groups.size} rows but {source.label} has {flat.size}")
+            ids = groups.reshape(block.shape)
+        else:
+            ids = np.broadcast_to((row + np.arange(block.shape[0]))[:, None], block.shape)
+        sequences.add(ids[counted], losses[counted])
+        kept.append(losses[counted])
+        positions += int(counted.sum())
+        row += block.shape[0]
+        if progress is not None:
+            progress.update(positions)
+    inputs = [dict(source.describe(row), kind=reading.kind)]
+    return TokenScores(np.concatenate(kept) if kept else np.zeros(0), sequences.sums, sequences.tokens, positions,
+                       inputs)
+
+
+def token_scores(operand: str, reading: TokenReading, progress=None) -> TokenScores:
+    scores = (_from_logits if reading.kind == "logits" else _from_logprobs)(operand, reading, progress)
+    if scores.losses.size == 0:
+        raise InputError(f"{operand}: no tokens were counted (every label is --ignore-index {reading.ignore_index}, "
+                         "or every value is padding); there is nothing to score")
+    return scores
+
+
+def perplexity(operand: str, reading: TokenReading, unit: Unit, *, progress=None) -> Result:
+    """Corpus perplexity exp(Σ NLL / Σ tokens), per-token NLL statistics and per-sequence figures."""
+    scores = token_scores(operand, reading, progress)
+    total, tokens = float(np.sum(scores.losses)), int(scores.losses.size)
+    corpus = corpus_perplexity(total, tokens)
+    per_token = unit.from_nats(scores.losses)
+    summary = summarize(per_token)
+    with_tokens = scores.sequence_tokens > 0
+    per_sequence = sequence_perplexities(scores.sequence_sums, scores.sequence_tokens)
+    per_row = {
+        "nll": unit.from_nats(scores.sequence_sums[with_tokens] / scores.sequence_tokens[with_tokens]),
+        "perplexity": per_sequence[with_tokens],
+        "tokens": scores.sequence_tokens[with_tokens],
+    }
+    notes = []
+    if not math.isfinite(corpus):
+        notes.append("perplexity is inf: a token has probability 0 (or a loss beyond float range)")
+    return Result(
+        command="perplexity",
+        headline="corpus perplexity",
+        value=corpus,
+        unit=unit.name,
+        base=unit.base,
+        rows=scores.positions,
+        inputs=scores.inputs,
+        summary=summary,
+        summary_name="token nll",
+        summary_over="tokens",
+        value_has_unit=False,
+        figures={
+            "perplexity": corpus,
+            "nll": summary["mean"],
+            "nll_stderr": summary["stderr"],
+            "bits_per_token": total / tokens / math.log(2),
+            "tokens": tokens,
+            "sequences": int(with_tokens.sum()),
+            "mean_sequence_perplexity": float(np.mean(per_sequence[with_tokens])),
+        },
+        per_row=per_row,
+        notes=notes,
+    )
+
+
+def token_cross_entropy(operand: str, reading: TokenReading, unit: Unit, *, progress=None) -> Result:
+    """``xent LOGITS --labels IDS``: PyTorch's ``cross_entropy`` (mean over counted tokens)."""
+    scores = token_scores(operand, reading, progress)
+    per_token = unit.from_nats(scores.losses)
+    summary = summarize(per_token)
+    figures = {"tokens": int(per_token.size), "label_smoothing": reading.label_smoothing}
+    if not reading.label_smoothing:
+        figures["perplexity"] = corpus_perplexity(float(np.sum(scores.losses)), int(scores.losses.size))
+    with_tokens = scores.sequence_tokens > 0
+    return Result(
+        command="xent",
+        headline="mean token cross-entropy",
+        value=summary["mean"],
+        unit=unit.name,
+        base=unit.base,
+        rows=scores.positions,
+        inputs=scores.inputs,
+        summary=summary,
+        metrics={"cross_entropy": summary},
+        summary_over="tokens",
+        figures=figures,
+        per_row={
+            "cross_entropy": unit.from_nats(scores.sequence_sums[with_tokens] / scores.sequence_tokens[with_tokens]),
+            "tokens": scores.sequence_tokens[with_tokens],
+        },
+    )

@@ -1,0 +1,143 @@
+"""Token negative log-likelihoods and perplexity.
+
+Per-token NLL from logits is ``logsumexp(z/T) − z[label]/T`` in float64: the
+normaliser is formed stably and the label's logit read directly, never
+``log(softmax(z))``. Perplexity is always ``exp`` of the mean NLL in nats
+(SPEC §1), whatever base the other figures are reported in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from klcli.core.logspace import logsumexp
+from klcli.errors import InputError
+
+IGNORE_INDEX = -100  # PyTorch's default ignore_index
+
+
+def as_token_ids(values: np.ndarray, *, label: str, first_position: int) -> np.ndarray:
+    """Labels as int64 token ids; non-integers are an error naming the position.
+
+    Examples
+    --------
+    >>> as_token_ids(np.array([1.0, 2.0]), label="ids", first_position=0).tolist()
+    [1, 2]
+    """
+    flat = np.asarray(values).reshape(-1)
+    if flat.dtype.kind in "iu":
+        return flat.astype(np.int64, copy=False)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(flat) | (flat != np.round(flat))
+    if bad.any():
+        index = int(np.flatnonzero(bad)[0])
+        raise InputError(f"{label}: position {first_position + index} holds {float(flat[index])!r}; "
+                         "labels must be integer token ids")
+    return flat.astype(np.int64)
+
+
+def token_nll(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    *,
+    temperature: float = 1.0,
+    ignore_index: int = IGNORE_INDEX,
+    label_smoothing: float = 0.0,
+    label: str = "logits",
+    first_position: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-position cross-entropy of ``labels`` under ``softmax(logits / T)``, in nats.
+
+    With ``label_smoothing`` ε the loss is PyTorch's:
+    (1 − ε)·NLL + ε·mean over the vocabulary of −log p.
+
+    Returns
+    -------
+    loss : ndarray, shape (n,)
+        The loss at every position (0 where ignored).
+    counted : ndarray of bool, shape (n,)
+        False where the label equals ``ignore_index``.
+
+    Examples
+    --------
+    >>> loss, counted = token_nll(np.array([[0.0, 0.0], [0.0, np.log(3.0)]]), np.array([0, 1]))
+    >>> np.round(loss, 12).tolist(), counted.tolist()  # ln 2, ln(4/3)
+    ([0.69314718056, 0.287682072452], [True, True])
+    """
+    values = np.asarray(logits, dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise InputError(f"{label}: position {first_position + row} has {float(values[row, col])!r} at vocabulary "
+                         f"index {col}; logits must be finite numbers")
+    if temperature != 1.0:
+        values = values / temperature
+    counted = labels != ignore_index
+    vocab = values.shape[1]
+    outside = counted & ((labels < 0) | (labels >= vocab))
+    if outside.any():
+        index = int(np.flatnonzero(outside)[0])
+        raise InputError(f"{label}: the label at position {first_position + index} is {int(labels[index])}, outside "
+                         f"the vocabulary [0, {vocab}) (ignored positions use --ignore-index {ignore_index})")
+    normaliser = logsumexp(values)
+    picked = values[np.arange(values.shape[0]), np.where(counted, labels, 0)]
+    loss = normaliser - picked
+    if label_smoothing:
+        uniform = normaliser - np.mean(values, axis=1)
+        loss = (1.0 - label_smoothing) * loss + label_smoothing * uniform
+    loss[~counted] = 0.0
+    return loss, counted
+
+
+def shifted_labels(blocks: Iterable[np.ndarray], positions: int | None, ignore_index: int) -> Iterator[np.ndarray]:
+    """Labels for a causal LM's logits: position t is scored against label t+1.
+
+    The last position of every sequence of ``positions`` tokens (and of the
+    whole stream) has no next token and gets ``ignore_index``, as in the
+    Hugging Face convention ``logits[:, :-1]`` against ``labels[:, 1:]``.
+
+    Examples
+    --------
+    >>> [b.tolist() for b in shifted_labels([np.array([1, 2, 3]), np.array([4, 5, 6])], 3, -100)]
+    [[2, 3], [-100, 5, 6], [-100]]
+    """
+    position = 0
+    started = False
+    for block in blocks:
+        flat = np.asarray(block).reshape(-1)
+        if not started:
+            flat, started = flat[1:], True
+        out = flat.copy()
+        if positions:
+            at = position + np.arange(out.size)
+            out[(at + 1) % positions == 0] = ignore_index
+        position += out.size
+        yield out
+    if started:
+        yield np.array([ignore_index], dtype=np.int64)
+
+
+def sequence_perplexities(nll_sums: np.ndarray, token_counts: np.ndarray) -> np.ndarray:
+    """exp(mean NLL) of each sequence; NaN for a sequence with no counted tokens.
+
+    Examples
+    --------
+    >>> sequence_perplexities(np.array([2 * math.log(2), 0.0]), np.array([2, 0])).tolist()
+    [2.0, nan]
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.exp(nll_sums / token_counts)
+
+
+def corpus_perplexity(nll_total: float, tokens: int) -> float:
+    """exp(Σ NLL / Σ tokens), the NLL in nats.
+
+    Examples
+    --------
+    >>> corpus_perplexity(3 * math.log(4), 3)
+    4.0
+    """
+    return math.exp(nll_total / tokens)
