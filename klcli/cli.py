@@ -316,6 +316,83 @@ def _token_reading(kind, labels, ignore_index, shift, temperature, *, label_smoo
                         label_smoothing=label_smoothing, group=group)
 
 
+def _parameter(option: str, meaning: str):
+    return Annotated[Optional[str], typer.Option(option, metavar="X", help=meaning, show_default=False,
+                                                 rich_help_panel="Gaussian parameters (numbers, vectors or files)")]
+
+
+@app.command("gaussian")
+def gaussian_command(
+    params: Annotated[Optional[str], typer.Argument(
+        metavar="[PARAMS]", help="A table with columns mu1, mu2 and one of sigma/var/logvar for each side: one "
+        "univariate KL per row.", show_default=False)] = None,
+    mu1: _parameter("--mu1", "Mean of P: a number, a vector of k (diagonal), or (n, k) rows. [default: 0]") = None,
+    sigma1: _parameter("--sigma1", "Standard deviation(s) of P. [default: 1]") = None,
+    var1: _parameter("--var1", "Variance(s) of P, instead of --sigma1.") = None,
+    logvar1: _parameter("--logvar1", "Log-variance(s) of P, instead of --sigma1.") = None,
+    cov1: _parameter("--cov1", "Covariance of P, (k, k) or (n, k, k) (.npy, .npz:key, CSV), for the full form.") = None,
+    mu2: _parameter("--mu2", "Mean of Q. [default: 0]") = None,
+    sigma2: _parameter("--sigma2", "Standard deviation(s) of Q. [default: 1]") = None,
+    var2: _parameter("--var2", "Variance(s) of Q, instead of --sigma2.") = None,
+    logvar2: _parameter("--logvar2", "Log-variance(s) of Q, instead of --sigma2.") = None,
+    cov2: _parameter("--cov2", "Covariance of Q, (k, k) or (n, k, k), for the full form.") = None,
+    vae: Annotated[bool, typer.Option("--vae", help="The VAE regulariser D(N(μ, diag e^logvar) ‖ N(0, I)) per row "
+                                      "of --mu and --logvar.")] = False,
+    mu: _parameter("--mu", "With --vae: the encoder means, (n, k).") = None,
+    logvar: _parameter("--logvar", "With --vae: the encoder log-variances, (n, k).") = None,
+    direction: Annotated[Direction, typer.Option(
+        "--direction", help="forward D(P‖Q); reverse D(Q‖P); both adds D(Q‖P) and the symmetric sum.")
+    ] = Direction.forward,
+    base: BaseOpt = "e",
+    bits: BitsOpt = False,
+    fmt: FormatOpt = None,
+    json_flag: JsonOpt = False,
+    per_row: PerRowOpt = False,
+    quiet: QuietOpt = False,
+    output: OutputOpt = None,
+    check: CheckOpt = None,
+    no_progress: NoProgressOpt = False,
+) -> None:
+    """Closed-form KL divergence between Gaussians P = N(μ1, Σ1) and Q = N(μ2, Σ2); the headline is the mean over rows.
+
+    A number is a univariate Gaussian, a vector of k a diagonal one (KL summed over the k dimensions), an
+    (n, k) array n of them; --cov1/--cov2 give full covariances (computed through Cholesky factors), and may be
+    mixed with diagonal ones. Unset means are 0 and unset spreads 1.
+
+    Examples:
+
+      klcli gaussian --mu1 0 --sigma1 1 --mu2 1 --sigma2 2 -q
+
+      klcli gaussian sample_data/gaussians.csv --per-row
+
+      klcli gaussian --vae --mu sample_data/vae.npz:mu --logvar sample_data/vae.npz:logvar
+    """
+    from klcli.commands import gaussian
+
+    delivery = _delivery(fmt=fmt, json_flag=json_flag, per_row=per_row, quiet=quiet, output=output,
+                         check=check, no_progress=no_progress, base=base, bits=bits)
+    sides = {"--mu1": mu1, "--sigma1": sigma1, "--var1": var1, "--logvar1": logvar1, "--cov1": cov1,
+             "--mu2": mu2, "--sigma2": sigma2, "--var2": var2, "--logvar2": logvar2, "--cov2": cov2}
+    given = [option for option, value in sides.items() if value is not None]
+    if vae:
+        if given or params:
+            raise UsageError(f"--vae takes --mu and --logvar only, not {(given or ['PARAMS'])[0]}")
+        if mu is None or logvar is None:
+            raise UsageError("--vae needs --mu MU and --logvar LOGVAR (the encoder's outputs, (n, k))")
+        _finish(delivery, lambda progress: gaussian.vae(mu, logvar, delivery.unit), [mu, logvar])
+    if mu is not None or logvar is not None:
+        raise UsageError("--mu and --logvar go with --vae; for two Gaussians use --mu1/--mu2 and --logvar1/--logvar2")
+    if params is not None:
+        if given:
+            raise UsageError(f"give a PARAMS table or {given[0]} and the other parameter options, not both")
+        _finish(delivery, lambda progress: gaussian.gaussian_table(params, delivery.unit, direction=direction.value),
+                [params])
+    first = gaussian.Side(1, mu1, sigma1, var1, logvar1, cov1)
+    second = gaussian.Side(2, mu2, sigma2, var2, logvar2, cov2)
+    _finish(delivery, lambda progress: gaussian.gaussian(first, second, delivery.unit, direction=direction.value),
+            [v for v in sides.values() if v is not None])
+
+
 def _error(message: str) -> None:
     lines = str(message).strip().splitlines() or ["unknown error"]
     print(f"klcli: error: {lines[0]}", file=sys.stderr)

@@ -66,6 +66,15 @@ def main() -> None:
         f"{'abc'[b]},{t},{labels[b, t]},{float(picked[b, t])!r}" for b in range(3) for t in range(16)]
     (HERE / "token_logprobs.csv").write_text("\n".join(lines) + "\n")
 
+    # Gaussians: a table of univariate pairs, a VAE encoder's outputs, and two full covariances.
+    rows = [(0.0, 1.0, 1.0, 2.0), (0.5, 1.0, 0.0, 1.0), (-1.0, 0.5, 1.0, 1.5), (2.0, 3.0, 2.0, 3.0)]
+    (HERE / "gaussians.csv").write_text("mu1,sigma1,mu2,sigma2\n" + "\n".join(",".join(map(repr, r)) for r in rows)
+                                        + "\n")
+    rng = np.random.default_rng(5)
+    np.savez(HERE / "vae.npz", mu=rng.normal(0.0, 0.8, size=(32, 8)), logvar=rng.normal(-0.5, 0.4, size=(32, 8)))
+    np.save(HERE / "cov1.npy", np.array([[2.0, 0.3, 0.0], [0.3, 1.0, 0.2], [0.0, 0.2, 0.5]]))
+    np.save(HERE / "cov2.npy", np.array([[1.0, 0.0, 0.1], [0.0, 1.5, 0.0], [0.1, 0.0, 1.0]]))
+
 
 if __name__ == "__main__":
     main()

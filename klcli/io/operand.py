@@ -147,3 +147,24 @@ def _open_inline(operand: str) -> Source:
     array = parse_inline(operand)
     return Source(operand, None, "inline", array.shape, "float64",
                   lambda block_rows: iter([array.reshape(-1, array.shape[-1])]))
+
+
+def read_array(operand: str, role: str) -> tuple[np.ndarray, Source]:
+    """An operand read whole, in its stored shape (for small parameter arrays)."""
+    source = open_operand(operand, role)
+    blocks = [np.asarray(block) for block in source.blocks(1 << 16)]
+    rows = np.concatenate(blocks) if blocks else np.empty((0, source.shape[-1] or 0))
+    shape = tuple(rows.shape[0] if s is None else s for s in source.shape)
+    if len(shape) == 1 and source.shape[0] is None:  # a text column gathered as one vector
+        shape = (rows.size,)
+    return rows.reshape(shape), source
+
+
+def read_columns(operand: str, role: str) -> tuple[dict[str, np.ndarray], Source]:
+    """Every column of a table operand, by name, each as a 1-D float array (small tables)."""
+    source = open_operand(operand, role)
+    if source.format not in ("csv", "tsv", "parquet", "arrow") or source.path is None:
+        raise InputError(f"{source.label}: expected a table file with named columns (CSV, TSV, Parquet, Arrow)")
+    from klcli.io.tables import numeric_columns
+
+    return numeric_columns(source), source

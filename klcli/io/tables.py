@@ -336,16 +336,42 @@ def group_codes(source: Source, column: str) -> np.ndarray:
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+def column_names(source: Source) -> list[str]:
+    """The column names of a table file."""
+    if source.format == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.ParquetFile(source.path).schema_arrow.names)
+    if source.format == "arrow":
+        pa = _pa()
+        with pa.memory_map(source.path, "r") as mapped:
+            return list(pa.ipc.open_file(mapped).schema.names)
+    with open(source.path, "rb") as handle:
+        names, _ = _header(handle.readline(), source.path, "," if source.format == "csv" else "\t")
+    return names
+
+
 def _column_names(source: Source) -> str:
     try:
-        if source.format == "parquet":
-            import pyarrow.parquet as pq
-
-            return ", ".join(pq.ParquetFile(source.path).schema_arrow.names)
-        if source.format in ("csv", "tsv"):
-            with open(source.path, "rb") as handle:
-                names, _ = _header(handle.readline(), source.path, "," if source.format == "csv" else "\t")
-            return ", ".join(names)
+        return ", ".join(column_names(source))
     except (OSError, InputError, _pa().ArrowException):
-        pass
-    return "(unknown)"
+        return "(unknown)"
+
+
+def numeric_columns(source: Source) -> dict[str, np.ndarray]:
+    """A whole table file's columns as float64 arrays (text columns are an error naming them)."""
+    result = {}
+    for name in column_names(source):
+        column = open_table_column(source, name)
+        parts = [np.asarray(block, dtype=np.float64).reshape(-1) for block in column.blocks(1 << 16)]
+        result[name] = np.concatenate(parts) if parts else np.zeros(0)
+    return result
+
+
+def open_table_column(source: Source, name: str) -> Source:
+    """One column of the same table file, as a 1-D source."""
+    if source.format == "parquet":
+        return open_parquet(source.path, f"{source.path}:{name}", name)
+    if source.format == "arrow":
+        return open_arrow(source.path, f"{source.path}:{name}", name)
+    return open_csv(source.path, f"{source.path}:{name}", name, delimiter="," if source.format == "csv" else "\t")

@@ -1,0 +1,200 @@
+"""``gaussian``: closed-form KL between Gaussians given by numbers, files or a table of parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from klcli.commands.common import summaries
+from klcli.core.gaussian import cholesky, kl_diagonal, kl_full, kl_standard_normal, log_variance
+from klcli.errors import InputError, ShapeError, UsageError
+from klcli.io.operand import read_array, read_columns
+from klcli.result import Result
+from klcli.units import Unit
+
+
+@dataclass(frozen=True)
+class Side:
+    """One Gaussian's parameters as operands (None: not given). Index 1 is P, 2 is Q."""
+
+    index: int
+    mu: str | None = None
+    sigma: str | None = None
+    var: str | None = None
+    logvar: str | None = None
+    cov: str | None = None
+
+    def scale(self) -> tuple[str, str] | None:
+        given = [(name, getattr(self, name)) for name in ("sigma", "var", "logvar") if getattr(self, name)]
+        if self.cov is not None:
+            given.append(("cov", self.cov))
+        if len(given) > 1:
+            names = " and ".join(f"--{name}{self.index}" for name, _ in given)
+            raise UsageError(f"{names} both set the spread of the same Gaussian; give one of them")
+        return given[0] if given else None
+
+
+@dataclass
+class _Params:
+    """A side loaded: means (n, k), log-variances (n, k) or a Cholesky factor (n, k, k)."""
+
+    mu: np.ndarray
+    logvar: np.ndarray | None
+    chol: np.ndarray | None
+    spread_option: str = "--sigma"
+
+
+def _rows(array: np.ndarray, option: str) -> np.ndarray:
+    """Numbers → (1, 1); a vector of k → (1, k); (n, k) stays."""
+    if array.ndim <= 1:
+        return array.reshape(1, -1)
+    if array.ndim == 2:
+        return array
+    raise ShapeError(f"{option}: expected a number, a vector of k or an (n, k) array, got shape {array.shape}")
+
+
+def _load(side: Side, inputs: list[dict]) -> tuple[_Params, dict[str, tuple]]:
+    shapes = {}
+
+    def load(option: str, operand: str) -> np.ndarray:
+        array, source = read_array(operand, option)
+        inputs.append(dict(source.describe(), kind=option.lstrip("-").rstrip("12")))
+        shapes[option] = array.shape
+        return array
+
+    mu = _rows(load(f"--mu{side.index}", side.mu), f"--mu{side.index}") if side.mu else np.zeros((1, 1))
+    scale = side.scale()
+    if scale is None:
+        return _Params(mu, np.zeros((1, 1)), None, f"--sigma{side.index}"), shapes
+    name, operand = scale
+    option = f"--{name}{side.index}"
+    values = load(option, operand)
+    if name != "cov":
+        label = f"{option} ({'P' if side.index == 1 else 'Q'})"
+        return _Params(mu, log_variance(_rows(values, option), name, label=label), None, option), shapes
+    if values.ndim == 2:
+        values = values[None]
+    if values.ndim != 3 or values.shape[-1] != values.shape[-2]:
+        raise ShapeError(f"{option}: a covariance is (k, k) or (n, k, k), got shape {values.shape}")
+    return _Params(mu, None, cholesky(values, label=f"{option} ({'P' if side.index == 1 else 'Q'})"), option), shapes
+
+
+def _common_shape(arrays: dict[str, np.ndarray]) -> tuple[int, int]:
+    """The rows n and dimensions k all parameters broadcast to, or a ShapeError naming two that differ."""
+    rows = {option: a.shape[0] for option, a in arrays.items()}
+    dims = {option: a.shape[-1] for option, a in arrays.items()}
+    n, k = max(rows.values()), max(dims.values())
+    for sizes, what, total in ((rows, "rows", n), (dims, "dimensions", k)):
+        odd = [option for option, size in sizes.items() if size not in (1, total)]
+        if odd:
+            widest = next(option for option, size in sizes.items() if size == total)
+            raise ShapeError(f"{odd[0]} has {sizes[odd[0]]} {what} but {widest} has {total}; parameters must agree "
+                             f"(or have 1, to apply to all)")
+    return n, k
+
+
+def _full_factor(params: _Params, n: int, k: int) -> np.ndarray:
+    if params.chol is not None:
+        return np.broadcast_to(params.chol, (n, k, k))
+    sigma = np.broadcast_to(np.exp(0.5 * params.logvar), (n, k))
+    return sigma[:, :, None] * np.eye(k)
+
+
+def _kl_rows(first: _Params, second: _Params) -> tuple[np.ndarray, str, int]:
+    arrays = {"--mu1": first.mu, "--mu2": second.mu}
+    for params in (first, second):
+        arrays[params.spread_option] = params.chol[:, 0, :] if params.chol is not None else params.logvar
+    n, k = _common_shape(arrays)
+    for params in (first, second):
+        if params.chol is not None and params.chol.shape[-1] != k:
+            raise ShapeError(f"{params.spread_option} is {params.chol.shape[-1]}×{params.chol.shape[-1]} but the "
+                             f"Gaussians have {k} dimensions")
+    if first.chol is None and second.chol is None:
+        mu1, mu2 = np.broadcast_to(first.mu, (n, k)), np.broadcast_to(second.mu, (n, k))
+        forward = kl_diagonal(mu1, np.broadcast_to(first.logvar, (n, k)), mu2, np.broadcast_to(second.logvar, (n, k)))
+        backward = kl_diagonal(mu2, np.broadcast_to(second.logvar, (n, k)), mu1, np.broadcast_to(first.logvar, (n, k)))
+        return np.stack([forward, backward]), "univariate" if k == 1 else "diagonal", k
+    chol1, chol2 = _full_factor(first, n, k), _full_factor(second, n, k)
+    mu1, mu2 = np.broadcast_to(first.mu, (n, k)), np.broadcast_to(second.mu, (n, k))
+    return np.stack([kl_full(mu1, chol1, mu2, chol2), kl_full(mu2, chol2, mu1, chol1)]), "full", k
+
+
+def _result(kl_pair: np.ndarray, unit: Unit, direction: str, form: str, dims: int, inputs: list[dict]) -> Result:
+    forward, backward = unit.from_nats(kl_pair[0]), unit.from_nats(kl_pair[1])
+    per_row = {}
+    if direction in ("forward", "both"):
+        per_row["kl"] = forward
+    if direction in ("reverse", "both"):
+        per_row["kl_reverse"] = backward
+    if direction == "both":
+        per_row["kl_symmetric"] = forward + backward
+    metrics = summaries(per_row)
+    head = "kl_reverse" if direction == "reverse" else "kl"
+    return Result(
+        command="gaussian",
+        headline="mean D(Q‖P)" if head == "kl_reverse" else "mean D(P‖Q)",
+        value=metrics[head]["mean"],
+        unit=unit.name,
+        base=unit.base,
+        rows=int(forward.shape[0]),
+        inputs=inputs,
+        summary=metrics[head],
+        metrics=metrics,
+        figures={"form": form, "dimensions": dims, "direction": direction},
+        per_row=per_row,
+    )
+
+
+def gaussian(first: Side, second: Side, unit: Unit, *, direction: str = "forward") -> Result:
+    """KL between P = N(μ1, ·) and Q = N(μ2, ·): univariate, diagonal or full covariance."""
+    inputs: list[dict] = []
+    params1, _ = _load(first, inputs)
+    params2, _ = _load(second, inputs)
+    kl_pair, form, dims = _kl_rows(params1, params2)
+    return _result(kl_pair, unit, direction, form, dims, inputs)
+
+
+def gaussian_table(operand: str, unit: Unit, *, direction: str = "forward") -> Result:
+    """One univariate KL per row of a table with columns mu1, mu2 and sigma/var/logvar 1 and 2."""
+    columns, source = read_columns(operand, "PARAMS")
+    params = []
+    for index in (1, 2):
+        spreads = [name for name in ("sigma", "var", "logvar") if f"{name}{index}" in columns]
+        if len(spreads) != 1:
+            found = ", ".join(columns) or "none"
+            raise InputError(f"{source.label}: needs exactly one of the columns sigma{index}, var{index}, "
+                             f"logvar{index} (mu{index} is 0 when absent); its columns are: {found}")
+        label = f"{source.label}: column {spreads[0]}{index}"
+        mu = columns.get(f"mu{index}", np.zeros(1))[:, None]
+        log_var = log_variance(columns[f"{spreads[0]}{index}"][:, None], spreads[0], label=label)
+        params.append(_Params(mu, log_var, None, f"{spreads[0]}{index}"))
+    kl_pair, form, _ = _kl_rows(*params)
+    return _result(kl_pair, unit, direction, form, 1, [dict(source.describe(len(kl_pair[0])), kind="parameters")])
+
+
+def vae(mu: str, logvar: str, unit: Unit) -> Result:
+    """The VAE term D(N(μ, diag e^logvar) ‖ N(0, I)) per row of (n, k) arrays."""
+    inputs = []
+    arrays = {}
+    for option, operand in (("--mu", mu), ("--logvar", logvar)):
+        array, source = read_array(operand, option)
+        inputs.append(dict(source.describe(), kind=option.lstrip("-")))
+        arrays[option] = _rows(array, option)
+    n, k = _common_shape(arrays)
+    log_var = log_variance(np.broadcast_to(arrays["--logvar"], (n, k)), "logvar", label="--logvar")
+    per_row = {"kl": unit.from_nats(kl_standard_normal(np.broadcast_to(arrays["--mu"], (n, k)), log_var))}
+    metrics = summaries(per_row)
+    return Result(
+        command="gaussian",
+        headline="mean D(q(z|x)‖N(0,I))",
+        value=metrics["kl"]["mean"],
+        unit=unit.name,
+        base=unit.base,
+        rows=n,
+        inputs=inputs,
+        summary=metrics["kl"],
+        metrics=metrics,
+        figures={"form": "vae", "dimensions": k},
+        per_row=per_row,
+    )
