@@ -316,6 +316,62 @@ def _token_reading(kind, labels, ignore_index, shift, temperature, *, label_smoo
                         label_smoothing=label_smoothing, group=group)
 
 
+@app.command("compare")
+def compare_command(
+    base_model: Annotated[str, typer.Argument(metavar="BASE", help="The reference model's logits (rows = positions, "
+                                              "last axis = vocabulary).", show_default=False)],
+    test_model: Annotated[str, typer.Argument(metavar="TEST", help="The test model's logits for the same positions "
+                                              "and vocabulary.", show_default=False)],
+    labels: LabelsOpt = None,
+    ignore_index: IgnoreIndexOpt = -100,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, metavar="K",
+                                       help="K of the top-k overlap |topk(base) ∩ topk(test)| / K.")] = 5,
+    worst: Annotated[int, typer.Option("--worst", min=0, metavar="N",
+                                       help="How many of the positions with the largest KL to list.")] = 10,
+    kind: Annotated[Optional[Kind], typer.Option(
+        "--kind", help="What both inputs hold: logits, logprobs or probs. [default: logits]",
+        rich_help_panel="Reading the inputs", show_default=False)] = None,
+    base_kind: Annotated[Optional[Kind], typer.Option(
+        "--base-kind", help="The kind of BASE alone.", rich_help_panel="Reading the inputs",
+        show_default=False)] = None,
+    test_kind: Annotated[Optional[Kind], typer.Option(
+        "--test-kind", help="The kind of TEST alone.", rich_help_panel="Reading the inputs",
+        show_default=False)] = None,
+    temperature: TemperatureOpt = 1.0,
+    base: BaseOpt = "e",
+    bits: BitsOpt = False,
+    fmt: FormatOpt = None,
+    json_flag: JsonOpt = False,
+    per_row: PerRowOpt = False,
+    quiet: QuietOpt = False,
+    output: OutputOpt = None,
+    check: CheckOpt = None,
+    no_progress: NoProgressOpt = False,
+) -> None:
+    """A drift report between two models' outputs at the same positions; the headline is mean D(base‖test).
+
+    Per position: KL both ways, JS divergence, total variation, top-1 agreement and top-k overlap; with
+    --labels, each model's perplexity, their ratio, and Δp = p_test(label) − p_base(label) — the statistics of
+    llama.cpp's --kl-divergence, for any framework's logits, as JSON with gates.
+
+    Examples:
+
+      klcli compare sample_data/teacher_logits.npy sample_data/student_logits.npy
+
+      klcli compare base.npy quant.npy --labels ids.npy --check 'kl.p99<0.2' --check 'top1_agreement>=0.98'
+    """
+    from klcli.commands import compare
+
+    both = kind or Kind.logits
+    reading = _reading(None, False, base_kind or both, test_kind or both, False, 0.0, temperature)
+    delivery = _delivery(fmt=fmt, json_flag=json_flag, per_row=per_row, quiet=quiet, output=output,
+                         check=check, no_progress=no_progress, base=base, bits=bits)
+    operands = [base_model, test_model] + ([labels] if labels else [])
+    _finish(delivery, lambda progress: compare.compare(base_model, test_model, reading, delivery.unit, labels=labels,
+                                                       top_k=top_k, worst=worst, ignore_index=ignore_index,
+                                                       progress=progress), operands)
+
+
 def _parameter(option: str, meaning: str):
     return Annotated[Optional[str], typer.Option(option, metavar="X", help=meaning, show_default=False,
                                                  rich_help_panel="Gaussian parameters (numbers, vectors or files)")]

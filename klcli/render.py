@@ -107,6 +107,15 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
             stats.add_row(key.replace("_", "."), *(number(m.get(key)) for m in columns.values()))
         console.print(stats)
 
+    for key, value in result.figures.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            listing = Table(box=box.SIMPLE_HEAD, title=key, title_justify="left", pad_edge=False)
+            for column in value[0]:
+                listing.add_column(column, justify="right")
+            for entry in value:
+                listing.add_row(*(number(v) for v in entry.values()))
+            console.print(listing)
+
     if per_row and result.per_row:
         rows = Table(box=box.SIMPLE_HEAD, title="per row", title_justify="left", pad_edge=False)
         rows.add_column("row", justify="right")

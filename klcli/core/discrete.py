@@ -54,10 +54,14 @@ def js_rows(p: LogRows, q: LogRows, weights: tuple[float, float] = (0.5, 0.5)) -
     The result is clamped at 0 so that its square root (the JS distance) is
     never NaN (compare scipy issue #20083).
     """
-    w_p, w_q = weights
     d = log_ratio(p, q)
-    probs_p = np.broadcast_to(p.probs(), d.shape)
-    probs_q = np.broadcast_to(q.probs(), d.shape)
+    return js_from_ratio(d, np.broadcast_to(p.probs(), d.shape), np.broadcast_to(q.probs(), d.shape), weights)
+
+
+def js_from_ratio(d: np.ndarray, probs_p: np.ndarray, probs_q: np.ndarray,
+                  weights: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:
+    """The weighted JS divergence per row from d = log(p/q) and both probability rows (see :func:`js_rows`)."""
+    w_p, w_q = weights
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         # log(p/m) = −log1p(π2·(q/p − 1)),  log(q/m) = −log1p(π1·(p/q − 1)).
         # Clipping d at ±700 only touches terms weighted by e^-700 or less.

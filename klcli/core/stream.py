@@ -15,7 +15,7 @@ import numpy as np
 from klcli.errors import ShapeError
 
 
-class _Rows:
+class Rows:
     """Hands out rows from an iterator of blocks, in the sizes asked for."""
 
     def __init__(self, blocks: Iterable[np.ndarray]):
@@ -89,7 +89,7 @@ def paired_blocks(
     ShapeError
         Different widths, or different row counts with neither side single.
     """
-    p_rows, q_rows = _Rows(p_blocks), _Rows(q_blocks)
+    p_rows, q_rows = Rows(p_blocks), Rows(q_blocks)
     p_single, p_width = p_rows.peek_single_row()
     q_single, q_width = q_rows.peek_single_row()
     for width, label in ((p_width, p_label), (q_width, q_label)):
@@ -127,7 +127,7 @@ def paired_blocks(
 def single_blocks(blocks: Iterable[np.ndarray], *, block_rows: int | Callable[[int], int],
                   label: str = "P") -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(first_row, block)`` from one stream, re-cut to ``block_rows`` rows."""
-    rows = _Rows(blocks)
+    rows = Rows(blocks)
     _, width = rows.peek_single_row()
     if width is None:
         raise ShapeError(f"{label}: holds no rows")
