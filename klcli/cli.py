@@ -37,6 +37,7 @@ from klcli.options import (
     QuietOpt,
     ShiftOpt,
     TemperatureOpt,
+    ThreadsOpt,
 )
 
 app = typer.Typer(
@@ -71,7 +72,7 @@ def _root(
     """
 
 
-def _reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature):
+def _reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads=0):
     from klcli.commands.common import Reading
 
     if logits and kind not in (None, Kind.logits):
@@ -85,6 +86,7 @@ def _reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature):
         temperature=temperature,
         normalize=normalize,
         epsilon=epsilon,
+        threads=threads,
     )
 
 
@@ -123,6 +125,7 @@ def kl_command(
     normalize: NormalizeOpt = False,
     epsilon: EpsilonOpt = 0.0,
     temperature: TemperatureOpt = 1.0,
+    threads: ThreadsOpt = 0,
     base: BaseOpt = "e",
     bits: BitsOpt = False,
     fmt: FormatOpt = None,
@@ -143,7 +146,7 @@ def kl_command(
     """
     from klcli.commands import divergence
 
-    reading = _reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature)
+    reading = _reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads)
     delivery = _delivery(fmt=fmt, json_flag=json_flag, per_row=per_row, quiet=quiet, output=output,
                          check=check, no_progress=no_progress, base=base, bits=bits)
     _finish(delivery, lambda progress: divergence.kl(p, q, reading, delivery.unit, direction=direction.value,
@@ -168,6 +171,7 @@ def xent_command(
     normalize: NormalizeOpt = False,
     epsilon: EpsilonOpt = 0.0,
     temperature: TemperatureOpt = 1.0,
+    threads: ThreadsOpt = 0,
     base: BaseOpt = "e",
     bits: BitsOpt = False,
     fmt: FormatOpt = None,
@@ -200,14 +204,15 @@ def xent_command(
             raise UsageError("give Q or --labels, not both: with --labels, P holds logits scored against the labels")
         if kind not in (None, Kind.logits) or p_kind not in (None, Kind.logits):
             raise UsageError("--labels scores logits; for per-token log-probabilities use klcli perplexity")
-        reading = _token_reading("logits", labels, ignore_index, shift, temperature, label_smoothing=label_smoothing)
+        reading = _token_reading("logits", labels, ignore_index, shift, temperature, label_smoothing=label_smoothing,
+                                 threads=threads)
         _finish(delivery, lambda progress: perplexity.token_cross_entropy(p, reading, delivery.unit,
                                                                          progress=progress), [p, labels])
     if q is None:
         raise UsageError("xent needs Q, or --labels IDS to score logits P against observed tokens")
     from klcli.commands import divergence
 
-    reading = _reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature)
+    reading = _reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads)
     _finish(delivery, lambda progress: divergence.xent(p, q, reading, delivery.unit, progress=progress), [p, q])
 
 
@@ -226,6 +231,7 @@ def js_command(
     normalize: NormalizeOpt = False,
     epsilon: EpsilonOpt = 0.0,
     temperature: TemperatureOpt = 1.0,
+    threads: ThreadsOpt = 0,
     base: BaseOpt = "e",
     bits: BitsOpt = False,
     fmt: FormatOpt = None,
@@ -247,7 +253,7 @@ def js_command(
     from klcli.commands import divergence
 
     pair = divergence.parse_weights(weights)
-    reading = _reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature)
+    reading = _reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads)
     delivery = _delivery(fmt=fmt, json_flag=json_flag, per_row=per_row, quiet=quiet, output=output,
                          check=check, no_progress=no_progress, base=base, bits=bits)
     _finish(delivery, lambda progress: divergence.js(p, q, reading, delivery.unit, weights=pair,
@@ -270,6 +276,7 @@ def perplexity_command(
         "split the rows into sequences (documents).", rich_help_panel="Tokens and labels",
         show_default=False)] = None,
     temperature: TemperatureOpt = 1.0,
+    threads: ThreadsOpt = 0,
     base: BaseOpt = "e",
     bits: BitsOpt = False,
     fmt: FormatOpt = None,
@@ -297,7 +304,7 @@ def perplexity_command(
 
     if group is not None and kind == Kind.logits:
         raise UsageError("--group goes with --kind logprobs or probs (per-token values in a table column)")
-    reading = _token_reading(kind.value, labels, ignore_index, shift, temperature, group=group)
+    reading = _token_reading(kind.value, labels, ignore_index, shift, temperature, group=group, threads=threads)
     delivery = _delivery(fmt=fmt, json_flag=json_flag, per_row=per_row, quiet=quiet, output=output,
                          check=check, no_progress=no_progress, base=base, bits=bits)
     operands = [scores] + ([labels] if labels else [])
@@ -305,7 +312,7 @@ def perplexity_command(
             operands)
 
 
-def _token_reading(kind, labels, ignore_index, shift, temperature, *, label_smoothing=0.0, group=None):
+def _token_reading(kind, labels, ignore_index, shift, temperature, *, label_smoothing=0.0, group=None, threads=0):
     from klcli.commands.perplexity import TokenReading
 
     if not temperature > 0:
@@ -313,7 +320,7 @@ def _token_reading(kind, labels, ignore_index, shift, temperature, *, label_smoo
     if shift and kind != "logits":
         raise UsageError("--shift aligns logits with the next token's label; it needs --kind logits and --labels")
     return TokenReading(kind=kind, labels=labels, ignore_index=ignore_index, shift=shift, temperature=temperature,
-                        label_smoothing=label_smoothing, group=group)
+                        label_smoothing=label_smoothing, group=group, threads=threads)
 
 
 @app.command("compare")
@@ -338,6 +345,7 @@ def compare_command(
         "--test-kind", help="The kind of TEST alone.", rich_help_panel="Reading the inputs",
         show_default=False)] = None,
     temperature: TemperatureOpt = 1.0,
+    threads: ThreadsOpt = 0,
     base: BaseOpt = "e",
     bits: BitsOpt = False,
     fmt: FormatOpt = None,
@@ -363,7 +371,7 @@ def compare_command(
     from klcli.commands import compare
 
     both = kind or Kind.logits
-    reading = _reading(None, False, base_kind or both, test_kind or both, False, 0.0, temperature)
+    reading = _reading(None, False, base_kind or both, test_kind or both, False, 0.0, temperature, threads)
     delivery = _delivery(fmt=fmt, json_flag=json_flag, per_row=per_row, quiet=quiet, output=output,
                          check=check, no_progress=no_progress, base=base, bits=bits)
     operands = [base_model, test_model] + ([labels] if labels else [])
@@ -465,8 +473,30 @@ def _quiet_broken_pipe() -> None:
         pass
 
 
+def _tune_process() -> None:
+    """Settings for block-wise NumPy work, made before NumPy is imported.
+
+    klcli runs its own threads over blocks of rows; BLAS threads on top of them
+    only spin and steal the cores (``np.vecdot`` calls BLAS), so BLAS gets one
+    thread unless the user chose otherwise. And glibc hands each multi-MiB
+    temporary back to the kernel when freed, so every block would page-fault
+    its buffers in anew; keeping them in the heap (mallopt) avoids that.
+    """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: blocks up to 32 MiB come from the heap
+            libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: keep up to 256 MiB of freed heap
+        except (OSError, AttributeError):
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run klcli; return the exit code (SPEC §5). Tracebacks only with ``KLCLI_DEBUG=1``."""
+    _tune_process()
     debug = os.environ.get("KLCLI_DEBUG") == "1"
     command = typer.main.get_command(app)
     try:

@@ -9,7 +9,7 @@ import numpy as np
 
 from klcli.core.logspace import LogRows, as_log_rows
 from klcli.core.stats import summarize
-from klcli.core.stream import paired_blocks
+from klcli.core.stream import available_cores, ordered_map, paired_blocks
 from klcli.errors import UsageError
 from klcli.io.operand import open_operand
 from klcli.io.source import Source, rows_per_block
@@ -24,6 +24,7 @@ class Reading:
     temperature: float = 1.0
     normalize: bool = False
     epsilon: float = 0.0
+    threads: int = 0  # 0: every core available to the process
 
     def log_rows(self, block: np.ndarray, kind: str, source: Source, first_row: int) -> LogRows:
         return as_log_rows(block, kind, label=source.label, first_row=first_row, temperature=self.temperature,
@@ -64,18 +65,32 @@ def run_pairs(
     progress=None,
 ) -> PairRun:
     """Stream both sources block by block through ``kernel`` (one value per row per metric)."""
-    pieces: dict[str, list[np.ndarray]] = {}
     seen = {"P": _SideCount(), "Q": _SideCount()}
-    done = 0
     pairs = paired_blocks(p_source.blocks(rows_per_block(p_source.outcomes or 1)),
                           q_source.blocks(rows_per_block(q_source.outcomes or 1)),
                           block_rows=rows_per_block, p_label=p_source.label, q_label=q_source.label)
-    for start, p_block, q_block in pairs:
-        p_rows = seen["P"].convert(p_block, start, lambda b, s: reading.log_rows(b, reading.p_kind, p_source, s))
-        q_rows = seen["Q"].convert(q_block, start, lambda b, s: reading.log_rows(b, reading.q_kind, q_source, s))
-        for name, values in kernel(p_rows, q_rows).items():
+
+    def p_rows(block, start):
+        return reading.log_rows(block, reading.p_kind, p_source, start)
+
+    def q_rows(block, start):
+        return reading.log_rows(block, reading.q_kind, q_source, start)
+
+    def work(item):
+        start, p_side, q_side = item
+        p_side = p_side if isinstance(p_side, LogRows) else p_rows(p_side, start)
+        q_side = q_side if isinstance(q_side, LogRows) else q_rows(q_side, start)
+        return max(p_side.rows, q_side.rows), kernel(p_side, q_side)
+
+    # A single row broadcast against many is converted once, here, before the blocks go to the threads.
+    items = ((start, seen["P"].pass_on(p_block, start, p_rows), seen["Q"].pass_on(q_block, start, q_rows))
+             for start, p_block, q_block in pairs)
+    pieces: dict[str, list[np.ndarray]] = {}
+    done = 0
+    for rows, figures in ordered_map(work, items, reading.threads or available_cores()):
+        for name, values in figures.items():
             pieces.setdefault(name, []).append(np.asarray(values))
-        done += max(p_block.shape[0], q_block.shape[0])
+        done += rows
         if progress is not None:
             progress.update(done)
     per_row = {name: np.concatenate(parts) for name, parts in pieces.items()}
@@ -83,20 +98,21 @@ def run_pairs(
 
 
 class _SideCount:
-    """Converts one side's blocks, once only for a single row broadcast against many."""
+    """Counts one side's rows; a block seen again (a single row broadcast) is converted once."""
 
     def __init__(self):
         self.rows = 0
         self._last_block = None
-        self._last_rows = None
+        self._converted = None
 
-    def convert(self, block, start, to_log_rows):
+    def pass_on(self, block, start, to_log_rows):
         if block is self._last_block:
-            return self._last_rows
-        self._last_rows = to_log_rows(block, start)  # a broadcast row first comes with start 0
-        self._last_block = block
+            if self._converted is None:
+                self._converted = to_log_rows(block, 0)
+            return self._converted
+        self._last_block, self._converted = block, None
         self.rows += block.shape[0]
-        return self._last_rows
+        return block
 
 
 def describe_inputs(sources: list[Source], kinds: list[str], rows: list[int | None]) -> list[dict]:

@@ -10,7 +10,7 @@ from klcli.commands.common import Reading, describe_inputs, open_operands
 from klcli.core.compare import agreement_stderr, label_stats, paired_difference, position_stats
 from klcli.core.perplexity import as_token_ids
 from klcli.core.stats import summarize
-from klcli.core.stream import Rows, paired_blocks
+from klcli.core.stream import Rows, available_cores, ordered_map, paired_blocks
 from klcli.errors import ShapeError
 from klcli.io.source import Source, rows_per_block
 from klcli.result import Result
@@ -51,16 +51,24 @@ def compare(base_operand: str, test_operand: str, reading: Reading, unit: Unit, 
     pairs = paired_blocks(base.blocks(rows_per_block(base.outcomes or 1)),
                           test.blocks(rows_per_block(test.outcomes or 1)),
                           block_rows=rows_per_block, p_label=base.label, q_label=test.label, broadcast=False)
-    for start, base_block, test_block in pairs:
+    def items():
+        for start, base_block, test_block in pairs:
+            ids = _take_labels(label_rows, sources[2], start, base_block.shape, ignore_index) if labels else None
+            yield start, base_block, test_block, ids
+
+    def work(item):
+        start, base_block, test_block, ids = item
         base_rows = reading.log_rows(base_block, reading.p_kind, base, start)
         test_rows = reading.log_rows(test_block, reading.q_kind, test, start)
         figures = position_stats(base_rows, test_rows, top_k)
-        if label_rows is not None:
-            figures.update(_label_figures(label_rows, sources[2], base_rows, test_rows, start, base_block.shape,
-                                          ignore_index))
+        if ids is not None:
+            figures.update(_label_figures(base_rows, test_rows, ids, ignore_index))
+        return base_block.shape[0], figures
+
+    for count, figures in ordered_map(work, items(), reading.threads or available_cores()):
         for name, values in figures.items():
             pieces.setdefault(name, []).append(values)
-        rows += base_block.shape[0]
+        rows += count
         if progress is not None:
             progress.update(rows)
     if label_rows is not None and (total := label_rows.drain()) != rows:
@@ -73,8 +81,8 @@ def compare(base_operand: str, test_operand: str, reading: Reading, unit: Unit, 
                                    [rows] * len(sources)))
 
 
-def _label_figures(label_rows: Rows, labels: Source, base_rows, test_rows, start: int, shape: tuple,
-                   ignore_index: int) -> dict[str, np.ndarray]:
+def _take_labels(label_rows: Rows, labels: Source, start: int, shape: tuple, ignore_index: int) -> np.ndarray:
+    """The next block's labels, checked against the vocabulary."""
     count, vocab = shape
     ids = label_rows.take(count)
     if ids is None or ids.shape[0] != count:
@@ -82,12 +90,16 @@ def _label_figures(label_rows: Rows, labels: Source, base_rows, test_rows, start
         raise ShapeError(f"{labels.label} hold {have} labels but the logits have more than {have} positions; "
                          "give one label per position")
     ids = ids[:, 0]
-    counted = ids != ignore_index
-    outside = counted & ((ids < 0) | (ids >= vocab))
+    outside = (ids != ignore_index) & ((ids < 0) | (ids >= vocab))
     if outside.any():
         at = int(np.flatnonzero(outside)[0])
         raise ShapeError(f"{labels.label}: the label at position {start + at} is {int(ids[at])}, outside the "
                          f"vocabulary [0, {vocab})")
+    return ids
+
+
+def _label_figures(base_rows, test_rows, ids: np.ndarray, ignore_index: int) -> dict[str, np.ndarray]:
+    counted = ids != ignore_index
     figures = label_stats(base_rows, test_rows, np.where(counted, ids, 0))
     for name in figures:  # ignored positions have no label figures
         figures[name] = np.where(counted, figures[name], np.nan)

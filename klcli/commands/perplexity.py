@@ -17,7 +17,7 @@ from klcli.core.perplexity import (
     token_nll,
 )
 from klcli.core.stats import summarize
-from klcli.core.stream import paired_blocks
+from klcli.core.stream import available_cores, ordered_map, paired_blocks
 from klcli.errors import InputError, ShapeError, UsageError
 from klcli.io.source import Source, rows_per_block
 from klcli.result import Result
@@ -35,6 +35,7 @@ class TokenReading:
     temperature: float = 1.0
     label_smoothing: float = 0.0
     group: str | None = None
+    threads: int = 0  # 0: every core available to the process
 
 
 @dataclass
@@ -104,16 +105,20 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
     pairs = paired_blocks(logits.blocks(rows_per_block(logits.outcomes)), (ids.reshape(-1, 1) for ids in stream),
                           block_rows=rows_per_block, p_label=logits.label, q_label=labels.label,
                           broadcast=False, same_width=False)
+    def work(item):
+        start, block, ids = item
+        loss, counted = token_nll(block, ids[:, 0], temperature=reading.temperature,
+                                  ignore_index=reading.ignore_index, label_smoothing=reading.label_smoothing,
+                                  label=logits.label, first_position=start)
+        at = start + np.arange(block.shape[0])
+        return block.shape[0], (at // length if length else np.zeros_like(at))[counted], loss[counted]
+
     sequences, kept, positions = _Sequences(), [], 0
     try:
-        for start, block, ids in pairs:
-            loss, counted = token_nll(block, ids[:, 0], temperature=reading.temperature,
-                                      ignore_index=reading.ignore_index, label_smoothing=reading.label_smoothing,
-                                      label=logits.label, first_position=start)
-            at = start + np.arange(block.shape[0])
-            sequences.add((at // length if length else np.zeros_like(at))[counted], loss[counted])
-            kept.append(loss[counted])
-            positions += block.shape[0]
+        for count, sequence_ids, losses in ordered_map(work, pairs, reading.threads or available_cores()):
+            sequences.add(sequence_ids, losses)
+            kept.append(losses)
+            positions += count
             if progress is not None:
                 progress.update(positions)
     except ShapeError as exc:

@@ -11,51 +11,50 @@ import math
 
 import numpy as np
 
-from klcli.core.discrete import js_from_ratio
+from klcli.core.discrete import expectation, js_rows, refined
 from klcli.core.logspace import LogRows, log_ratio
 
 
-def top_k_mask(values: np.ndarray, k: int) -> np.ndarray:
-    """A boolean mask of each row's k largest entries, ties taken by lowest index.
+def top_k(values: np.ndarray, k: int) -> np.ndarray:
+    """Each row's k largest entries' indices, largest first, ties by lowest index.
+
+    Rather than partition every row, split it into k segments: the smallest
+    segment maximum is a lower bound on the k-th largest value, so only the
+    few entries at or above it need sorting.
 
     Examples
     --------
-    >>> top_k_mask(np.array([[1.0, 3.0, 3.0, 2.0]]), 2).tolist()
-    [[False, True, True, False]]
-    >>> top_k_mask(np.array([[5.0, 5.0, 5.0]]), 2).tolist()
-    [[True, True, False]]
+    >>> top_k(np.array([[1.0, 3.0, 3.0, 2.0], [4.0, 0.0, 5.0, 5.0]]), 2).tolist()
+    [[1, 2], [2, 3]]
     """
-    vocab = values.shape[1]
-    if k >= vocab:
-        return np.ones(values.shape, dtype=bool)
-    kth = np.partition(values, vocab - k, axis=1)[:, vocab - k, None]  # the k-th largest value of each row
-    above = values > kth
-    tied = values == kth
-    room = k - above.sum(axis=1, keepdims=True)
-    return above | (tied & (np.cumsum(tied, axis=1) <= room))
+    rows, vocab = values.shape
+    k = min(k, vocab)
+    starts = np.linspace(0, vocab, k + 1).astype(np.intp)[:-1]
+    threshold = np.min(np.maximum.reduceat(values, starts, axis=1), axis=1)
+    row, column = np.nonzero(values >= threshold[:, None])
+    value = np.asarray(values[row, column], dtype=np.float64)
+    order = np.lexsort((column, -value, row))
+    row, column = row[order], column[order]
+    rank = np.arange(row.size) - np.searchsorted(row, np.arange(rows))[row]
+    return column[rank < k].reshape(rows, k)
 
 
-def _masked_sum(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore"):
-        terms = weights * values
-    terms[weights == 0] = 0.0
-    return np.sum(terms, axis=1)
-
-
-def position_stats(base: LogRows, test: LogRows, top_k: int) -> dict[str, np.ndarray]:
+def position_stats(base: LogRows, test: LogRows, top_k_size: int) -> dict[str, np.ndarray]:
     """Per position: both KL directions, JS, total variation, both argmaxes and the top-k overlap."""
     d = log_ratio(base, test)
     p, q = base.probs(), test.probs()
-    k = min(top_k, d.shape[1])
-    overlap = np.sum(top_k_mask(base.shifted, k) & top_k_mask(test.shifted, k), axis=1) / k
+    base_top, test_top = top_k(base.shifted, top_k_size), top_k(test.shifted, top_k_size)
+    shared = (base_top[:, :, None] == test_top[:, None, :]).any(axis=2).sum(axis=1)
+    with np.errstate(invalid="ignore"):
+        reverse = -expectation(test, d)
     return {
-        "kl": _masked_sum(p, d),
-        "kl_reverse": _masked_sum(q, -d),
-        "js": js_from_ratio(d, p, q),
+        "kl": refined(expectation(base, d), d, test),
+        "kl_reverse": refined(reverse, d, base, sign=-1.0),
+        "js": js_rows(base, test, probs=(p, q)),
         "tv": 0.5 * np.sum(np.abs(p - q), axis=1),
-        "base_top1": np.argmax(base.shifted, axis=1),
-        "test_top1": np.argmax(test.shifted, axis=1),
-        "topk_overlap": overlap,
+        "base_top1": base_top[:, 0],
+        "test_top1": test_top[:, 0],
+        "topk_overlap": shared / base_top.shape[1],
     }
 
 

@@ -71,23 +71,37 @@ def log_softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 class LogRows:
     """A block of distributions in log space: ``log p = shifted - offset[:, None]``.
 
-    ``raw`` keeps the validated probabilities themselves when the rows were
-    given as probabilities (and not tempered or smoothed), so that ratios
-    ``p / q`` can be formed directly, which is more accurate than a
-    difference of two logarithms.
+    ``shifted`` may be the input block itself (float32 logits are not copied);
+    arithmetic on it is done in float64. ``weights`` are unnormalised
+    probabilities with row sums ``mass`` when they were computed on the way
+    (``e^x`` for logits, the validated values for probabilities), so kernels
+    can take expectations without another exponential pass. ``raw`` keeps
+    validated probabilities as given, so that ratios ``p / q`` are formed
+    directly, more accurately than a difference of two logarithms.
     """
 
     shifted: np.ndarray
     offset: np.ndarray
     raw: np.ndarray | None = None
+    _weights: np.ndarray | None = None
+    _mass: np.ndarray | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.shifted.shape[0]
 
     def log_probs(self) -> np.ndarray:
         return self.shifted - self.offset[:, None]
 
+    def weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """Unnormalised probabilities and their row sums: ``p = weights / mass[:, None]``."""
+        if self._weights is None:
+            self._weights, self._mass = np.exp(self.log_probs()), np.ones(self.rows)
+        return self._weights, self._mass
+
     def probs(self) -> np.ndarray:
-        if self.raw is not None:
-            return self.raw / np.exp(self.offset)[:, None]
-        return np.exp(self.log_probs())
+        weights, mass = self.weights()
+        return weights / mass[:, None]
 
 
 def sum_tolerance(dtype: np.dtype) -> float:
@@ -136,17 +150,17 @@ def as_log_rows(
     >>> rows.probs().tolist()
     [[0.25, 0.75]]
     """
-    values = np.asarray(block, dtype=np.float64)
-    if values.ndim != 2 or values.shape[1] == 0:
-        raise DistributionError(f"{label}: expected rows of at least one outcome, got shape {values.shape}")
+    if block.ndim != 2 or block.shape[1] == 0:
+        raise DistributionError(f"{label}: expected rows of at least one outcome, got shape {block.shape}")
+    values = block if kind == "logits" else np.asarray(block, dtype=np.float64)
     tolerance = sum_tolerance(block.dtype)
     if kind == "probs":
         rows = _from_probs(values, label, first_row, normalize, tolerance)
     elif kind == "logprobs":
         rows = _from_logprobs(values, label, first_row, normalize, tolerance)
     elif kind == "logits":
-        _require_finite(values, label, first_row, "logits")
-        rows = LogRows(values, logsumexp(values))
+        rows = _from_logits(block, label, first_row, temperature)
+        temperature = 1.0
     else:  # the CLI only offers KINDS; this guards the Python API
         raise DistributionError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     if temperature != 1.0:
@@ -155,8 +169,31 @@ def as_log_rows(
     if epsilon:
         smoothed = rows.probs() + epsilon
         with np.errstate(divide="ignore"):
-            rows = LogRows(np.log(smoothed), np.log(np.sum(smoothed, axis=1)), raw=smoothed)
+            mass = np.sum(smoothed, axis=1)
+            rows = LogRows(np.log(smoothed), np.log(mass), raw=smoothed, _weights=smoothed, _mass=mass)
     return rows
+
+
+def _from_logits(block, label, first_row, temperature) -> LogRows:
+    """Logits as log-probabilities: exp in float64 straight from the input, shifted only if needed.
+
+    Logits of moderate size (|z| below ~700) need no max-shift: ``e^z`` is
+    formed once, in float64, and kept as the weights. Larger ones (or
+    non-finite values, which are then reported) take the max-shifted path.
+    """
+    scaled = block if temperature == 1.0 else np.divide(block, temperature, dtype=np.float64)
+    with np.errstate(over="ignore", under="ignore"):
+        weights = np.exp(scaled, dtype=np.float64)
+        mass = np.sum(weights, axis=1)
+    # Sums far from float64's limits keep full precision; otherwise shift by the row maximum.
+    if np.all((mass < 1e300) & (mass > 1e-200)) and np.isfinite(np.min(scaled)):
+        return LogRows(scaled, np.log(mass), _weights=weights, _mass=mass)
+    values = np.asarray(scaled, dtype=np.float64)
+    _require_finite(values, label, first_row, "logits")
+    shifted = values - np.max(values, axis=1, keepdims=True)
+    weights = np.exp(shifted)
+    mass = np.sum(weights, axis=1)
+    return LogRows(shifted, np.log(mass), _weights=weights, _mass=mass)
 
 
 def _from_probs(values, label, first_row, normalize, tolerance) -> LogRows:
@@ -181,7 +218,7 @@ def _from_probs(values, label, first_row, normalize, tolerance) -> LogRows:
         _require_unit_sums(sums, label, first_row, tolerance)
     # Validated rows are renormalised to sum exactly 1, as scipy.stats.entropy does.
     with np.errstate(divide="ignore"):
-        return LogRows(np.log(values), np.log(sums), raw=values)
+        return LogRows(np.log(values), np.log(sums), raw=values, _weights=values, _mass=sums)
 
 
 def _from_logprobs(values, label, first_row, normalize, tolerance) -> LogRows:
@@ -222,13 +259,12 @@ def _require_unit_sums(sums, label, first_row, tolerance) -> None:
 
 
 def log_ratio(p: LogRows, q: LogRows) -> np.ndarray:
-    """``log p - log q`` element-wise, accurate also for nearly equal rows.
+    """``log p - log q`` element-wise, in float64.
 
-    The element part comes from the raw inputs (a ratio of probabilities, or a
-    difference of logits, which is exact for float32 data held in float64).
-    The normaliser difference ``log Z_p - log Z_q`` is then refined as
-    ``log E_q[p/q]``, so that rows differing by tiny amounts are not swamped by
-    the rounding of two large logsumexps.
+    The element part comes from the raw inputs — a ratio of probabilities, or a
+    difference of logits, which is exact for float32 data held in float64 —
+    and the normalisers are subtracted once per row. The result carries one
+    rounding error per row, a constant ~1e-16·|log Z|; see :func:`normaliser_error`.
 
     Broadcasts a single row of either side against many rows of the other.
     Entries are ``+inf`` where p > 0 = q, and ``-inf``/NaN where p = 0
@@ -238,10 +274,18 @@ def log_ratio(p: LogRows, q: LogRows) -> np.ndarray:
         if p.raw is not None and q.raw is not None:
             ratio = np.log(p.raw / q.raw)
         else:
-            ratio = p.shifted - q.shifted
+            ratio = np.subtract(p.shifted, q.shifted, dtype=np.float64)
         ratio -= (p.offset - q.offset)[:, None]
-        # E_q[p/q] - 1 is 0 up to rounding; its log1p is the normaliser's error.
-        excess = np.sum(q.probs() * np.expm1(ratio), axis=1)
-        correction = np.where(np.isfinite(excess), np.log1p(excess), 0.0)
-    ratio -= correction[:, None]
     return ratio
+
+
+def normaliser_error(ratio: np.ndarray, q: LogRows) -> np.ndarray:
+    """The constant error c of each row of ``log_ratio``: log E_q[e^ratio], which is 0 exactly.
+
+    Subtracting c makes the ratio exact up to element-wise rounding, which
+    matters only where a divergence is itself tiny (nearly identical rows).
+    Rows where it cannot be formed (zeros, overflow) get 0.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        excess = np.sum(np.broadcast_to(q.probs(), ratio.shape) * np.expm1(ratio), axis=1)
+        return np.where(np.isfinite(excess), np.log1p(excess), 0.0)

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from klcli.core.logspace import logsumexp
+from klcli.core.logspace import as_log_rows
 from klcli.errors import InputError
 
 IGNORE_INDEX = -100  # PyTorch's default ignore_index
@@ -67,26 +67,19 @@ def token_nll(
     >>> np.round(loss, 12).tolist(), counted.tolist()  # ln 2, ln(4/3)
     ([0.69314718056, 0.287682072452], [True, True])
     """
-    values = np.asarray(logits, dtype=np.float64)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise InputError(f"{label}: position {first_position + row} has {float(values[row, col])!r} at vocabulary "
-                         f"index {col}; logits must be finite numbers")
-    if temperature != 1.0:
-        values = values / temperature
+    rows = as_log_rows(np.asarray(logits), "logits", label=label, first_row=first_position, temperature=temperature)
     counted = labels != ignore_index
-    vocab = values.shape[1]
+    vocab = rows.shifted.shape[1]
     outside = counted & ((labels < 0) | (labels >= vocab))
     if outside.any():
         index = int(np.flatnonzero(outside)[0])
         raise InputError(f"{label}: the label at position {first_position + index} is {int(labels[index])}, outside "
                          f"the vocabulary [0, {vocab}) (ignored positions use --ignore-index {ignore_index})")
-    normaliser = logsumexp(values)
-    picked = values[np.arange(values.shape[0]), np.where(counted, labels, 0)]
-    loss = normaliser - picked
+    # log p[label] = z[label] − log Σ e^z: the label's logit read directly, never log(softmax(z)).
+    picked = rows.shifted[np.arange(rows.rows), np.where(counted, labels, 0)]
+    loss = rows.offset - picked
     if label_smoothing:
-        uniform = normaliser - np.mean(values, axis=1)
+        uniform = rows.offset - np.mean(rows.shifted, axis=1, dtype=np.float64)
         loss = (1.0 - label_smoothing) * loss + label_smoothing * uniform
     loss[~counted] = 0.0
     return loss, counted

@@ -136,3 +136,41 @@ def single_blocks(blocks: Iterable[np.ndarray], *, block_rows: int | Callable[[i
     while (block := rows.take(size)) is not None:
         yield start, block
         start += block.shape[0]
+
+
+def ordered_map(function: Callable, items: Iterable, workers: int) -> Iterator:
+    """``map(function, items)`` on a pool of threads, in order, with a bounded number in flight.
+
+    NumPy releases the GIL inside its array operations, so blocks of rows are
+    computed in parallel; at most ``2·workers`` items are read ahead, so memory
+    stays bounded whatever the input's length. Results come back in input
+    order, so an error in an early block is reported before any later one.
+    """
+    if workers <= 1:
+        yield from map(function, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="klcli") as pool:
+        pending: deque = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(function, item))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity, not the machine's count)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

@@ -159,5 +159,5 @@ def test_non_finite_logits_are_an_error(cli, tmp_path):
     np.save(tmp_path / "z.npy", logits)
     run = cli("perplexity", tmp_path / "z.npy", "--labels", LABELS)
     assert run.code == 2
-    assert run.err == (f"klcli: error: logits ({tmp_path / 'z.npy'}): position 5 has nan at vocabulary index 3; "
+    assert run.err == (f"klcli: error: logits ({tmp_path / 'z.npy'}): row 5 has nan at column 3; "
                        "logits must be finite numbers\n")
