@@ -1,0 +1,75 @@
+"""The hand-written parts of the manual pages; :mod:`klcli.manpage` adds what the Typer app says.
+
+Plain text; a blank line separates paragraphs, and a line starting with two
+spaces is kept as an example line.
+"""
+
+OVERVIEW = """\
+klcli computes the information theory of probability distributions and model outputs: \
+Kullback-Leibler divergence, cross-entropy and entropy, Jensen-Shannon divergence, perplexity, \
+closed-form KL between Gaussians, and a drift report between two models' logits. It reads \
+distributions, log-probabilities or logits from files or inline numbers, computes in float64 log \
+space, streams large files in bounded memory, and prints tables for people or JSON, CSV and NDJSON \
+for programs. --check gates turn a result into an exit status for CI jobs.
+
+Each command has its own page: klcli-kl(1), klcli-xent(1), klcli-js(1), klcli-perplexity(1), \
+klcli-gaussian(1), klcli-compare(1)."""
+
+INPUT_FORMATS = """\
+An operand is, in this order: - (standard input: CSV or TSV text, or .npy bytes recognised by their \
+magic); an existing file; FILE:SELECTOR when FILE exists and the whole string does not (an .npz \
+array key, or a table's column or comma-separated columns); or inline numbers, where a comma \
+separates outcomes and a semicolon rows (0.1,0.9;0.5,0.5). Inline numbers that begin with a minus \
+sign go after --, with every option before it.
+
+.npy files are memory-mapped read only; arrays of Python objects (pickles) are refused, and a \
+header is checked against the file's size before anything is allocated. .npz members are streamed \
+from the archive. .csv and .tsv files are read by record batch; a first line with any non-numeric \
+cell is a header. .parquet files and Arrow IPC files (.feather, .arrow, .ipc) are read by record \
+batch; a table's rows are one list column or numeric columns. A file with another extension is \
+recognised by its magic bytes or refused.
+
+A 1-D array is one distribution; 2-D is rows by outcomes; higher ranks flatten their leading axes \
+into rows. A single numeric column (FILE:COLUMN) is one distribution over the table's rows. Two \
+inputs must have the same shape, or one of them a single row, which is compared with every row of \
+the other."""
+
+EXIT_STATUS = """\
+0 when the figures were computed and every --check passed; 1 when they were computed and a check \
+failed; 2 for a usage or input error (a bad option, a missing, unreadable or invalid file, a shape \
+mismatch, an invalid distribution); 130 when interrupted. Errors are one line on standard error \
+beginning klcli: error:, never a traceback (unless KLCLI_DEBUG=1)."""
+
+COMMON_OUTPUT = """\
+The default is a table on standard output. --json prints one strictly valid JSON object with the \
+keys command, version, unit (nats, bits, bans or log-base-B), base, value (the headline), rows, \
+inputs (role, operand, path, format, shape, dtype and kind of each), summary (count, mean, std, \
+stderr, min, p0_1, p1, p5, p10, median, p90, p95, p99, p99_9, max, argmax), notes, checks (expr, \
+key, op, actual, threshold, passed of each) and passed. An infinite value is the string "inf"; an \
+undefined one (the spread of a single row) is null. --per-row adds per_row, an object of \
+equal-length arrays by metric; --format csv and --format ndjson print the per-row values only, one \
+line per row with a row column. -q prints the headline alone."""
+
+OUTPUT = {
+    "kl": "Per metric, a summary under its name: kl for D(P||Q), and with --direction reverse or both "
+          "kl_reverse and kl_symmetric; direction says which. value is the mean forward divergence (the "
+          "reverse one with --direction reverse).",
+    "xent": "Summaries cross_entropy, entropy and kl; value is the mean cross-entropy. With --labels: "
+            "cross_entropy (over tokens), tokens, label_smoothing, and perplexity when no smoothing is applied.",
+    "js": "Summaries js_divergence and js_distance, and weights; value is the mean JS divergence.",
+    "perplexity": "perplexity (the headline: exp of the mean NLL per token, in nats), nll (mean per token, in "
+                  "--base units), nll_stderr, bits_per_token, tokens, sequences, mean_sequence_perplexity "
+                  "(the mean of each sequence's own perplexity), and summary over the per-token NLL. "
+                  "per_row holds each sequence's nll, perplexity and tokens.",
+    "gaussian": "kl (and kl_reverse, kl_symmetric with --direction), form (univariate, diagonal, full or vae), "
+                "dimensions and direction.",
+    "compare": "kl (D(base||test)), kl_reverse, js and tv summaries; vocab; top1_agreement, "
+               "top1_agreement_stderr, top_k, topk_overlap; worst (row, kl, base_top1, test_top1 and label "
+               "of the positions with the largest KL); with --labels also tokens, ppl_base, ppl_test, "
+               "ppl_ratio, ln_ppl_ratio, ln_ppl_ratio_stderr, nll_correlation and a delta_p summary with rms.",
+}
+
+CHECKS = """\
+--check KEY OP NUMBER asserts on the result; OP is one of < <= > >= == !=, and KEY a dotted path \
+to a number in the JSON result (value, kl.p99, top1_agreement); a bare name that is not a top-level \
+key means summary.NAME. An unknown key is a usage error that lists the keys available."""
