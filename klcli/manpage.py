@@ -17,7 +17,6 @@ import typer
 from klcli import __version__, manprose
 from klcli.cli import app
 
-
 # Non-ASCII characters of the help texts as glyphs every groff device has (groff -man -ww -z warns
 # about any it cannot find), or as plain ASCII.
 _GLYPHS = {
