@@ -27,8 +27,8 @@ class Reading:
     threads: int = 0  # 0: every core available to the process
 
     def log_rows(self, block: np.ndarray, kind: str, source: Source, first_row: int) -> LogRows:
-        return as_log_rows(block, kind, label=source.label, first_row=first_row, temperature=self.temperature,
-                           normalize=self.normalize, epsilon=self.epsilon)
+        return as_log_rows(block, source.forced_kind or kind, label=source.label, first_row=first_row,
+                           temperature=self.temperature, normalize=self.normalize, epsilon=self.epsilon)
 
     def notes(self) -> list[str]:
         notes = []
@@ -119,7 +119,7 @@ def describe_inputs(sources: list[Source], kinds: list[str], rows: list[int | No
     entries = []
     for source, kind, count in zip(sources, kinds, rows):
         entry = source.describe(count)
-        entry["kind"] = kind
+        entry["kind"] = source.forced_kind or kind
         entries.append(entry)
     return entries
 

@@ -45,6 +45,10 @@ def compare(base_operand: str, test_operand: str, reading: Reading, unit: Unit, 
     sources = open_operands(*operands)
     base, test = sources[0], sources[1]
     _check_shapes(base, test)
+    if labels is None and base.labels is not None:  # a llama.cpp base file carries its tokens
+        sources.append(Source(base.operand, base.path, base.format, base.shape[:-1], "int32", base.labels,
+                              role="labels"))
+        labels = base.operand
     label_rows = Rows(_label_stream(sources[2])) if labels else None
     pieces: dict[str, list[np.ndarray]] = {}
     rows = 0

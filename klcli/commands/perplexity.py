@@ -83,10 +83,15 @@ def _labels_match(logits: Source, labels: Source) -> None:
 
 
 def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
-    if reading.labels is None:
+    (logits,) = open_operands((operand, "logits"))
+    if reading.labels is not None:
+        (labels,) = open_operands((reading.labels, "labels"))
+    elif logits.labels is not None:  # a llama.cpp base file carries its tokens
+        labels = Source(logits.operand, logits.path, logits.format, logits.shape[:-1], "int32", logits.labels,
+                        role="labels")
+    else:
         raise UsageError("logits need --labels IDS (the observed token ids); for per-token log-probabilities "
                          "use --kind logprobs")
-    logits, labels = open_operands((operand, "logits"), (reading.labels, "labels"))
     if len(logits.shape) < 2 or logits.shape[-1] is None:
         raise InputError(f"{logits.label}: logits need a vocabulary axis: shape (N, V) or (B, T, V), "
                          f"got {tuple(logits.shape)}")

@@ -82,6 +82,11 @@ def _slices(rows: np.ndarray, block_rows: int) -> Iterator[np.ndarray]:
         yield rows[start : start + block_rows]
 
 
+def as_row_blocks(array: np.ndarray, block_rows: int) -> Iterator[np.ndarray]:
+    """An N-D array (a memory map) as blocks of rows × outcomes, without copying C-ordered data."""
+    yield from _slices(_as_rows(array), block_rows)
+
+
 def open_npy(path: str, operand: str) -> Source:
     """A memory-mapped ``.npy`` file, read only."""
     with open(path, "rb") as stream:

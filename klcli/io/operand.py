@@ -27,9 +27,11 @@ FORMATS = {
     ".feather": "arrow",
     ".arrow": "arrow",
     ".ipc": "arrow",
+    ".safetensors": "safetensors",
 }
-MAGIC = ((b"\x93NUMPY", "npy"), (b"PK\x03\x04", "npz"), (b"PAR1", "parquet"), (b"ARROW1", "arrow"))
-SUPPORTED = ".npy .npz .csv .tsv .parquet .feather .arrow"
+MAGIC = ((b"\x93NUMPY", "npy"), (b"PK\x03\x04", "npz"), (b"PAR1", "parquet"), (b"ARROW1", "arrow"),
+         (b"_logits_", "llama"))
+SUPPORTED = ".npy .npz .csv .tsv .parquet .feather .arrow .safetensors"
 
 _INLINE = re.compile(r"^[\s0-9eE+\-.,;]*(?:(?:inf|nan)[\s0-9eE+\-.,;]*)*$", re.IGNORECASE)
 
@@ -62,12 +64,13 @@ def _open_file(path: str, operand: str, selector: str | None) -> Source:
         raise InputError(f"{path}: cannot be read (permission denied)")
     if os.path.getsize(path) == 0:
         raise InputError(f"{path}: is empty")
-    fmt = FORMATS.get(os.path.splitext(path)[1].lower()) or _sniff(path)
+    # llama.cpp base files are recognised by their magic whatever they are called.
+    fmt = _sniff(path, only="llama") or FORMATS.get(os.path.splitext(path)[1].lower()) or _sniff(path)
     if fmt is None:
         raise InputError(f"{path}: unknown file type {os.path.splitext(path)[1] or '(no extension)'!r}; "
                          f"klcli reads {SUPPORTED} (rename the file to its format's extension)")
-    if selector is not None and fmt == "npy":
-        raise InputError(f"{path}: an .npy file holds one array; drop the ':{selector}'")
+    if selector is not None and fmt in ("npy", "llama"):
+        raise InputError(f"{path}: the file holds one array; drop the ':{selector}'")
     try:
         if fmt == "npy":
             from klcli.io.numpy_files import open_npy
@@ -77,6 +80,14 @@ def _open_file(path: str, operand: str, selector: str | None) -> Source:
             from klcli.io.numpy_files import open_npz
 
             return open_npz(path, operand, selector)
+        if fmt == "safetensors":
+            from klcli.io.safetensors import open_safetensors
+
+            return open_safetensors(path, operand, selector)
+        if fmt == "llama":
+            from klcli.io.llama import open_llama_base
+
+            return open_llama_base(path, operand)
         from klcli.io import tables
 
         if fmt == "parquet":
@@ -88,11 +99,11 @@ def _open_file(path: str, operand: str, selector: str | None) -> Source:
         raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
 
 
-def _sniff(path: str) -> str | None:
+def _sniff(path: str, only: str | None = None) -> str | None:
     with open(path, "rb") as handle:
         head = handle.read(8)
     for magic, fmt in MAGIC:
-        if head.startswith(magic):
+        if head.startswith(magic) and only in (None, fmt):
             return fmt
     return None
 

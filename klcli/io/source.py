@@ -33,6 +33,10 @@ class Source:
     dtype: str
     read_blocks: Callable[[int], Iterator[np.ndarray]] = field(repr=False)
     role: str = ""
+    # A format that fixes how its values are read (llama.cpp's quantised log-probs are renormalised as logits).
+    forced_kind: str | None = None
+    # A format that carries the observed tokens, one per row (llama.cpp base files).
+    labels: Callable[[int], Iterator[np.ndarray]] | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
