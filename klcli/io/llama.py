@@ -34,7 +34,7 @@ def layout(n_ctx: int, n_vocab: int, n_chunk: int) -> tuple[int, int, int]:
     Examples
     --------
     >>> layout(512, 32000, 2)
-    (255, 32004, 32648296)
+    (255, 32004, 32648196)
     """
     rows_per_chunk = n_ctx - 1 - n_ctx // 2
     words = 2 * ((n_vocab + 1) // 2) + 4
