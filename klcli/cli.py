@@ -36,6 +36,7 @@ from klcli.options import (
     QKindOpt,
     QuietOpt,
     ShiftOpt,
+    TailOpt,
     TemperatureOpt,
     ThreadsOpt,
 )
@@ -90,6 +91,12 @@ def _reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, thre
     )
 
 
+def _tail(text: str) -> str:
+    if text not in ("bucket", "renormalize"):
+        raise UsageError(f"--tail {text!r}: use bucket or renormalize")
+    return text
+
+
 def _delivery(**options):
     from klcli.output import Delivery
 
@@ -126,6 +133,7 @@ def kl_command(
     epsilon: EpsilonOpt = 0.0,
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
+    tail: TailOpt = "bucket",
     base: BaseOpt = "e",
     bits: BitsOpt = False,
     fmt: FormatOpt = None,
@@ -150,7 +158,7 @@ def kl_command(
     delivery = _delivery(fmt=fmt, json_flag=json_flag, per_row=per_row, quiet=quiet, output=output,
                          check=check, no_progress=no_progress, base=base, bits=bits)
     _finish(delivery, lambda progress: divergence.kl(p, q, reading, delivery.unit, direction=direction.value,
-                                                     progress=progress), [p, q])
+                                                     progress=progress, tail=_tail(tail)), [p, q])
 
 
 @app.command("xent")
@@ -172,6 +180,7 @@ def xent_command(
     epsilon: EpsilonOpt = 0.0,
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
+    tail: TailOpt = "bucket",
     base: BaseOpt = "e",
     bits: BitsOpt = False,
     fmt: FormatOpt = None,
@@ -213,7 +222,8 @@ def xent_command(
     from klcli.commands import divergence
 
     reading = _reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads)
-    _finish(delivery, lambda progress: divergence.xent(p, q, reading, delivery.unit, progress=progress), [p, q])
+    _finish(delivery, lambda progress: divergence.xent(p, q, reading, delivery.unit, progress=progress,
+                                                       tail=_tail(tail)), [p, q])
 
 
 @app.command("js")
@@ -232,6 +242,7 @@ def js_command(
     epsilon: EpsilonOpt = 0.0,
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
+    tail: TailOpt = "bucket",
     base: BaseOpt = "e",
     bits: BitsOpt = False,
     fmt: FormatOpt = None,
@@ -257,7 +268,7 @@ def js_command(
     delivery = _delivery(fmt=fmt, json_flag=json_flag, per_row=per_row, quiet=quiet, output=output,
                          check=check, no_progress=no_progress, base=base, bits=bits)
     _finish(delivery, lambda progress: divergence.js(p, q, reading, delivery.unit, weights=pair,
-                                                     progress=progress), [p, q])
+                                                     progress=progress, tail=_tail(tail)), [p, q])
 
 
 @app.command("perplexity")
@@ -346,6 +357,7 @@ def compare_command(
         show_default=False)] = None,
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
+    tail: TailOpt = "bucket",
     base: BaseOpt = "e",
     bits: BitsOpt = False,
     fmt: FormatOpt = None,
@@ -377,7 +389,7 @@ def compare_command(
     operands = [base_model, test_model] + ([labels] if labels else [])
     _finish(delivery, lambda progress: compare.compare(base_model, test_model, reading, delivery.unit, labels=labels,
                                                        top_k=top_k, worst=worst, ignore_index=ignore_index,
-                                                       progress=progress), operands)
+                                                       progress=progress, tail=_tail(tail)), operands)
 
 
 def _parameter(option: str, meaning: str):

@@ -54,6 +54,10 @@ TemperatureOpt = Annotated[float, typer.Option(
     help="Divide log-probabilities (logits) by T > 0 before normalising, as in distillation.",
     rich_help_panel=READING)]
 
+TailOpt = Annotated[str, typer.Option(
+    "--tail", metavar="bucket|renormalize", help="For two OpenAI-style logprobs files (top-k lists): put the mass "
+    "outside the shared tokens in one tail bucket (a lower bound on the divergence), or renormalise over the shared "
+    "tokens.", rich_help_panel=READING)]
 ThreadsOpt = Annotated[int, typer.Option(
     "--threads", min=0, metavar="N", help="Threads computing blocks of rows; 0 means every core available to the "
     "process. Results are identical for every N.", rich_help_panel=READING)]

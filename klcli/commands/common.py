@@ -47,6 +47,25 @@ def open_operands(*operands: tuple[str, str]) -> list[Source]:
     return [open_operand(operand, role) for operand, role in operands]
 
 
+def open_pair(p: str, q: str, roles: tuple[str, str] = ("P", "Q"), tail: str = "bucket"):
+    """Open two operands to be compared row by row, and any figures their format adds.
+
+    Two OpenAI-style logprobs files are aligned into dense rows over their
+    shared tokens (see :mod:`klcli.io.openai`); other operands open as they are.
+    """
+    from klcli.io.openai import aligned_pair, is_logprobs_json
+
+    p_json, q_json = is_logprobs_json(p), is_logprobs_json(q)
+    if p_json and q_json:
+        p_source, q_source, mismatches = aligned_pair(p, q, p, q, tail)
+        p_source.role, q_source.role = roles
+        return p_source, q_source, {"sampled_token_mismatches": mismatches, "tail": tail}
+    if p_json or q_json:
+        raise UsageError("an OpenAI-style logprobs file (.json, .jsonl) is compared only with another one")
+    p_source, q_source = open_operands((p, roles[0]), (q, roles[1]))
+    return p_source, q_source, {}
+
+
 @dataclass
 class PairRun:
     """The per-row arrays of a kernel run over two sources, and the rows each held."""

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from klcli.commands.common import Reading, describe_inputs, open_operands
+from klcli.commands.common import Reading, describe_inputs, open_operands, open_pair
 from klcli.core.compare import agreement_stderr, label_stats, paired_difference, position_stats
 from klcli.core.perplexity import as_token_ids
 from klcli.core.stats import summarize
@@ -40,10 +40,9 @@ def _label_stream(labels: Source):
 
 
 def compare(base_operand: str, test_operand: str, reading: Reading, unit: Unit, *, labels: str | None = None,
-            top_k: int = 5, worst: int = 10, ignore_index: int = -100, progress=None) -> Result:
-    operands = [(base_operand, "BASE"), (test_operand, "TEST")] + ([(labels, "labels")] if labels else [])
-    sources = open_operands(*operands)
-    base, test = sources[0], sources[1]
+            top_k: int = 5, worst: int = 10, ignore_index: int = -100, progress=None, tail: str = "bucket") -> Result:
+    base, test, extras = open_pair(base_operand, test_operand, ("BASE", "TEST"), tail)
+    sources = [base, test] + (open_operands((labels, "labels")) if labels else [])
     _check_shapes(base, test)
     if labels is None and base.labels is not None:  # a llama.cpp base file carries its tokens
         sources.append(Source(base.operand, base.path, base.format, base.shape[:-1], "int32", base.labels,
@@ -80,9 +79,11 @@ def compare(base_operand: str, test_operand: str, reading: Reading, unit: Unit, 
                          "give one label per position")
     stats = {name: np.concatenate(parts) for name, parts in pieces.items()}
     vocab = base.outcomes or test.outcomes
-    return _report(stats, rows, vocab, top_k, worst, unit,
-                   describe_inputs(sources, [reading.p_kind, reading.q_kind] + (["labels"] if labels else []),
-                                   [rows] * len(sources)))
+    result = _report(stats, rows, vocab, top_k, worst, unit,
+                     describe_inputs(sources, [reading.p_kind, reading.q_kind] + (["labels"] if labels else []),
+                                     [rows] * len(sources)))
+    result.figures.update(extras)
+    return result
 
 
 def _take_labels(label_rows: Rows, labels: Source, start: int, shape: tuple, ignore_index: int) -> np.ndarray:

@@ -11,7 +11,7 @@ from klcli.commands.common import (
     Reading,
     describe_inputs,
     infinite_note,
-    open_operands,
+    open_pair,
     run_pairs,
     summaries,
 )
@@ -28,9 +28,10 @@ def _inputs(sources, reading: Reading, run: PairRun) -> list[dict]:
     return describe_inputs(sources, [reading.p_kind, reading.q_kind], [run.p_rows, run.q_rows])
 
 
-def kl(p: str, q: str, reading: Reading, unit: Unit, *, direction: str = "forward", progress=None) -> Result:
+def kl(p: str, q: str, reading: Reading, unit: Unit, *, direction: str = "forward", progress=None,
+       tail: str = "bucket") -> Result:
     """D(P‖Q) per row; ``reverse`` gives D(Q‖P), ``both`` both and their sum."""
-    p_source, q_source = open_operands((p, "P"), (q, "Q"))
+    p_source, q_source, extras = open_pair(p, q, tail=tail)
 
     def kernel(p_rows, q_rows):
         figures = {}
@@ -61,20 +62,20 @@ def kl(p: str, q: str, reading: Reading, unit: Unit, *, direction: str = "forwar
         inputs=_inputs([p_source, q_source], reading, run),
         summary=metrics[head],
         metrics=metrics,
-        figures={"direction": direction},
+        figures={"direction": direction, **extras},
         per_row=per_row,
         notes=notes,
     )
 
 
-def xent(p: str, q: str, reading: Reading, unit: Unit, *, progress=None) -> Result:
+def xent(p: str, q: str, reading: Reading, unit: Unit, *, progress=None, tail: str = "bucket") -> Result:
     """Cross-entropy H(P,Q), entropy H(P) and D(P‖Q) per row.
 
     D(P‖Q) is computed directly rather than as the difference H(P,Q) − H(P),
     which loses digits when both are large and nearly equal; the identity
     H(P,Q) = H(P) + D(P‖Q) holds to rounding.
     """
-    p_source, q_source = open_operands((p, "P"), (q, "Q"))
+    p_source, q_source, extras = open_pair(p, q, tail=tail)
 
     def kernel(p_rows, q_rows):
         entropy = entropy_rows(p_rows)
@@ -100,6 +101,7 @@ def xent(p: str, q: str, reading: Reading, unit: Unit, *, progress=None) -> Resu
         inputs=_inputs([p_source, q_source], reading, run),
         summary=metrics["cross_entropy"],
         metrics=metrics,
+        figures=extras,
         per_row=per_row,
         notes=notes,
     )
@@ -125,13 +127,13 @@ def parse_weights(text: str | None) -> tuple[float, float]:
 
 
 def js(p: str, q: str, reading: Reading, unit: Unit, *, weights: tuple[float, float] = (0.5, 0.5),
-       progress=None) -> Result:
+       progress=None, tail: str = "bucket") -> Result:
     """Jensen–Shannon divergence per row and its square root, the JS distance.
 
     The distance is √JSD in the chosen unit, as ``scipy.spatial.distance.jensenshannon``
     computes it with its ``base`` argument.
     """
-    p_source, q_source = open_operands((p, "P"), (q, "Q"))
+    p_source, q_source, extras = open_pair(p, q, tail=tail)
 
     def kernel(p_rows, q_rows):
         return {"js_divergence": js_rows(p_rows, q_rows, weights)}
@@ -150,7 +152,7 @@ def js(p: str, q: str, reading: Reading, unit: Unit, *, weights: tuple[float, fl
         inputs=_inputs([p_source, q_source], reading, run),
         summary=metrics["js_divergence"],
         metrics=metrics,
-        figures={"weights": list(weights)},
+        figures={"weights": list(weights), **extras},
         per_row=per_row,
         notes=reading.notes(),
     )

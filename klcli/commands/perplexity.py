@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -200,6 +200,10 @@ def _from_logprobs(operand: str, reading: TokenReading, progress) -> TokenScores
 
 
 def token_scores(operand: str, reading: TokenReading, progress=None) -> TokenScores:
+    from klcli.io.openai import is_logprobs_json
+
+    if reading.kind == "logits" and is_logprobs_json(operand):  # the sampled tokens' log-probabilities
+        reading = replace(reading, kind="logprobs")
     scores = (_from_logits if reading.kind == "logits" else _from_logprobs)(operand, reading, progress)
     if scores.losses.size == 0:
         raise InputError(f"{operand}: no tokens were counted (every label is --ignore-index {reading.ignore_index}, "

@@ -28,10 +28,12 @@ FORMATS = {
     ".arrow": "arrow",
     ".ipc": "arrow",
     ".safetensors": "safetensors",
+    ".json": "openai",
+    ".jsonl": "openai",
 }
 MAGIC = ((b"\x93NUMPY", "npy"), (b"PK\x03\x04", "npz"), (b"PAR1", "parquet"), (b"ARROW1", "arrow"),
          (b"_logits_", "llama"))
-SUPPORTED = ".npy .npz .csv .tsv .parquet .feather .arrow .safetensors"
+SUPPORTED = ".npy .npz .csv .tsv .parquet .feather .arrow .safetensors .json .jsonl"
 
 _INLINE = re.compile(r"^[\s0-9eE+\-.,;]*(?:(?:inf|nan)[\s0-9eE+\-.,;]*)*$", re.IGNORECASE)
 
@@ -69,7 +71,7 @@ def _open_file(path: str, operand: str, selector: str | None) -> Source:
     if fmt is None:
         raise InputError(f"{path}: unknown file type {os.path.splitext(path)[1] or '(no extension)'!r}; "
                          f"klcli reads {SUPPORTED} (rename the file to its format's extension)")
-    if selector is not None and fmt in ("npy", "llama"):
+    if selector is not None and fmt in ("npy", "llama", "openai"):
         raise InputError(f"{path}: the file holds one array; drop the ':{selector}'")
     try:
         if fmt == "npy":
@@ -88,6 +90,10 @@ def _open_file(path: str, operand: str, selector: str | None) -> Source:
             from klcli.io.llama import open_llama_base
 
             return open_llama_base(path, operand)
+        if fmt == "openai":
+            from klcli.io.openai import open_sampled_logprobs
+
+            return open_sampled_logprobs(path, operand)
         from klcli.io import tables
 
         if fmt == "parquet":

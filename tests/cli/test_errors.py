@@ -33,7 +33,7 @@ CASES = [
      "missing.csv: no such file (nor inline numbers such as 0.1,0.9 or 0.1,0.9;0.5,0.5)"),
     (("kl", "empty.csv", "0.5,0.5"), "empty.csv: is empty"),
     (("kl", "data.txt", "1"), "data.txt: unknown file type '.txt'; klcli reads .npy .npz .csv .tsv .parquet "
-                              ".feather .arrow .safetensors (rename the file to its format's extension)"),
+                              ".feather .arrow .safetensors .json .jsonl (rename the file to its format's extension)"),
     (("kl", "text.csv", "0.5,0.5"), "text.csv: row 1 (line 3), column 1: 'x' is not a number"),
     (("kl", "ragged.csv", "0.5,0.5"),
      "ragged.csv: row 1 (line 3) has 1 cells but the header has 2; every row needs the same columns"),
