@@ -125,6 +125,9 @@ def kl_command(
     direction: Annotated[Direction, typer.Option(
         "--direction", help="forward D(P‖Q); reverse D(Q‖P); both adds D(Q‖P) and the symmetric sum.")
     ] = Direction.forward,
+    t2_scale: Annotated[bool, typer.Option(
+        "--t2-scale", help="Multiply by T² (with --temperature T), as Hinton et al.'s distillation loss does.")
+    ] = False,
     kind: KindOpt = None,
     logits: LogitsOpt = False,
     p_kind: PKindOpt = None,
@@ -158,7 +161,7 @@ def kl_command(
     delivery = _delivery(fmt=fmt, json_flag=json_flag, per_row=per_row, quiet=quiet, output=output,
                          check=check, no_progress=no_progress, base=base, bits=bits)
     _finish(delivery, lambda progress: divergence.kl(p, q, reading, delivery.unit, direction=direction.value,
-                                                     progress=progress, tail=_tail(tail)), [p, q])
+                                                     progress=progress, tail=_tail(tail), t2_scale=t2_scale), [p, q])
 
 
 @app.command("xent")
@@ -392,6 +395,67 @@ def compare_command(
                                                        progress=progress, tail=_tail(tail)), operands)
 
 
+@app.command("rlhf")
+def rlhf_command(
+    policy: Annotated[str, typer.Argument(metavar="POLICY", help="The sampled tokens' log-probabilities under the "
+                                          "policy π: 1-D, 2-D padded with NaN (one row per sequence), or FILE:COLUMN "
+                                          "with --group.", show_default=False)],
+    ref: Annotated[str, typer.Argument(metavar="REF", help="The same tokens' log-probabilities under the reference "
+                                       "π_ref, in the same shape.", show_default=False)],
+    estimator: Annotated[str, typer.Option(
+        "--estimator", metavar="k1|k2|k3|all", help="Which estimator to report (all: side by side); the objective "
+        "uses it, or k3 with all.")] = "all",
+    group: Annotated[Optional[str], typer.Option(
+        "--group", metavar="COLUMN", help="With table columns: the column whose values split the rows into "
+        "sequences.", show_default=False)] = None,
+    reward: Annotated[Optional[str], typer.Option(
+        "--reward", metavar="R", help="One reward per sequence (a number, inline values or a file): adds the "
+        "objective R − β·KL.", show_default=False)] = None,
+    beta: Annotated[float, typer.Option("--beta", metavar="B", help="The KL coefficient β of the objective.")] = 0.1,
+    policy_logits: Annotated[Optional[str], typer.Option(
+        "--policy-logits", metavar="FILE", help="The policy's logits at the same positions, for the exact KL over "
+        "the vocabulary.", show_default=False)] = None,
+    ref_logits: Annotated[Optional[str], typer.Option(
+        "--ref-logits", metavar="FILE", help="The reference's logits at the same positions.",
+        show_default=False)] = None,
+    threads: ThreadsOpt = 0,
+    base: BaseOpt = "e",
+    bits: BitsOpt = False,
+    fmt: FormatOpt = None,
+    json_flag: JsonOpt = False,
+    per_row: PerRowOpt = False,
+    quiet: QuietOpt = False,
+    output: OutputOpt = None,
+    check: CheckOpt = None,
+    no_progress: NoProgressOpt = False,
+) -> None:
+    """RLHF's KL penalty: per-sequence KL(π‖π_ref) from sampled tokens (k1, k2, k3), the objective, the exact KL.
+
+    With log r = log π_ref − log π per sampled token: k1 = −log r (unbiased, can be negative), k2 = ½(log r)²
+    (biased, ≥ 0), k3 = (r − 1) − log r (unbiased, ≥ 0), summed per sequence (Schulman, 2020). The headline is the
+    mean per-sequence k3.
+
+    Examples:
+
+      klcli rlhf sample_data/rlhf.npz:policy sample_data/rlhf.npz:ref
+
+      klcli rlhf sample_data/rlhf.npz:policy sample_data/rlhf.npz:ref --reward sample_data/rlhf.npz:reward
+
+      klcli rlhf policy.npy ref.npy --policy-logits policy_logits.npy --ref-logits ref_logits.npy --per-row
+    """
+    from klcli.commands import rlhf
+
+    if estimator not in ("k1", "k2", "k3", "all"):
+        raise UsageError(f"--estimator {estimator!r}: use k1, k2, k3 or all")
+    delivery = _delivery(fmt=fmt, json_flag=json_flag, per_row=per_row, quiet=quiet, output=output,
+                         check=check, no_progress=no_progress, base=base, bits=bits)
+    operands = [policy, ref] + [o for o in (policy_logits, ref_logits) if o]
+    _finish(delivery, lambda progress: rlhf.rlhf(policy, ref, delivery.unit, estimator=estimator, group=group,
+                                                 reward=reward, beta=beta, policy_logits=policy_logits,
+                                                 ref_logits=ref_logits, per_row=delivery.per_row, threads=threads),
+            operands)
+
+
 def _parameter(option: str, meaning: str):
     return Annotated[Optional[str], typer.Option(option, metavar="X", help=meaning, show_default=False,
                                                  rich_help_panel="Gaussian parameters (numbers, vectors or files)")]
@@ -476,15 +540,6 @@ def _error(message: str) -> None:
         print(f"klcli: {' '.join(line.strip() for line in lines[1:])}", file=sys.stderr)
 
 
-def _quiet_broken_pipe() -> None:
-    """Downstream closed the pipe (``| head -1``): end quietly, as Unix tools do."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except OSError:
-        pass
-
-
 def _tune_process() -> None:
     """Settings for block-wise NumPy work, made before NumPy is imported.
 
@@ -513,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="klcli", standalone_mode=False)
+        if code == 130:  # Typer turns Ctrl-C into a silent exit 130
+            print("klcli: interrupted", file=sys.stderr)
         return code if isinstance(code, int) else 0
     except typer.Exit as done:
         return done.exit_code
@@ -530,7 +587,9 @@ def main(argv: list[str] | None = None) -> int:
         print("klcli: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        _quiet_broken_pipe()
+        from klcli.output import quiet_broken_pipe
+
+        quiet_broken_pipe()
         return 0
     except MemoryError:
         _error("out of memory; the input is too large for this machine's memory")

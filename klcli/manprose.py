@@ -13,7 +13,7 @@ space, streams large files in bounded memory, and prints tables for people or JS
 for programs. --check gates turn a result into an exit status for CI jobs.
 
 Each command has its own page: klcli-kl(1), klcli-xent(1), klcli-js(1), klcli-perplexity(1), \
-klcli-gaussian(1), klcli-compare(1)."""
+klcli-gaussian(1), klcli-compare(1), klcli-rlhf(1)."""
 
 INPUT_FORMATS = """\
 An operand is, in this order: - (standard input: CSV or TSV text, or .npy bytes recognised by their \
@@ -71,6 +71,9 @@ OUTPUT = {
                   "per_row holds each sequence's nll, perplexity and tokens.",
     "gaussian": "kl (and kl_reverse, kl_symmetric with --direction), form (univariate, diagonal, full or vae), "
                 "dimensions and direction.",
+    "rlhf": "estimators (k1, k2, k3 as chosen: mean and stderr over sequences, and per_sequence with --per-row), "
+            "tokens, sequences; objective (mean, stderr, estimator, beta) with --reward; exact_kl (mean, stderr) with "
+            "--policy-logits and --ref-logits; value is the mean per-sequence k3 and summary is over sequences.",
     "compare": "kl (D(base||test)), kl_reverse, js and tv summaries; vocab; top1_agreement, "
                "top1_agreement_stderr, top_k, topk_overlap; worst (row, kl, base_top1, test_top1 and label "
                "of the positions with the largest KL); with --labels also tokens, ppl_base, ppl_test, "

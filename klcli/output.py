@@ -66,14 +66,30 @@ class Delivery:
         else:
             text = render.render(result, self.format, per_row=self.per_row,
                                  color=to_terminal and "NO_COLOR" not in os.environ)
-        for note in result.notes:
-            print(f"klcli: note: {note}", file=sys.stderr)
+        for warning in result.warnings:
+            print(f"klcli: note: {warning}", file=sys.stderr)
         for outcome in result.checks:
             if not outcome["passed"]:
                 print(f"klcli: {describe_failure(outcome)}", file=sys.stderr)
         if self.output is not None:
             write_atomically(self.output, text)
         else:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            try:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            except BrokenPipeError:
+                quiet_broken_pipe()
         return 0 if result.passed else 1
+
+
+def quiet_broken_pipe() -> None:
+    """Downstream closed the pipe (``| head -1``): end quietly, as Unix tools do.
+
+    Standard output is pointed at /dev/null so the interpreter's final flush
+    does not complain a second time.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

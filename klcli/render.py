@@ -89,9 +89,9 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
     head.add_row("rows", str(result.rows))
     for source in result.inputs:
         shape = "×".join("?" if s is None else str(s) for s in source["shape"])
-        where = source["path"] or source["operand"]
+        where = source["operand"]
         head.add_row(f"{source['role']}", f"{where}  [dim]{source.get('kind', '')} {shape} {source['dtype']}[/dim]")
-    for note in result.notes:
+    for note in result.notes + result.warnings:
         head.add_row("note", note)
     console.print(head)
 
@@ -106,6 +106,15 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
         for key in SUMMARY_KEYS:
             stats.add_row(key.replace("_", "."), *(number(m.get(key)) for m in columns.values()))
         console.print(stats)
+
+    estimates = _mean_figures(result.figures)
+    if estimates:
+        table = Table(box=box.SIMPLE_HEAD, title=f"estimates ({result.unit})", title_justify="left", pad_edge=False)
+        for column in ("figure", "mean", "stderr"):
+            table.add_column(column, justify="left" if column == "figure" else "right")
+        for name, figure in estimates:
+            table.add_row(name, number(figure.get("mean")), number(figure.get("stderr")))
+        console.print(table)
 
     for key, value in result.figures.items():
         if isinstance(value, list) and value and isinstance(value[0], dict):
@@ -135,6 +144,17 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
             checks.add_row(check["expr"], number(check["actual"]), number(check["threshold"]), verdict)
         console.print(checks)
     return buffer.getvalue()
+
+
+def _mean_figures(figures: dict) -> list[tuple[str, dict]]:
+    """Figures given as a mean and its standard error (rlhf's estimators, objective, exact KL)."""
+    found = []
+    for key, value in figures.items():
+        if isinstance(value, dict) and "mean" in value and "stderr" in value:
+            found.append((key, value))
+        elif isinstance(value, dict) and value and all(isinstance(v, dict) and "mean" in v for v in value.values()):
+            found.extend((f"{key}.{name}", v) for name, v in value.items())
+    return found
 
 
 def render(result: Result, fmt: str, *, per_row: bool, color: bool = False, width: int | None = None) -> str:

@@ -27,7 +27,8 @@ class Result:
     metrics: dict[str, dict] = field(default_factory=dict)
     figures: dict = field(default_factory=dict)
     per_row: dict[str, np.ndarray] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # in the result (table, JSON)
+    warnings: list[str] = field(default_factory=list)  # in the result, and on standard error
     checks: list[dict] = field(default_factory=list)
     base: float = math.e
     summary_name: str = "value"  # what ``summary`` summarises, when it is no metric of its own
@@ -56,7 +57,7 @@ class Result:
         doc.update(self.figures)
         if per_row:
             doc["per_row"] = {name: values.tolist() for name, values in self.per_row.items()}
-        doc["notes"] = self.notes
+        doc["notes"] = self.notes + self.warnings
         doc["checks"] = self.checks
         doc["passed"] = self.passed
         return doc

@@ -75,6 +75,26 @@ def main() -> None:
     np.save(HERE / "cov1.npy", np.array([[2.0, 0.3, 0.0], [0.3, 1.0, 0.2], [0.0, 0.2, 0.5]]))
     np.save(HERE / "cov2.npy", np.array([[1.0, 0.0, 0.1], [0.0, 1.5, 0.0], [0.1, 0.0, 1.0]]))
 
+    # RLHF: 6 sequences of up to 12 sampled tokens (NaN-padded), their log-probabilities under a policy and
+    # a reference model (both given as logits over a 20-token vocabulary too), and one reward per sequence.
+    rng = np.random.default_rng(11)
+    ref_logits = rng.normal(0.0, 2.0, size=(6, 12, 20))
+    policy_logits = ref_logits + rng.normal(0.0, 0.4, size=ref_logits.shape)
+
+    def log_softmax(z):
+        z = z - z.max(axis=-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+    log_pi, log_ref = log_softmax(policy_logits), log_softmax(ref_logits)
+    tokens = np.array([[rng.choice(20, p=np.exp(row)) for row in sequence] for sequence in log_pi])
+    policy = np.take_along_axis(log_pi, tokens[..., None], axis=-1)[..., 0]
+    ref = np.take_along_axis(log_ref, tokens[..., None], axis=-1)[..., 0]
+    lengths = [12, 9, 12, 5, 10, 12]
+    for row, length in enumerate(lengths):
+        policy[row, length:] = ref[row, length:] = np.nan
+    np.savez(HERE / "rlhf.npz", policy=policy, ref=ref, reward=rng.normal(1.0, 0.5, size=6),
+             policy_logits=policy_logits, ref_logits=ref_logits)
+
 
 if __name__ == "__main__":
     main()

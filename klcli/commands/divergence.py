@@ -29,8 +29,12 @@ def _inputs(sources, reading: Reading, run: PairRun) -> list[dict]:
 
 
 def kl(p: str, q: str, reading: Reading, unit: Unit, *, direction: str = "forward", progress=None,
-       tail: str = "bucket") -> Result:
-    """D(P‖Q) per row; ``reverse`` gives D(Q‖P), ``both`` both and their sum."""
+       tail: str = "bucket", t2_scale: bool = False) -> Result:
+    """D(P‖Q) per row; ``reverse`` gives D(Q‖P), ``both`` both and their sum.
+
+    ``t2_scale`` multiplies by T² (the temperature squared), as the distillation
+    loss of Hinton et al. (2015) does to keep gradients comparable across temperatures.
+    """
     p_source, q_source, extras = open_pair(p, q, tail=tail)
 
     def kernel(p_rows, q_rows):
@@ -44,14 +48,18 @@ def kl(p: str, q: str, reading: Reading, unit: Unit, *, direction: str = "forwar
         return figures
 
     run = run_pairs(p_source, q_source, reading, kernel, progress)
-    per_row = {name: unit.from_nats(values) for name, values in run.per_row.items()}
+    scale = reading.temperature**2 if t2_scale else 1.0
+    per_row = {name: unit.from_nats(values) * scale for name, values in run.per_row.items()}
     metrics = summaries(per_row)
     head = "kl_reverse" if direction == "reverse" else "kl"
     notes = reading.notes()
+    if t2_scale:
+        notes.append(f"scaled by T² = {scale:g} (Hinton et al. 2015's distillation loss)")
+    warnings = []
     if "kl" in per_row:
-        notes += infinite_note("D(P‖Q)", per_row["kl"], _SMOOTH_HINT)
+        warnings += infinite_note("D(P‖Q)", per_row["kl"], _SMOOTH_HINT)
     if "kl_reverse" in per_row:
-        notes += infinite_note("D(Q‖P)", per_row["kl_reverse"], "Q has mass where P has none; --epsilon E smooths")
+        warnings += infinite_note("D(Q‖P)", per_row["kl_reverse"], "Q has mass where P has none; --epsilon E smooths")
     return Result(
         command="kl",
         headline="mean D(Q‖P)" if head == "kl_reverse" else "mean D(P‖Q)",
@@ -62,9 +70,10 @@ def kl(p: str, q: str, reading: Reading, unit: Unit, *, direction: str = "forwar
         inputs=_inputs([p_source, q_source], reading, run),
         summary=metrics[head],
         metrics=metrics,
-        figures={"direction": direction, **extras},
+        figures={"direction": direction, **({"t2_scale": scale} if t2_scale else {}), **extras},
         per_row=per_row,
         notes=notes,
+        warnings=warnings,
     )
 
 
@@ -90,7 +99,8 @@ def xent(p: str, q: str, reading: Reading, unit: Unit, *, progress=None, tail: s
     run = run_pairs(p_source, q_source, reading, kernel, progress)
     per_row = {name: unit.from_nats(values) for name, values in run.per_row.items()}
     metrics = summaries(per_row)
-    notes = reading.notes() + infinite_note("H(P,Q)", per_row["cross_entropy"], _SMOOTH_HINT)
+    notes = reading.notes()
+    warnings = infinite_note("H(P,Q)", per_row["cross_entropy"], _SMOOTH_HINT)
     return Result(
         command="xent",
         headline="mean H(P,Q)",
@@ -104,6 +114,7 @@ def xent(p: str, q: str, reading: Reading, unit: Unit, *, progress=None, tail: s
         figures=extras,
         per_row=per_row,
         notes=notes,
+        warnings=warnings,
     )
 
 

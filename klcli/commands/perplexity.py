@@ -225,9 +225,9 @@ def perplexity(operand: str, reading: TokenReading, unit: Unit, *, progress=None
         "perplexity": per_sequence[with_tokens],
         "tokens": scores.sequence_tokens[with_tokens],
     }
-    notes = []
+    warnings = []
     if not math.isfinite(corpus):
-        notes.append("perplexity is inf: a token has probability 0 (or a loss beyond float range)")
+        warnings.append("perplexity is inf: a token has probability 0 (or a loss beyond float range)")
     return Result(
         command="perplexity",
         headline="corpus perplexity",
@@ -250,7 +250,7 @@ def perplexity(operand: str, reading: TokenReading, unit: Unit, *, progress=None
             "mean_sequence_perplexity": float(np.mean(per_sequence[with_tokens])),
         },
         per_row=per_row,
-        notes=notes,
+        warnings=warnings,
     )
 
 

@@ -273,6 +273,10 @@ def log_ratio(p: LogRows, q: LogRows) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if p.raw is not None and q.raw is not None:
             ratio = np.log(p.raw / q.raw)
+            # Where p/q over- or underflows (subnormal probabilities), the difference of logs is exact enough.
+            lost = ~np.isfinite(ratio) & (p.raw > 0) & (q.raw > 0)
+            if lost.any():
+                ratio[lost] = np.broadcast_to(p.shifted - q.shifted, ratio.shape)[lost]
         else:
             ratio = np.subtract(p.shifted, q.shifted, dtype=np.float64)
         ratio -= (p.offset - q.offset)[:, None]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -38,6 +39,12 @@ def _pa():
     import pyarrow
 
     return pyarrow
+
+
+def _read_errors() -> tuple:
+    """What pyarrow raises on a damaged file: its own errors, OSError from its readers, and
+    ValueError (UnicodeDecodeError) from names that are not UTF-8."""
+    return (_pa().ArrowException, OSError, ValueError)
 
 
 def _is_number_type(kind) -> bool:
@@ -87,6 +94,14 @@ def choose_layout(schema, name: str, selector: str | None, first_list_length=Non
     return Layout(wanted, False, len(wanted), dtype)
 
 
+def _layout_of(schema, path: str, selector: str | None, first_length) -> Layout:
+    """``choose_layout`` for a binary table, whose damaged schema pyarrow reports in its own ways."""
+    try:
+        return choose_layout(schema, path, selector, first_length)
+    except (KeyError, IndexError, *_read_errors()) as exc:
+        raise InputError(f"{path}: has a damaged schema ({_first_line(exc)})") from None
+
+
 def batch_rows(batch, layout: Layout, name: str, first_row: int) -> np.ndarray:
     """A record batch as a 2-D array of rows (or a column of the 1-D vector)."""
     columns = [batch.column(batch.schema.get_field_index(c)) for c in layout.columns]
@@ -130,30 +145,29 @@ def _blocks_from_batches(batches: Iterator, layout: Layout, name: str, block_row
 
 
 def open_parquet(path: str, operand: str, selector: str | None) -> Source:
-    pa = _pa()
     import pyarrow.parquet as pq
 
     try:
         parquet = pq.ParquetFile(path)
         schema = parquet.schema_arrow
-    except (pa.ArrowException, OSError) as exc:
+    except _read_errors() as exc:
         raise InputError(f"{path}: not a valid Parquet file ({_first_line(exc)})") from None
 
     def first_length(column: str) -> int:
         try:
             first = next(parquet.iter_batches(batch_size=1, columns=[column]), None)
-        except pa.ArrowException as exc:
+        except _read_errors() as exc:
             raise InputError(f"{path}: cannot be read ({_first_line(exc)})") from None
         return 0 if first is None or first.num_rows == 0 else len(first.column(0)[0])
 
-    layout = choose_layout(schema, path, selector, first_length)
+    layout = _layout_of(schema, path, selector, first_length)
     rows = parquet.metadata.num_rows
 
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
         try:
             yield from _blocks_from_batches(
                 parquet.iter_batches(batch_size=block_rows, columns=layout.columns), layout, path, block_rows)
-        except pa.ArrowException as exc:
+        except _read_errors() as exc:
             raise InputError(f"{path}: cannot be read ({_first_line(exc)})") from None
 
     shape = (rows,) if layout.is_vector else (rows, layout.width)
@@ -169,13 +183,13 @@ def open_arrow(path: str, operand: str, selector: str | None) -> Source:
         reader = pa.ipc.open_file(pa.memory_map(path, "r"))
         batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
         schema = reader.schema
-    except (pa.ArrowException, OSError):
+    except _read_errors():
         try:
             with pa.memory_map(path, "r") as mapped:
                 stream = pa.ipc.open_stream(mapped)
                 schema = stream.schema
                 batches = list(stream)
-        except (pa.ArrowException, OSError) as exc:
+        except _read_errors() as exc:
             raise InputError(f"{path}: not a valid Arrow IPC / Feather v2 file ({_first_line(exc)})") from None
 
     def first_length(column: str) -> int:
@@ -184,13 +198,13 @@ def open_arrow(path: str, operand: str, selector: str | None) -> Source:
                 return len(batch.column(batch.schema.get_field_index(column))[0])
         return 0
 
-    layout = choose_layout(schema, path, selector, first_length)
+    layout = _layout_of(schema, path, selector, first_length)
     rows = sum(b.num_rows for b in batches)
 
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
         try:
             yield from _blocks_from_batches(iter(batches), layout, path, block_rows)
-        except pa.ArrowException as exc:
+        except _read_errors() as exc:
             raise InputError(f"{path}: cannot be read ({_first_line(exc)})") from None
 
     shape = (rows,) if layout.is_vector else (rows, layout.width)
@@ -284,8 +298,8 @@ def open_csv(path: str | None, operand: str, selector: str | None, *, delimiter:
             for block in _blocks_from_batches(batches(), layout, name, block_rows):
                 produced = produced or block.size > 0
                 yield block
-        except pa.ArrowException as exc:
-            whole = data if data is not None else open(path, "rb").read()
+        except _read_errors() as exc:
+            whole = data if data is not None else Path(path).read_bytes()
             message = _locate_problem(whole, name, delimiter, has_header, len(names), selected)
             raise InputError(message or f"{name}: cannot be read as {'CSV' if delimiter == ',' else 'TSV'} "
                                         f"({_first_line(exc)})") from None
@@ -325,7 +339,7 @@ def group_codes(source: Source, column: str) -> np.ndarray:
         else:
             with pa.memory_map(source.path, "r") as mapped:
                 table = pa.ipc.open_file(mapped).read_all().select([column])
-    except (KeyError, pa.ArrowException) as exc:
+    except (KeyError, *_read_errors()) as exc:
         names = _column_names(source)
         raise InputError(f"{source.path}: cannot read --group column {column!r} ({_first_line(exc)}); "
                          f"its columns are: {names}") from None
@@ -354,7 +368,7 @@ def column_names(source: Source) -> list[str]:
 def _column_names(source: Source) -> str:
     try:
         return ", ".join(column_names(source))
-    except (OSError, InputError, _pa().ArrowException):
+    except (InputError, *_read_errors()):
         return "(unknown)"
 
 

@@ -1,0 +1,109 @@
+"""klcli rlhf: the estimators against float64 references, their invariants, unbiasedness, and distillation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from klcli.core.rlhf import token_estimates
+from tests.conftest import SAMPLES
+
+special = pytest.importorskip("scipy.special")
+RLHF = SAMPLES / "rlhf.npz"
+
+
+def _references(policy, ref):
+    """Per-sequence k1, k2, k3 written out by hand from padded rows."""
+    out = {"k1": [], "k2": [], "k3": []}
+    for p_row, r_row in zip(policy, ref):
+        keep = ~np.isnan(p_row)
+        log_r = r_row[keep] - p_row[keep]
+        out["k1"].append(np.sum(-log_r))
+        out["k2"].append(np.sum(0.5 * log_r**2))
+        out["k3"].append(np.sum(np.exp(log_r) - 1 - log_r))
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def test_every_figure(cli):
+    data = np.load(RLHF)
+    doc = cli("rlhf", f"{RLHF}:policy", f"{RLHF}:ref", "--reward", f"{RLHF}:reward", "--beta", "0.05",
+              "--policy-logits", f"{RLHF}:policy_logits", "--ref-logits", f"{RLHF}:ref_logits",
+              "--json", "--per-row").json()
+    ref = _references(data["policy"], data["ref"])
+    for name in ("k1", "k2", "k3"):
+        got = doc["estimators"][name]
+        np.testing.assert_allclose(got["per_sequence"], ref[name], rtol=1e-12)
+        assert got["mean"] == pytest.approx(ref[name].mean(), rel=1e-12)
+        assert got["stderr"] == pytest.approx(np.std(ref[name], ddof=1) / math.sqrt(6), rel=1e-12)
+    assert doc["value"] == pytest.approx(ref["k3"].mean(), rel=1e-12)
+    assert doc["tokens"] == 60 and doc["sequences"] == 6
+    objective = data["reward"] - 0.05 * ref["k3"]
+    assert doc["objective"]["mean"] == pytest.approx(objective.mean(), rel=1e-12)
+    assert doc["objective"]["estimator"] == "k3" and doc["objective"]["beta"] == 0.05
+    log_pi = special.log_softmax(data["policy_logits"], axis=-1)
+    log_ref = special.log_softmax(data["ref_logits"], axis=-1)
+    exact_tokens = np.sum(np.exp(log_pi) * (log_pi - log_ref), axis=-1)
+    exact = np.nansum(np.where(np.isnan(data["policy"]), np.nan, exact_tokens), axis=1)
+    np.testing.assert_allclose(doc["exact_kl"]["per_sequence"], exact, rtol=1e-10)
+    assert doc["per_row"]["exact_kl"] == pytest.approx(list(exact), rel=1e-10)
+
+
+def test_invariants():
+    rng = np.random.default_rng(0)
+    policy, ref = rng.normal(-2, 1, 1000), rng.normal(-2, 1, 1000)
+    estimates = token_estimates(policy, ref)
+    assert np.all(estimates["k2"] >= 0) and np.all(estimates["k3"] >= 0)
+    same = token_estimates(policy, policy)
+    assert all(np.all(values == 0) for values in same.values())
+
+
+def test_unbiased_k1_and_k3():
+    """Tokens sampled from π: k1 and k3 average to the exact KL within 4 standard errors."""
+    rng = np.random.default_rng(42)
+    log_pi = special.log_softmax(rng.normal(0, 1.5, 6))
+    log_ref = special.log_softmax(rng.normal(0, 1.5, 6))
+    exact = float(np.sum(np.exp(log_pi) * (log_pi - log_ref)))
+    tokens = rng.choice(6, p=np.exp(log_pi), size=200_000)
+    estimates = token_estimates(log_pi[tokens], log_ref[tokens])
+    for name in ("k1", "k3"):
+        values = estimates[name]
+        assert abs(values.mean() - exact) < 4 * values.std(ddof=1) / math.sqrt(values.size), name
+    assert estimates["k2"].mean() != pytest.approx(exact, rel=1e-3)  # k2 is biased
+
+
+def test_groups_and_one_dimensional_input(cli, tmp_path):
+    (tmp_path / "t.csv").write_text("seq,pi,ref\na,-1.0,-1.5\na,-0.5,-0.25\nb,-2.0,-1.0\n")
+    doc = cli("rlhf", f"{tmp_path / 't.csv'}:pi", f"{tmp_path / 't.csv'}:ref", "--group", "seq", "--json",
+              "--per-row", "--estimator", "k1").json()
+    assert doc["sequences"] == 2 and list(doc["estimators"]) == ["k1"]
+    assert doc["estimators"]["k1"]["per_sequence"] == pytest.approx([(-1.0 + 1.5) + (-0.5 + 0.25), -2.0 + 1.0])
+    run = cli("rlhf", "--json", "--", "-1.0,-0.5", "-1.5,-0.25")  # negative inline numbers go after --
+    assert run.json()["sequences"] == 1 and run.json()["tokens"] == 2
+
+
+def test_reward_as_a_number_and_errors(cli, tmp_path):
+    data = np.load(RLHF)
+    doc = cli("rlhf", f"{RLHF}:policy", f"{RLHF}:ref", "--reward", "1.0", "--estimator", "k2", "--json").json()
+    ref = _references(data["policy"], data["ref"])
+    assert doc["objective"]["mean"] == pytest.approx(1.0 - 0.1 * ref["k2"].mean(), rel=1e-12)
+    np.save(tmp_path / "short.npy", data["ref"][:, :11])
+    run = cli("rlhf", f"{RLHF}:policy", tmp_path / "short.npy")
+    assert run.code == 2 and "has 72 token log-probs but" in run.err
+    shifted = data["ref"].copy()
+    shifted[1, 9] = -1.0  # padding differs
+    np.save(tmp_path / "pad.npy", shifted)
+    run = cli("rlhf", f"{RLHF}:policy", tmp_path / "pad.npy")
+    assert run.code == 2 and run.err == ("klcli: error: POLICY and REF are padded differently: position 21 is NaN in "
+                                         "one only\n")
+
+
+def test_distillation_t2_scale(cli):
+    teacher, student = SAMPLES / "teacher_logits.npy", SAMPLES / "student_logits.npy"
+    plain = float(cli("kl", teacher, student, "--logits", "-T", "2", "-q").out)
+    scaled = float(cli("kl", teacher, student, "--logits", "-T", "2", "--t2-scale", "-q").out)
+    z, y = np.load(teacher).astype(float), np.load(student).astype(float)
+    p, q = special.softmax(z / 2, axis=1), special.softmax(y / 2, axis=1)
+    by_hand = 4 * np.mean(np.sum(p * np.log(p / q), axis=1))
+    assert scaled == pytest.approx(by_hand, rel=1e-9) and scaled == pytest.approx(4 * plain, rel=1e-14)

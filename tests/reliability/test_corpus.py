@@ -1,0 +1,176 @@
+"""The bad-input corpus: every format and command, each a clear error with nothing lost or allocated.
+
+Each case writes its files, runs klcli in-process under tracemalloc, and asserts
+exit 2, one ``klcli: error:`` line naming the problem, no traceback, inputs
+byte-identical afterwards, and no large allocation (a size claimed by a header
+is checked against the file before anything is allocated).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import tracemalloc
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.feather as feather
+import pyarrow.parquet as pq
+import pytest
+
+
+def npy_header(shape, dtype="<f8"):
+    header = repr({"descr": dtype, "fortran_order": False, "shape": shape}).encode()
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
+
+
+def safetensors_bytes(header: dict, data: bytes = b"") -> bytes:
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + data
+
+
+def _write(folder, files: dict):
+    for name, content in files.items():
+        path = folder / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        elif isinstance(content, str):
+            path.write_text(content)
+        else:
+            content(path)
+
+
+def _save(array, **kwargs):
+    return lambda path: np.save(path, array, **kwargs)
+
+
+def _parquet(table):
+    return lambda path: pq.write_table(table, path)
+
+
+P = "0.5,0.5"
+CASES = {
+    # .npy
+    "npy truncated": ({"a.npy": npy_header((100, 4)) + b"\0" * 100}, ("kl", "a.npy", "1,1,1,1"), "is truncated"),
+    "npy claims 10^12 elements": ({"a.npy": npy_header((1_000_000, 1_000_000)) + b"\0" * 64},
+                                  ("kl", "a.npy", P), "claims shape (1000000, 1000000)"),
+    "npy pickle": ({"a.npy": _save(np.array([{"x": 1}], dtype=object), allow_pickle=True)}, ("kl", "a.npy", P),
+                   "holds Python objects (a pickle); klcli never loads pickles"),
+    "npy structured dtype": ({"a.npy": _save(np.zeros(3, dtype=[("a", "f4"), ("b", "f4")]))}, ("kl", "a.npy", P),
+                             "not numbers"),
+    "npy complex": ({"a.npy": _save(np.zeros(2, dtype=complex))}, ("kl", "a.npy", P), "not numbers"),
+    "npy scalar": ({"a.npy": _save(np.float64(1.0))}, ("kl", "a.npy", P), "holds a single number"),
+    "npy bad magic": ({"a.npy": b"NUMPY?" + bytes(200)}, ("kl", "a.npy", P), "not a valid .npy file"),
+    "npy trailing bytes": ({"a.npy": npy_header((2,)) + b"\0" * 24}, ("kl", "a.npy", P), "has trailing bytes"),
+    # .npz
+    "npz pickle": ({"a.npz": lambda p: np.savez(p, x=np.array([{"x": 1}], dtype=object))}, ("kl", "a.npz", P),
+                   "holds Python objects (a pickle)"),
+    "npz random bytes": ({"a.npz": bytes(range(256)) * 4}, ("kl", "a.npz", P), "not a valid .npz archive"),
+    "npz missing key": ({"a.npz": lambda p: np.savez(p, x=np.full(2, 0.5))}, ("kl", "a.npz:y", P),
+                        "has no array 'y'; it holds: x"),
+    "npz two arrays": ({"a.npz": lambda p: np.savez(p, x=np.full(2, 0.5), y=np.full(2, 0.5))}, ("kl", "a.npz", P),
+                       "holds 2 arrays (x, y); name one"),
+    "npz truncated member": ({"a.npz": lambda p: (np.savez(p, x=np.full(1000, 0.001)),
+                                                  p.write_bytes(p.read_bytes()[:600]))},
+                             ("kl", "a.npz", "0.001"), "a.npz"),
+    # Parquet
+    "parquet random bytes": ({"a.parquet": bytes(range(256))}, ("kl", "a.parquet", P), "not a valid Parquet file"),
+    "parquet string column": ({"a.parquet": _parquet(pa.table({"s": ["a", "b"], "p": [0.5, 0.5]}))},
+                              ("kl", "a.parquet", P), "column 's' holds string, not numbers"),
+    "parquet ragged lists": ({"a.parquet": _parquet(pa.table({"v": [[0.5, 0.5], [0.2, 0.3, 0.5]]}))},
+                             ("kl", "a.parquet", P), "row 1 of column 'v' has 3 values but earlier rows have 2"),
+    "parquet null": ({"a.parquet": _parquet(pa.table({"a": [0.5, None], "b": [0.5, 0.5]}))},
+                     ("kl", "a.parquet", P), "row 1 of column 'a' is empty (null)"),
+    "parquet missing column": ({"a.parquet": _parquet(pa.table({"a": [0.5], "b": [0.5]}))},
+                               ("kl", "a.parquet:c", "1"), "has no column 'c'; its columns are: a, b"),
+    "parquet list of strings": ({"a.parquet": _parquet(pa.table({"v": [["a", "b"]]}))}, ("kl", "a.parquet", P),
+                                "holds string, not numbers"),
+    # Arrow / Feather
+    "feather random bytes": ({"a.feather": bytes(range(200))}, ("kl", "a.feather", P),
+                             "not a valid Arrow IPC / Feather v2 file"),
+    "arrow string column": ({"a.arrow": lambda p: feather.write_feather(pa.table({"s": ["x"]}), p)},
+                            ("kl", "a.arrow", "1"), "column 's' holds string, not numbers"),
+    # safetensors
+    "safetensors random bytes": ({"a.safetensors": bytes(range(255, 0, -1))}, ("kl", "a.safetensors", P),
+                                 "not a valid safetensors file"),
+    "safetensors offsets past the end": (
+        {"a.safetensors": safetensors_bytes({"x": {"dtype": "F64", "shape": [2], "data_offsets": [0, 16_000]}},
+                                            bytes(16))},
+        ("kl", "a.safetensors", P), "claims bytes [0, 16000) but the data holds 16"),
+    "safetensors header not JSON": ({"a.safetensors": struct.pack("<Q", 4) + b"{{{{"}, ("kl", "a.safetensors", P),
+                                    "its header is not JSON"),
+    "safetensors missing tensor": (
+        {"a.safetensors": safetensors_bytes({"x": {"dtype": "F64", "shape": [2], "data_offsets": [0, 16]}},
+                                            np.full(2, 0.5).tobytes())},
+        ("kl", "a.safetensors:y", P), "has no tensor 'y'; it holds: x"),
+    # llama.cpp base files
+    "llama magic, short body": ({"base.kld": b"_logits_" + bytes(6)}, ("perplexity", "base.kld"),
+                                "is not a llama.cpp KL-divergence base file"),
+    "llama wrong size": ({"base.kld": b"_logits_" + struct.pack("<iii", 8, 4, 1) + bytes(40)},
+                         ("perplexity", "base.kld"), "has 100 bytes, but this one has 60"),
+    "llama absurd sizes": ({"base.kld": b"_logits_" + struct.pack("<iii", -3, 4, 1)}, ("perplexity", "base.kld"),
+                           "each must be positive"),
+    # CSV / TSV
+    "csv text cell": ({"a.csv": "a,b\n0.5,0.5\n0.2,x\n"}, ("kl", "a.csv", P), "row 1 (line 3), column 1: 'x'"),
+    "csv ragged": ({"a.csv": "a,b\n0.5,0.5\n0.2\n"}, ("kl", "a.csv", P), "has 1 cells but the header has 2"),
+    "csv only a header": ({"a.csv": "a,b\n"}, ("kl", "a.csv", P), "has a header but no rows of numbers"),
+    "csv empty": ({"a.csv": ""}, ("kl", "a.csv", P), "is empty"),
+    "csv not utf-8": ({"a.csv": b"\xff\xfe\x00a,\x00b\n"}, ("kl", "a.csv", P), "is not UTF-8 text"),
+    "csv duplicate header": ({"a.csv": "a,a\n0.5,0.5\n"}, ("kl", "a.csv", P), "names a column twice"),
+    "tsv text cell": ({"a.tsv": "a\tb\n0.5\tnope\n"}, ("kl", "a.tsv", P), "'nope' is not a number"),
+    # OpenAI-style logprobs
+    "json missing keys": ({"a.json": json.dumps({"choices": [{"logprobs": {"content": [{"token": "x"}]}}]}),
+                           "b.json": json.dumps([{"token": "x", "logprob": 0.0, "top_logprobs": []}])},
+                          ("kl", "a.json", "b.json"), "needs the keys 'token' and 'logprob'"),
+    "json garbage": ({"a.json": "{not json", "b.json": "[]"}, ("kl", "a.json", "b.json"), "line 1 is not JSON"),
+    "json no positions": ({"a.json": "[]"}, ("perplexity", "a.json"), "holds no token positions"),
+    "json logprob not a number": ({"a.json": json.dumps([{"token": "x", "logprob": "high"}])},
+                                  ("perplexity", "a.json"), "a log-probability must be a number"),
+    # labels, distributions, covariances, options
+    "labels out of range": ({"z.npy": _save(np.zeros((4, 3))), "y.npy": _save(np.array([0, 1, 2, 3]))},
+                            ("perplexity", "z.npy", "--labels", "y.npy"), "the label at position 3 is 3, outside"),
+    "labels not integers": ({"z.npy": _save(np.zeros((2, 3))), "y.npy": _save(np.array([0.0, 1.5]))},
+                            ("perplexity", "z.npy", "--labels", "y.npy"), "labels must be integer token ids"),
+    "covariance not positive definite": ({"c.npy": _save(np.array([[1.0, 2.0], [2.0, 1.0]]))},
+                                         ("gaussian", "--cov1", "c.npy"), "matrix 0 is not positive definite"),
+    "negative sigma": ({}, ("gaussian", "--sigma2", "-1"), "a standard deviation must be > 0"),
+    "conflicting spreads": ({}, ("gaussian", "--sigma1", "1", "--logvar1", "0"), "give one of them"),
+    "conflicting formats": ({}, ("kl", P, P, "--json", "--format", "ndjson"), "disagree"),
+    "group with logits": ({}, ("perplexity", "1,2", "--group", "doc"), "--group goes with --kind logprobs"),
+    "directory operand": ({"d": lambda p: p.mkdir()}, ("kl", "d", P), "is a directory"),
+    "output over an input": ({"a.csv": "a,b\n0.5,0.5\n"}, ("kl", "a.csv", P, "-o", "a.csv"),
+                             "is one of the inputs"),
+    "row not summing to 1": ({"a.npy": _save(np.array([[0.5, 0.4]]))}, ("kl", "a.npy", P), "sums to 0.9"),
+    "nan logits": ({"a.npy": _save(np.array([[0.0, np.nan]]))}, ("kl", "a.npy", "0,0", "--logits"),
+                   "has nan at column 1; logits must be finite"),
+    "compare vocabularies differ": ({"a.npy": _save(np.zeros((2, 3))), "b.npy": _save(np.zeros((2, 4)))},
+                                    ("compare", "a.npy", "b.npy"), "has shape (2, 3) but TEST"),
+}
+
+
+def test_the_corpus_is_large():
+    assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input(cli, tmp_path, monkeypatch, name):
+    files, args, message = CASES[name]
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path, files)
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.iterdir() if p.is_file()}
+    tracemalloc.start()
+    try:
+        run = cli(*args)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert run.code == 2, run.out + run.err
+    assert "Traceback" not in run.err and run.out == ""
+    lines = run.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("klcli: error: "), run.err
+    assert message in lines[0]
+    assert peak < 64 << 20, f"{peak / 2**20:.0f} MiB allocated"
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.iterdir() if p.is_file()}
+    assert after == before
