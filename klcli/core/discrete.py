@@ -79,13 +79,13 @@ def kl_rows(p: LogRows, q: LogRows) -> np.ndarray:
 
 
 def entropy_rows(p: LogRows) -> np.ndarray:
-    """H(P) = −Σ p log p per row, in nats."""
-    return -expectation(p, p.log_probs())
+    """H(P) = −Σ p log p per row, in nats (log p = shifted − offset, so E_p[shifted] − offset)."""
+    return p.offset - expectation(p, p.shifted)
 
 
 def cross_entropy_rows(p: LogRows, q: LogRows) -> np.ndarray:
     """H(P, Q) = −Σ p log q per row, in nats; +inf where p > 0 = q."""
-    return -expectation(p, q.log_probs())
+    return q.offset - expectation(p, q.shifted)
 
 
 def js_rows(p: LogRows, q: LogRows, weights: tuple[float, float] = (0.5, 0.5), *,
@@ -102,12 +102,16 @@ def js_rows(p: LogRows, q: LogRows, weights: tuple[float, float] = (0.5, 0.5), *
     already has them.
     """
     w_p, w_q = weights
-    probs_p, probs_q = probs if probs is not None else (p.probs(), q.probs())
-    mixture = w_p * probs_p + w_q * probs_q
+    if probs is not None:
+        mixture = w_p * probs[0] + w_q * probs[1]
+    else:  # M = π1·P + π2·Q from the unnormalised weights, scaled row by row
+        weights_p, mass_p = p.weights()
+        weights_q, mass_q = q.weights()
+        mixture = weights_p * (w_p / mass_p)[:, None]
+        mixture = mixture + weights_q * (w_q / mass_q)[:, None]
     with np.errstate(divide="ignore"):
         log_mixture = np.log(mixture)
-    divergence = -weighted_sum(mixture, log_mixture) + w_p * expectation(p, p.log_probs()) \
-        + w_q * expectation(q, q.log_probs())
+    divergence = -weighted_sum(mixture, log_mixture) - w_p * entropy_rows(p) - w_q * entropy_rows(q)
     tiny = np.flatnonzero(~(divergence >= 1e-4))
     if tiny.size:
         p_tiny, q_tiny = _take_rows(p, tiny), _take_rows(q, tiny)

@@ -14,6 +14,7 @@ are skipped and said so. Nothing here is a test; the suite never times.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -38,6 +39,33 @@ p, q = (np.load(path) for path in sys.argv[1:3])
 print(entropy(softmax(p, axis=1), softmax(q, axis=1), axis=1).mean())
 """
 
+FLOOR16 = FLOOR
+
+READ_PARQUET = """
+import sys, pyarrow.parquet as pq
+for path in sys.argv[1:3]:
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=256):
+        batch.column(0).flatten().to_numpy()
+"""
+
+READ_CSV = """
+import sys, pyarrow.csv as pcsv
+for path in sys.argv[1:3]:
+    for batch in pcsv.open_csv(path):
+        pass
+"""
+
+TORCH_CHUNKED = """
+import sys, numpy as np, torch
+import torch.nn.functional as F
+p, q = (np.load(path, mmap_mode="r") for path in sys.argv[1:3])
+total = 0.0
+for start in range(0, p.shape[0], 32):
+    a, b = torch.from_numpy(np.asarray(p[start:start + 32])), torch.from_numpy(np.asarray(q[start:start + 32]))
+    total += F.kl_div(F.log_softmax(b, -1), F.log_softmax(a, -1), log_target=True, reduction="sum").item()
+print(total / p.shape[0])
+"""
+
 TORCH = """
 import sys, numpy as np, torch
 import torch.nn.functional as F
@@ -47,20 +75,43 @@ print(kl.mean().item())
 """
 
 
-def make_data(folder: Path, rows: int, vocab: int) -> tuple[Path, Path, Path]:
+def make_data(folder: Path, rows: int, vocab: int, wanted) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     p = rng.standard_normal((rows, vocab), dtype=np.float32) * 2
     q = p + rng.standard_normal((rows, vocab), dtype=np.float32) * 0.5
-    np.save(folder / "p.npy", p)
-    np.save(folder / "q.npy", q)
-    np.save(folder / "labels.npy", rng.integers(0, vocab, size=rows))
-    return folder / "p.npy", folder / "q.npy", folder / "labels.npy"
+    files = {"p": folder / "p.npy", "q": folder / "q.npy", "labels": folder / "labels.npy"}
+    np.save(files["p"], p)
+    np.save(files["q"], q)
+    np.save(files["labels"], rng.integers(0, vocab, size=rows))
+    if wanted("kl float16"):
+        files["p16"], files["q16"] = folder / "p16.npy", folder / "q16.npy"
+        np.save(files["p16"], p.astype(np.float16))
+        np.save(files["q16"], q.astype(np.float16))
+    if wanted("kl parquet"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        for name, array in (("p", p), ("q", q)):
+            column = pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1)), vocab)
+            files[f"{name}_parquet"] = folder / f"{name}.parquet"
+            pq.write_table(pa.table({"logits": pa.ListArray.from_arrays(
+                pa.array(np.arange(0, rows * vocab + 1, vocab, dtype=np.int32)), column.flatten())}),
+                files[f"{name}_parquet"], row_group_size=256)
+    if wanted("kl csv"):
+        for name, array in (("p", p), ("q", q)):
+            files[f"{name}_csv"] = folder / f"{name}.csv"
+            np.savetxt(files[f"{name}_csv"], array[:256], delimiter=",", fmt="%.7g")
+    return files
 
 
-def commands(p: Path, q: Path, labels: Path) -> dict[str, list[str]]:
+def commands(files: dict[str, Path], wanted) -> dict[str, list[str]]:
     klcli = [sys.executable, "-m", "klcli"]
+    p, q, labels = files["p"], files["q"], files["labels"]
     table = {
         "floor": [sys.executable, "-c", FLOOR, str(p), str(q)],
+        "import numpy": [sys.executable, "-c", "import numpy"],
+        "klcli one-off": [*klcli, "kl", "0.5,0.5", "0.9,0.1", "-q"],
+        "klcli --help": [*klcli, "--help"],
         "kl": [*klcli, "kl", str(p), str(q), "--logits", "-q"],
         "xent": [*klcli, "xent", str(p), str(q), "--logits", "-q"],
         "js": [*klcli, "js", str(p), str(q), "--logits", "-q"],
@@ -68,6 +119,16 @@ def commands(p: Path, q: Path, labels: Path) -> dict[str, list[str]]:
         "compare --labels": [*klcli, "compare", str(p), str(q), "--labels", str(labels), "-q"],
         "perplexity": [*klcli, "perplexity", str(p), "--labels", str(labels), "-q"],
     }
+    if "p16" in files:
+        table["floor float16"] = [sys.executable, "-c", FLOOR16, str(files["p16"]), str(files["q16"])]
+        table["kl float16"] = [*klcli, "kl", str(files["p16"]), str(files["q16"]), "--logits", "-q"]
+    if "p_parquet" in files:
+        table["pyarrow reads parquet"] = [sys.executable, "-c", READ_PARQUET, str(files["p_parquet"]),
+                                          str(files["q_parquet"])]
+        table["kl parquet"] = [*klcli, "kl", str(files["p_parquet"]), str(files["q_parquet"]), "--logits", "-q"]
+    if "p_csv" in files:
+        table["pyarrow reads csv"] = [sys.executable, "-c", READ_CSV, str(files["p_csv"]), str(files["q_csv"])]
+        table["kl csv"] = [*klcli, "kl", str(files["p_csv"]), str(files["q_csv"]), "--logits", "-q"]
     try:
         import scipy  # noqa: F401
 
@@ -78,15 +139,33 @@ def commands(p: Path, q: Path, labels: Path) -> dict[str, list[str]]:
         import torch  # noqa: F401
 
         table["torch script"] = [sys.executable, "-c", TORCH, str(p), str(q)]
+        table["torch 32-row chunks"] = [sys.executable, "-c", TORCH_CHUNKED, str(p), str(q)]
     except ImportError:
         print("torch is not installed: its script is skipped", file=sys.stderr)
     return table
 
 
-def run_once(command: list[str]) -> float:
+def run_once(command: list[str]) -> tuple[float, int]:
+    """Wall seconds, and the peak resident anonymous memory (KiB) seen by polling /proc every 2 ms.
+
+    Anonymous memory is the process's own allocations; memory-mapped input
+    pages are file-backed and belong to the page cache, so they are not counted.
+    """
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    peak = 0
+    status = Path(f"/proc/{process.pid}/status")
+    while process.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("RssAnon:"):
+                    peak = max(peak, int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.002)
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command)
+    return time.perf_counter() - start, peak
 
 
 def main() -> None:
@@ -97,25 +176,32 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated names of the figures to run (floor is always run)")
     options = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="klcli-bench-"))
+    chosen = {"floor", *options.only.split(",")} if options.only else None
+
+    def wanted(name: str) -> bool:
+        return chosen is None or name in chosen
+
     try:
-        table = commands(*make_data(folder, options.rows, options.vocab))
-        if options.only:
-            wanted = {"floor", *options.only.split(",")}
-            table = {name: command for name, command in table.items() if name in wanted}
+        table = {name: command for name, command in commands(make_data(folder, options.rows, options.vocab, wanted),
+                                                             wanted).items() if wanted(name)}
         for command in table.values():  # warm-up: page cache, imports
             run_once(command)
         times: dict[str, list[float]] = {name: [] for name in table}
+        memory: dict[str, int] = {name: 0 for name in table}
         for _ in range(options.repeat):
             for name, command in table.items():
-                times[name].append(run_once(command))
+                seconds, peak = run_once(command)
+                times[name].append(seconds)
+                memory[name] = max(memory[name], peak)
         floor = statistics.median(times["floor"])
-        print(f"{options.rows}×{options.vocab} float32 logits, median of {options.repeat} whole-process runs")
-        print(f"{'figure':<20} {'seconds':>8} {'× floor':>8} {'× kl':>8}")
+        print(f"{options.rows}×{options.vocab} float32 logits (CSV: the first 256 rows), median of "
+              f"{options.repeat} whole-process runs, {os.cpu_count()} cores")
+        print(f"{'figure':<22} {'seconds':>8} {'× floor':>8} {'× kl':>8} {'anon MiB':>9}")
         kl = statistics.median(times["kl"]) if "kl" in times else None
         for name, samples in times.items():
             median = statistics.median(samples)
             versus_kl = f"{median / kl:8.2f}" if kl else f"{'':>8}"
-            print(f"{name:<20} {median:8.3f} {median / floor:8.2f} {versus_kl}")
+            print(f"{name:<22} {median:8.3f} {median / floor:8.2f} {versus_kl} {memory[name] / 1024:9.0f}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
