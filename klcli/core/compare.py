@@ -18,9 +18,10 @@ from klcli.core.logspace import LogRows, log_ratio
 def top_k(values: np.ndarray, k: int) -> np.ndarray:
     """Each row's k largest entries' indices, largest first, ties by lowest index.
 
-    Rather than partition every row, split it into k segments: the smallest
-    segment maximum is a lower bound on the k-th largest value, so only the
-    few entries at or above it need sorting.
+    Rather than partition or scan every row element by element, cut it into
+    about 256 segments and take their maxima (one pass): the k-th largest
+    segment maximum is a lower bound on the k-th largest entry, so only the
+    few segments that reach it need a closer look.
 
     Examples
     --------
@@ -29,10 +30,21 @@ def top_k(values: np.ndarray, k: int) -> np.ndarray:
     """
     rows, vocab = values.shape
     k = min(k, vocab)
-    starts = np.linspace(0, vocab, k + 1).astype(np.intp)[:-1]
-    threshold = np.min(np.maximum.reduceat(values, starts, axis=1), axis=1)
-    row, column = np.nonzero(values >= threshold[:, None])
-    value = np.asarray(values[row, column], dtype=np.float64)
+    size = max(1, -(-vocab // 256))
+    starts = np.arange(0, vocab, size)
+    segment_max = np.maximum.reduceat(values, starts, axis=1)
+    segments = starts.size
+    if segments >= k:
+        threshold = np.partition(segment_max, segments - k, axis=1)[:, segments - k]
+    else:  # fewer segments than k (a tiny vocabulary): every entry is a candidate
+        threshold = np.full(rows, -np.inf)
+    row, segment = np.nonzero(segment_max >= threshold[:, None])
+    column = segment[:, None] * size + np.arange(size)
+    inside = column < vocab
+    column = np.where(inside, column, vocab - 1)
+    value = np.asarray(values[row[:, None], column], dtype=np.float64)
+    keep = inside & (value >= threshold[row][:, None])
+    row, column, value = np.broadcast_to(row[:, None], column.shape)[keep], column[keep], value[keep]
     order = np.lexsort((column, -value, row))
     row, column = row[order], column[order]
     rank = np.arange(row.size) - np.searchsorted(row, np.arange(rows))[row]

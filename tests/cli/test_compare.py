@@ -145,3 +145,15 @@ def test_sample_data(cli):
     doc = cli("compare", SAMPLES / "teacher_logits.npy", SAMPLES / "student_logits.npy", "--json").json()
     teacher, student = np.load(SAMPLES / "teacher_logits.npy"), np.load(SAMPLES / "student_logits.npy")
     assert doc["value"] == pytest.approx(_reference(teacher, student)["kl"].mean(), rel=1e-9)
+
+
+def test_top_k_matches_a_stable_sort():
+    from klcli.core.compare import top_k
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        values = rng.integers(0, 6, size=(4, int(rng.integers(1, 700)))).astype(np.float32)  # many ties
+        k = int(rng.integers(1, 9))
+        expected = np.array([np.lexsort((np.arange(values.shape[1]), -row))[:min(k, values.shape[1])]
+                             for row in values])
+        np.testing.assert_array_equal(top_k(values, k), expected)

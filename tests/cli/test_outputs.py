@@ -205,3 +205,31 @@ def test_results_are_identical_for_every_thread_count(cli, tmp_path):
             for command in ("kl", "js") for threads in ("1", "3")]
     assert runs[0]["per_row"] == runs[1]["per_row"] and runs[0]["value"] == runs[1]["value"]
     assert runs[2]["per_row"] == runs[3]["per_row"]
+
+
+def test_progress_bar_appears_only_when_enabled_and_after_its_delay(monkeypatch):
+    import io
+
+    from klcli import render
+
+    silent = render.Progress(100, enabled=False)
+    silent.update(50)
+    assert silent._bar is None
+    drawn = render.Progress(100, enabled=True)
+    drawn.update(10)
+    assert drawn._bar is None  # less than a second in: nothing yet
+    drawn.DELAY = 0.0
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    drawn.update(20)
+    assert drawn._bar is not None
+    drawn.close()
+    assert drawn._bar is None
+
+
+def test_no_progress_flag_and_non_terminal_disable_the_bar(cli):
+    from klcli.output import Delivery
+
+    delivery = Delivery.from_options(fmt=None, json_flag=False, per_row=False, quiet=False, output=None, check=None,
+                                     no_progress=False)
+    assert delivery.progress is False  # standard error is not a terminal under pytest
+    assert cli("kl", "0.5,0.5", "0.9,0.1", "-q", "--no-progress").code == 0
