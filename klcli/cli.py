@@ -581,7 +581,9 @@ def main(argv: list[str] | None = None) -> int:
     except typer.TyperException as exc:  # Typer's own usage errors: bad option, missing argument
         if debug:
             raise
-        _error(f"{exc.format_message().rstrip('.')} (see klcli --help)")
+        message = exc.format_message().rstrip(".")
+        if message:  # (no command at all has already printed the help)
+            _error(f"{message} (see klcli --help)")
         return getattr(exc, "exit_code", 2) or 2
     except (KeyboardInterrupt, typer.Abort):
         print("klcli: interrupted", file=sys.stderr)
