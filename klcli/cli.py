@@ -7,6 +7,8 @@ delivery, calls its function in :mod:`klcli.commands`, and delivers the result.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
 from typing import Annotated, Optional
@@ -97,10 +99,46 @@ def _tail(text: str) -> str:
     return text
 
 
-def _delivery(**options):
-    from klcli.output import Delivery
+# The output options every command takes, added to its signature by @delivered: (annotation, default).
+_OUTPUT_OPTIONS = {
+    "base": (BaseOpt, "e"),
+    "bits": (BitsOpt, False),
+    "fmt": (FormatOpt, None),
+    "json_flag": (JsonOpt, False),
+    "per_row": (PerRowOpt, False),
+    "quiet": (QuietOpt, False),
+    "output": (OutputOpt, None),
+    "check": (CheckOpt, None),
+    "no_progress": (NoProgressOpt, False),
+}
 
-    return Delivery.from_options(**options)
+
+def delivered(command):
+    """Give a command the shared output options; it receives them validated, as one ``delivery``.
+
+    Typer reads a command's options from its signature, so the wrapper's
+    signature is the command's own (without ``delivery``) plus the output
+    options, defined once above instead of in every command.
+    """
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "delivery"]
+    added = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation, default=default)
+             for name, (annotation, default) in _OUTPUT_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def with_delivery(**options):
+        from klcli.output import Delivery
+
+        chosen = {name: options.pop(name) for name in _OUTPUT_OPTIONS}
+        delivery = Delivery.from_options(fmt=chosen["fmt"], json_flag=chosen["json_flag"],
+                                         per_row=chosen["per_row"], quiet=chosen["quiet"], output=chosen["output"],
+                                         check=chosen["check"], no_progress=chosen["no_progress"],
+                                         base=chosen["base"], bits=chosen["bits"])
+        return command(**options, delivery=delivery)
+
+    parameters = own + added
+    with_delivery.__signature__ = inspect.Signature(parameters)
+    with_delivery.__annotations__ = {p.name: p.annotation for p in parameters}
+    return with_delivery
 
 
 def _finish(delivery, compute, operands: list[str]) -> None:
@@ -119,6 +157,7 @@ def _finish(delivery, compute, operands: list[str]) -> None:
 
 
 @app.command("kl")
+@delivered
 def kl_command(
     p: P_ARG,
     q: Q_ARG,
@@ -137,15 +176,7 @@ def kl_command(
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
     tail: TailOpt = "bucket",
-    base: BaseOpt = "e",
-    bits: BitsOpt = False,
-    fmt: FormatOpt = None,
-    json_flag: JsonOpt = False,
-    per_row: PerRowOpt = False,
-    quiet: QuietOpt = False,
-    output: OutputOpt = None,
-    check: CheckOpt = None,
-    no_progress: NoProgressOpt = False,
+    delivery=None,
 ) -> None:
     """Kullback–Leibler divergence D(P‖Q) = Σ p·log(p/q), row by row; the headline is the mean over rows.
 
@@ -158,13 +189,12 @@ def kl_command(
     from klcli.commands import divergence
 
     reading = _reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads)
-    delivery = _delivery(fmt=fmt, json_flag=json_flag, per_row=per_row, quiet=quiet, output=output,
-                         check=check, no_progress=no_progress, base=base, bits=bits)
     _finish(delivery, lambda progress: divergence.kl(p, q, reading, delivery.unit, direction=direction.value,
                                                      progress=progress, tail=_tail(tail), t2_scale=t2_scale), [p, q])
 
 
 @app.command("xent")
+@delivered
 def xent_command(
     p: P_ARG,
     q: Annotated[Optional[str], typer.Argument(metavar="[Q]", help="The second distribution(s); omit it with "
@@ -184,15 +214,7 @@ def xent_command(
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
     tail: TailOpt = "bucket",
-    base: BaseOpt = "e",
-    bits: BitsOpt = False,
-    fmt: FormatOpt = None,
-    json_flag: JsonOpt = False,
-    per_row: PerRowOpt = False,
-    quiet: QuietOpt = False,
-    output: OutputOpt = None,
-    check: CheckOpt = None,
-    no_progress: NoProgressOpt = False,
+    delivery=None,
 ) -> None:
     """Cross-entropy H(P,Q) = −Σ p·log q, entropy H(P) and D(P‖Q), row by row; the headline is mean H(P,Q).
 
@@ -207,8 +229,6 @@ def xent_command(
 
       klcli xent sample_data/lm_logits.npy --labels sample_data/lm_labels.npy -q
     """
-    delivery = _delivery(fmt=fmt, json_flag=json_flag, per_row=per_row, quiet=quiet, output=output,
-                         check=check, no_progress=no_progress, base=base, bits=bits)
     if labels is not None:
         from klcli.commands import perplexity
 
@@ -230,6 +250,7 @@ def xent_command(
 
 
 @app.command("js")
+@delivered
 def js_command(
     p: P_ARG,
     q: Q_ARG,
@@ -246,15 +267,7 @@ def js_command(
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
     tail: TailOpt = "bucket",
-    base: BaseOpt = "e",
-    bits: BitsOpt = False,
-    fmt: FormatOpt = None,
-    json_flag: JsonOpt = False,
-    per_row: PerRowOpt = False,
-    quiet: QuietOpt = False,
-    output: OutputOpt = None,
-    check: CheckOpt = None,
-    no_progress: NoProgressOpt = False,
+    delivery=None,
 ) -> None:
     """Jensen–Shannon divergence (at most log 2) and distance √JSD, row by row; the headline is the mean JSD.
 
@@ -268,13 +281,12 @@ def js_command(
 
     pair = divergence.parse_weights(weights)
     reading = _reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads)
-    delivery = _delivery(fmt=fmt, json_flag=json_flag, per_row=per_row, quiet=quiet, output=output,
-                         check=check, no_progress=no_progress, base=base, bits=bits)
     _finish(delivery, lambda progress: divergence.js(p, q, reading, delivery.unit, weights=pair,
                                                      progress=progress, tail=_tail(tail)), [p, q])
 
 
 @app.command("perplexity")
+@delivered
 def perplexity_command(
     scores: Annotated[str, typer.Argument(metavar="LOGITS|LOGPROBS", help="Logits of shape (N, V) or (B, T, V) "
                                           "with --labels; or, with --kind logprobs|probs, the observed tokens' "
@@ -291,15 +303,7 @@ def perplexity_command(
         show_default=False)] = None,
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
-    base: BaseOpt = "e",
-    bits: BitsOpt = False,
-    fmt: FormatOpt = None,
-    json_flag: JsonOpt = False,
-    per_row: PerRowOpt = False,
-    quiet: QuietOpt = False,
-    output: OutputOpt = None,
-    check: CheckOpt = None,
-    no_progress: NoProgressOpt = False,
+    delivery=None,
 ) -> None:
     """Perplexity exp(mean NLL per token) from logits and labels, or from the tokens' log-probabilities.
 
@@ -319,8 +323,6 @@ def perplexity_command(
     if group is not None and kind == Kind.logits:
         raise UsageError("--group goes with --kind logprobs or probs (per-token values in a table column)")
     reading = _token_reading(kind.value, labels, ignore_index, shift, temperature, group=group, threads=threads)
-    delivery = _delivery(fmt=fmt, json_flag=json_flag, per_row=per_row, quiet=quiet, output=output,
-                         check=check, no_progress=no_progress, base=base, bits=bits)
     operands = [scores] + ([labels] if labels else [])
     _finish(delivery, lambda progress: perplexity.perplexity(scores, reading, delivery.unit, progress=progress),
             operands)
@@ -338,6 +340,7 @@ def _token_reading(kind, labels, ignore_index, shift, temperature, *, label_smoo
 
 
 @app.command("compare")
+@delivered
 def compare_command(
     base_model: Annotated[str, typer.Argument(metavar="BASE", help="The reference model's logits (rows = positions, "
                                               "last axis = vocabulary).", show_default=False)],
@@ -361,15 +364,7 @@ def compare_command(
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
     tail: TailOpt = "bucket",
-    base: BaseOpt = "e",
-    bits: BitsOpt = False,
-    fmt: FormatOpt = None,
-    json_flag: JsonOpt = False,
-    per_row: PerRowOpt = False,
-    quiet: QuietOpt = False,
-    output: OutputOpt = None,
-    check: CheckOpt = None,
-    no_progress: NoProgressOpt = False,
+    delivery=None,
 ) -> None:
     """A drift report between two models' outputs at the same positions; the headline is mean D(base‖test).
 
@@ -387,8 +382,6 @@ def compare_command(
 
     both = kind or Kind.logits
     reading = _reading(None, False, base_kind or both, test_kind or both, False, 0.0, temperature, threads)
-    delivery = _delivery(fmt=fmt, json_flag=json_flag, per_row=per_row, quiet=quiet, output=output,
-                         check=check, no_progress=no_progress, base=base, bits=bits)
     operands = [base_model, test_model] + ([labels] if labels else [])
     _finish(delivery, lambda progress: compare.compare(base_model, test_model, reading, delivery.unit, labels=labels,
                                                        top_k=top_k, worst=worst, ignore_index=ignore_index,
@@ -396,6 +389,7 @@ def compare_command(
 
 
 @app.command("rlhf")
+@delivered
 def rlhf_command(
     policy: Annotated[str, typer.Argument(metavar="POLICY", help="The sampled tokens' log-probabilities under the "
                                           "policy π: 1-D, 2-D padded with NaN (one row per sequence), or FILE:COLUMN "
@@ -419,15 +413,7 @@ def rlhf_command(
         "--ref-logits", metavar="FILE", help="The reference's logits at the same positions.",
         show_default=False)] = None,
     threads: ThreadsOpt = 0,
-    base: BaseOpt = "e",
-    bits: BitsOpt = False,
-    fmt: FormatOpt = None,
-    json_flag: JsonOpt = False,
-    per_row: PerRowOpt = False,
-    quiet: QuietOpt = False,
-    output: OutputOpt = None,
-    check: CheckOpt = None,
-    no_progress: NoProgressOpt = False,
+    delivery=None,
 ) -> None:
     """RLHF's KL penalty: per-sequence KL(π‖π_ref) from sampled tokens (k1, k2, k3), the objective, the exact KL.
 
@@ -447,8 +433,6 @@ def rlhf_command(
 
     if estimator not in ("k1", "k2", "k3", "all"):
         raise UsageError(f"--estimator {estimator!r}: use k1, k2, k3 or all")
-    delivery = _delivery(fmt=fmt, json_flag=json_flag, per_row=per_row, quiet=quiet, output=output,
-                         check=check, no_progress=no_progress, base=base, bits=bits)
     operands = [policy, ref] + [o for o in (policy_logits, ref_logits) if o]
     _finish(delivery, lambda progress: rlhf.rlhf(policy, ref, delivery.unit, estimator=estimator, group=group,
                                                  reward=reward, beta=beta, policy_logits=policy_logits,
@@ -462,6 +446,7 @@ def _parameter(option: str, meaning: str):
 
 
 @app.command("gaussian")
+@delivered
 def gaussian_command(
     params: Annotated[Optional[str], typer.Argument(
         metavar="[PARAMS]", help="A table with columns mu1, mu2 and one of sigma/var/logvar for each side: one "
@@ -483,15 +468,7 @@ def gaussian_command(
     direction: Annotated[Direction, typer.Option(
         "--direction", help="forward D(P‖Q); reverse D(Q‖P); both adds D(Q‖P) and the symmetric sum.")
     ] = Direction.forward,
-    base: BaseOpt = "e",
-    bits: BitsOpt = False,
-    fmt: FormatOpt = None,
-    json_flag: JsonOpt = False,
-    per_row: PerRowOpt = False,
-    quiet: QuietOpt = False,
-    output: OutputOpt = None,
-    check: CheckOpt = None,
-    no_progress: NoProgressOpt = False,
+    delivery=None,
 ) -> None:
     """Closed-form KL divergence between Gaussians P = N(μ1, Σ1) and Q = N(μ2, Σ2); the headline is the mean over rows.
 
@@ -509,8 +486,6 @@ def gaussian_command(
     """
     from klcli.commands import gaussian
 
-    delivery = _delivery(fmt=fmt, json_flag=json_flag, per_row=per_row, quiet=quiet, output=output,
-                         check=check, no_progress=no_progress, base=base, bits=bits)
     sides = {"--mu1": mu1, "--sigma1": sigma1, "--var1": var1, "--logvar1": logvar1, "--cov1": cov1,
              "--mu2": mu2, "--sigma2": sigma2, "--var2": var2, "--logvar2": logvar2, "--cov2": cov2}
     given = [option for option, value in sides.items() if value is not None]
