@@ -124,20 +124,6 @@ def paired_blocks(
         start += p_block.shape[0]
 
 
-def single_blocks(blocks: Iterable[np.ndarray], *, block_rows: int | Callable[[int], int],
-                  label: str = "P") -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(first_row, block)`` from one stream, re-cut to ``block_rows`` rows."""
-    rows = Rows(blocks)
-    _, width = rows.peek_single_row()
-    if width is None:
-        raise ShapeError(f"{label}: holds no rows")
-    size = block_rows(width) if callable(block_rows) else block_rows
-    start = 0
-    while (block := rows.take(size)) is not None:
-        yield start, block
-        start += block.shape[0]
-
-
 def ordered_map(function: Callable, items: Iterable, workers: int) -> Iterator:
     """``map(function, items)`` on a pool of threads, in order, with a bounded number in flight.
 
