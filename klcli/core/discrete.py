@@ -60,7 +60,8 @@ def refined(divergence: np.ndarray, ratio: np.ndarray, q: LogRows, sign: float =
         ratio_tiny = np.broadcast_to(ratio, shape)[tiny]
         q_tiny = _take_rows(q, tiny)
         divergence[tiny] -= normaliser_error(sign * ratio_tiny, q_tiny)
-    return divergence
+    # A KL divergence is ≥ 0 (Gibbs' inequality): anything below is rounding of identical rows.
+    return np.maximum(divergence, 0.0, out=divergence)
 
 
 def _take_rows(rows: LogRows, index: np.ndarray) -> LogRows:

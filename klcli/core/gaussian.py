@@ -109,7 +109,8 @@ def kl_full(mu1, chol1, mu2, chol2) -> np.ndarray:
     mahalanobis = np.sum(offset**2, axis=-1)
     log_det_2 = 2.0 * np.sum(np.log(np.diagonal(chol2, axis1=-2, axis2=-1)), axis=-1)
     log_det_1 = 2.0 * np.sum(np.log(np.diagonal(chol1, axis1=-2, axis2=-1)), axis=-1)
-    return 0.5 * (trace_term + mahalanobis - size + log_det_2 - log_det_1)
+    # ≥ 0 exactly; equal Gaussians can round to −1e-16, which is no divergence at all.
+    return np.maximum(0.5 * (trace_term + mahalanobis - size + log_det_2 - log_det_1), 0.0)
 
 
 SCALES = ("sigma", "var", "logvar")
