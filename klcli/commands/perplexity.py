@@ -114,7 +114,7 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
         start, block, ids = item
         loss, counted = token_nll(block, ids[:, 0], temperature=reading.temperature,
                                   ignore_index=reading.ignore_index, label_smoothing=reading.label_smoothing,
-                                  label=logits.label, first_position=start)
+                                  label=logits.label, first_position=start, kind=logits.forced_kind or "logits")
         at = start + np.arange(block.shape[0])
         return block.shape[0], (at // length if length else np.zeros_like(at))[counted], loss[counted]
 

@@ -60,8 +60,8 @@ def position_stats(base: LogRows, test: LogRows, top_k_size: int) -> dict[str, n
     with np.errstate(invalid="ignore"):
         reverse = -expectation(test, d)
     return {
-        "kl": refined(expectation(base, d), d, test),
-        "kl_reverse": refined(reverse, d, base, sign=-1.0),
+        "kl": refined(expectation(base, d), d, test, p=base),
+        "kl_reverse": refined(reverse, d, base, sign=-1.0, p=test),
         "js": js_rows(base, test, probs=(p, q)),
         "tv": 0.5 * np.sum(np.abs(p - q), axis=1),
         "base_top1": base_top[:, 0],

@@ -44,7 +44,8 @@ def expectation(p: LogRows, values: np.ndarray) -> np.ndarray:
     return weighted_sum(weights, values, mass)
 
 
-def refined(divergence: np.ndarray, ratio: np.ndarray, q: LogRows, sign: float = 1.0) -> np.ndarray:
+def refined(divergence: np.ndarray, ratio: np.ndarray, q: LogRows, sign: float = 1.0,
+            p: LogRows | None = None) -> np.ndarray:
     """Remove the normaliser's rounding from rows whose divergence is tiny (below 1e-6 nats).
 
     ``divergence`` is E_p[sign·ratio] with ratio = log(p/q) from ``log_ratio``;
@@ -55,11 +56,14 @@ def refined(divergence: np.ndarray, ratio: np.ndarray, q: LogRows, sign: float =
     users look for drift, so they get the exact correction (see ``normaliser_error``).
     """
     tiny = np.flatnonzero(np.isfinite(divergence) & (divergence < 1e-6))
-    if tiny.size:
+    # The correction assumes both sides sum to 1; llama.cpp's quantised rows are used as they are.
+    if tiny.size and q.normalised and (p is None or p.normalised):
         shape = np.broadcast_shapes(ratio.shape, (divergence.shape[0], 1))
         ratio_tiny = np.broadcast_to(ratio, shape)[tiny]
         q_tiny = _take_rows(q, tiny)
         divergence[tiny] -= normaliser_error(sign * ratio_tiny, q_tiny)
+    if not (q.normalised and (p is None or p.normalised)):
+        return divergence  # not a divergence between two distributions: no bound to enforce
     # A KL divergence is ≥ 0 (Gibbs' inequality): anything below is rounding of identical rows.
     return np.maximum(divergence, 0.0, out=divergence)
 
@@ -76,7 +80,7 @@ def _take_rows(rows: LogRows, index: np.ndarray) -> LogRows:
 def kl_rows(p: LogRows, q: LogRows) -> np.ndarray:
     """D(P‖Q) = Σ p log(p/q) per row, in nats."""
     ratio = log_ratio(p, q)
-    return refined(expectation(p, ratio), ratio, q)
+    return refined(expectation(p, ratio), ratio, q, p=p)
 
 
 def entropy_rows(p: LogRows) -> np.ndarray:

@@ -17,6 +17,9 @@ import numpy as np
 from klcli.errors import DistributionError
 
 KINDS = ("probs", "logprobs", "logits")
+# llama.cpp's decoded base log-probabilities, used exactly as llama-perplexity uses them (see _from_llama).
+LLAMA_KIND = "llama-logprobs"
+LLAMA_CUTOFF = -16.0
 
 
 def logsumexp(x: np.ndarray) -> np.ndarray:
@@ -85,6 +88,7 @@ class LogRows:
     raw: np.ndarray | None = None
     _weights: np.ndarray | None = None
     _mass: np.ndarray | None = None
+    normalised: bool = True  # False for llama.cpp's quantised rows, which are used as they are
 
     @property
     def rows(self) -> int:
@@ -187,6 +191,8 @@ def as_log_rows(
     elif kind == "logits":
         rows = _from_logits(block, label, first_row, temperature)
         temperature = 1.0
+    elif kind == LLAMA_KIND:
+        return _from_llama(values)
     else:  # the CLI only offers KINDS; this guards the Python API
         raise DistributionError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     if temperature != 1.0:
@@ -198,6 +204,21 @@ def as_log_rows(
             mass = np.sum(smoothed, axis=1)
             rows = LogRows(np.log(smoothed), np.log(mass), raw=smoothed, _weights=smoothed, _mass=mass)
     return rows
+
+
+def _from_llama(values: np.ndarray) -> LogRows:
+    """llama.cpp's decoded log-probabilities, as ``llama-perplexity --kl-divergence`` uses them.
+
+    Not renormalised (they sum to 1 only to the 16-bit quantisation), and
+    entries at or below −16 nats are left out of expectations over this side
+    (their weights are 0), as llama.cpp skips them when it sums its KL — so
+    klcli's figures for a base file are llama.cpp's own.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    weights = np.exp(values)
+    weights[values <= LLAMA_CUTOFF] = 0.0
+    return LogRows(values, np.zeros(values.shape[0]), _weights=weights, _mass=np.ones(values.shape[0]),
+                   normalised=False)
 
 
 def _from_logits(block, label, first_row, temperature) -> LogRows:

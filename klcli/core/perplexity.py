@@ -48,6 +48,7 @@ def token_nll(
     label_smoothing: float = 0.0,
     label: str = "logits",
     first_position: int = 0,
+    kind: str = "logits",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-position cross-entropy of ``labels`` under ``softmax(logits / T)``, in nats.
 
@@ -67,7 +68,7 @@ def token_nll(
     >>> np.round(loss, 12).tolist(), counted.tolist()  # ln 2, ln(4/3)
     ([0.69314718056, 0.287682072452], [True, True])
     """
-    rows = as_log_rows(np.asarray(logits), "logits", label=label, first_row=first_position, temperature=temperature)
+    rows = as_log_rows(np.asarray(logits), kind, label=label, first_row=first_position, temperature=temperature)
     counted = labels != ignore_index
     vocab = rows.shifted.shape[1]
     outside = counted & ((labels < 0) | (labels >= vocab))

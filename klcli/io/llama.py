@@ -9,10 +9,10 @@ tokens[c·n_ctx + n_ctx/2 + 1 + j].
 
 llama.cpp quantises each row to 16 bits over the 16 nats below its top token:
 every log-probability more than 16 nats below the top is stored as the one
-lowest code, and the others are exact only to scale/2 ≈ 1.2e-4 nats. The rows
-therefore do not sum to 1 exactly; klcli renormalises them (they are read as
-logits), and figures that depend on the far tail (KL from a model that puts
-mass there) are approximate in the same way as llama.cpp's own.
+lowest code, and the others are exact only to scale/2 ≈ 1.2e-4 nats. klcli
+uses the decoded values exactly as llama-perplexity --kl-divergence does: not
+renormalised, and with base entries at or below −16 nats left out of the KL
+sum, so its figures for a base file are llama.cpp's own.
 """
 
 from __future__ import annotations
@@ -77,6 +77,6 @@ def open_llama_base(path: str, operand: str) -> Source:
         yield np.asarray(tokens[:, first : first + rows_per_chunk], dtype=np.int64).reshape(-1, 1)
 
     source = Source(operand, path, "llama-kl-base", (n_chunk * rows_per_chunk, n_vocab), "quantized-uint16", blocks)
-    source.forced_kind = "logits"
+    source.forced_kind = "llama-logprobs"
     source.labels = labels
     return source

@@ -155,20 +155,39 @@ def test_llama_decodes_within_half_a_step(llama_file):
     np.testing.assert_array_equal(labels, tokens[:, first : first + logits.shape[1]].reshape(-1))
 
 
-def test_llama_perplexity_and_compare(cli, llama_file, tmp_path):
+def _llama_kld(decoded_base: np.ndarray, test_logits: np.ndarray) -> np.ndarray:
+    """llama-perplexity --kl-divergence's sum, written out: base log-probs as decoded, entries at or
+    below −16 nats skipped, the test model's log-softmax in full."""
+    log_test = special.log_softmax(test_logits.astype(np.float64), axis=1)
+    keep = decoded_base > -16
+    return np.sum(np.where(keep, np.exp(decoded_base) * (decoded_base - log_test), 0.0), axis=1)
+
+
+def test_llama_perplexity_and_compare_match_llama_cpp(cli, llama_file, tmp_path):
     path, logits, tokens, n_ctx = llama_file
     flat = logits.reshape(-1, logits.shape[-1])
     first = n_ctx // 2 + 1
     labels = tokens[:, first : first + logits.shape[1]].reshape(-1)
-    truth = -special.log_softmax(flat, axis=1)[np.arange(len(labels)), labels]
+    decoded = np.concatenate(list(open_operand(str(path)).blocks(100)))
+    nll_base = -decoded[np.arange(len(labels)), labels]
     doc = cli("perplexity", path, "--json").json()
     assert doc["tokens"] == len(labels)
+    assert doc["value"] == pytest.approx(math.exp(nll_base.mean()), rel=1e-12)
+    truth = -special.log_softmax(flat, axis=1)[np.arange(len(labels)), labels]
     assert doc["value"] == pytest.approx(math.exp(truth.mean()), rel=1e-3)  # within the quantisation
-    np.save(tmp_path / "test.npy", flat.astype(np.float32))
-    compared = cli("compare", path, tmp_path / "test.npy", "--json").json()
-    assert compared["tokens"] == len(labels) and compared["value"] < 1e-6
-    assert compared["top1_agreement"] == 1.0
-    assert compared["ppl_base"] == pytest.approx(doc["value"], rel=1e-12)
+    test = (flat + np.random.default_rng(1).normal(0, 0.3, size=flat.shape)).astype(np.float32)
+    np.save(tmp_path / "test.npy", test)
+    compared = cli("compare", path, tmp_path / "test.npy", "--json", "--per-row").json()
+    expected = _llama_kld(decoded, test)
+    np.testing.assert_allclose(compared["per_row"]["kl"], expected, rtol=1e-9, atol=1e-14)
+    assert compared["value"] == pytest.approx(expected.mean(), rel=1e-9)
+    assert compared["tokens"] == len(labels)
+    assert compared["ppl_base"] == pytest.approx(math.exp(nll_base.mean()), rel=1e-12)
+    log_test = special.log_softmax(test.astype(np.float64), axis=1)[np.arange(len(labels)), labels]
+    delta_p = np.exp(log_test) - np.exp(-nll_base)
+    assert compared["delta_p"]["mean"] == pytest.approx(delta_p.mean(), rel=1e-9)
+    same_top = np.argmax(decoded, axis=1) == np.argmax(test, axis=1)
+    assert compared["top1_agreement"] == pytest.approx(same_top.mean(), rel=1e-12)
 
 
 def test_llama_truncated_and_wrong_magic(cli, llama_file, tmp_path):
