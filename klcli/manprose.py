@@ -31,7 +31,8 @@ batch; a table's rows are one list column or numeric columns. .safetensors files
 (llama-perplexity --kl-divergence-base) are recognised by their magic _logits_ whatever their name, \
 decoded and used as llama.cpp uses them (not renormalised; base entries at or below -16 nats left \
 out of the KL sum), and carry their own tokens as labels; llama.cpp stores every log-probability \
-more than 16 nats below a row's top token as one code, so far-tail figures are approximate. .json and .jsonl files hold OpenAI-style logprobs (chat or legacy completions): \
+more than 16 nats below a row's top token as one code, so far-tail figures are approximate. \
+.json and .jsonl files hold OpenAI-style logprobs (chat or legacy completions): \
 perplexity reads the sampled tokens; kl, xent, js and compare align two such files by position over \
 the tokens both list plus a tail bucket (--tail bucket, a lower bound) or renormalised over the \
 shared tokens (--tail renormalize), and count sampled_token_mismatches. A file with another \
