@@ -391,11 +391,13 @@ def compare_command(
 @app.command("rlhf")
 @delivered
 def rlhf_command(
-    policy: Annotated[str, typer.Argument(metavar="POLICY", help="The sampled tokens' log-probabilities under the "
-                                          "policy π: 1-D, 2-D padded with NaN (one row per sequence), or FILE:COLUMN "
-                                          "with --group.", show_default=False)],
-    ref: Annotated[str, typer.Argument(metavar="REF", help="The same tokens' log-probabilities under the reference "
-                                       "π_ref, in the same shape.", show_default=False)],
+    policy: Annotated[Optional[str], typer.Argument(
+        metavar="[POLICY]", help="The sampled tokens' log-probabilities under the policy π: 1-D, 2-D padded with NaN "
+        "(one row per sequence), or FILE:COLUMN with --group. Omit POLICY and REF to read them off --policy-logits "
+        "and --ref-logits at --labels.", show_default=False)] = None,
+    ref: Annotated[Optional[str], typer.Argument(
+        metavar="[REF]", help="The same tokens' log-probabilities under the reference π_ref, in the same shape.",
+        show_default=False)] = None,
     estimator: Annotated[str, typer.Option(
         "--estimator", metavar="k1|k2|k3|all", help="Which estimator to report (all: side by side); the objective "
         "uses it, or k3 with all.")] = "all",
@@ -412,6 +414,8 @@ def rlhf_command(
     ref_logits: Annotated[Optional[str], typer.Option(
         "--ref-logits", metavar="FILE", help="The reference's logits at the same positions.",
         show_default=False)] = None,
+    labels: LabelsOpt = None,
+    ignore_index: IgnoreIndexOpt = -100,
     threads: ThreadsOpt = 0,
     delivery=None,
 ) -> None:
@@ -433,10 +437,11 @@ def rlhf_command(
 
     if estimator not in ("k1", "k2", "k3", "all"):
         raise UsageError(f"--estimator {estimator!r}: use k1, k2, k3 or all")
-    operands = [policy, ref] + [o for o in (policy_logits, ref_logits) if o]
+    operands = [o for o in (policy, ref, policy_logits, ref_logits, labels) if o]
     _finish(delivery, lambda progress: rlhf.rlhf(policy, ref, delivery.unit, estimator=estimator, group=group,
                                                  reward=reward, beta=beta, policy_logits=policy_logits,
-                                                 ref_logits=ref_logits, per_row=delivery.per_row, threads=threads),
+                                                 ref_logits=ref_logits, labels=labels, ignore_index=ignore_index,
+                                                 per_row=delivery.per_row, threads=threads),
             operands)
 
 

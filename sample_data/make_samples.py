@@ -92,8 +92,9 @@ def main() -> None:
     lengths = [12, 9, 12, 5, 10, 12]
     for row, length in enumerate(lengths):
         policy[row, length:] = ref[row, length:] = np.nan
+        tokens[row, length:] = -100
     np.savez(HERE / "rlhf.npz", policy=policy, ref=ref, reward=rng.normal(1.0, 0.5, size=6),
-             policy_logits=policy_logits, ref_logits=ref_logits)
+             policy_logits=policy_logits, ref_logits=ref_logits, tokens=tokens)
 
 
 if __name__ == "__main__":

@@ -6,17 +6,45 @@ import numpy as np
 
 from klcli.commands.common import Reading, open_operands, run_pairs
 from klcli.core.discrete import kl_rows
+from klcli.core.perplexity import as_token_ids, token_nll
 from klcli.core.rlhf import ESTIMATORS, mean_and_stderr, per_sequence, token_estimates
 from klcli.core.stats import summarize
+from klcli.core.stream import available_cores, ordered_map, paired_blocks
 from klcli.errors import ShapeError, UsageError
 from klcli.io.operand import read_array
+from klcli.io.source import rows_per_block
 from klcli.result import Result
 from klcli.units import Unit
 
 
 def _tokens(operand: str, role: str, group: str | None):
-    """Token log-probs as (values, sequence id per value, number of sequences, input description)."""
+    """Token log-probs as (values, sequence id per value, number of sequences, source)."""
     values, source = read_array(operand, role)
+    return _by_sequence(values, source, role, group)
+
+
+def _tokens_from_logits(logits_operand: str, labels: str, role: str, ignore_index: int, threads: int):
+    """The sampled tokens' log-probabilities read off a model's logits: log_softmax(z)[label], NaN where ignored."""
+    (logits,) = open_operands((logits_operand, role))
+    label_array, label_source = read_array(labels, "labels")
+    ids = as_token_ids(label_array, label=label_source.label, first_position=0)
+    pairs = paired_blocks(logits.blocks(rows_per_block(logits.outcomes or 1)), iter([ids.reshape(-1, 1)]),
+                          block_rows=rows_per_block, p_label=logits.label, q_label=label_source.label,
+                          broadcast=False, same_width=False)
+
+    def work(item):
+        start, block, label_block = item
+        loss, counted = token_nll(block, label_block[:, 0], ignore_index=ignore_index, label=logits.label,
+                                  first_position=start)
+        return start, np.where(counted, -loss, np.nan)
+
+    values = np.full(ids.size, np.nan)
+    for start, logprobs in ordered_map(work, pairs, threads or available_cores()):
+        values[start : start + logprobs.size] = logprobs
+    return _by_sequence(values.reshape(label_array.shape), logits, role, None)
+
+
+def _by_sequence(values: np.ndarray, source, role: str, group: str | None):
     if group is not None:
         if values.ndim != 1:
             raise UsageError(f"--group {group}: needs one column of per-token values ({role} is {values.ndim}-D)")
@@ -54,12 +82,29 @@ def _reward(reward: str | None, sequences: int) -> np.ndarray | None:
         return np.broadcast_to(values, (sequences,)).astype(np.float64)
 
 
-def rlhf(policy: str, ref: str, unit: Unit, *, estimator: str = "all", group: str | None = None,
+def rlhf(policy: str | None, ref: str | None, unit: Unit, *, estimator: str = "all", group: str | None = None,
          reward: str | None = None, beta: float = 0.1, policy_logits: str | None = None,
-         ref_logits: str | None = None, per_row: bool = False, threads: int = 0) -> Result:
-    """KL(π‖π_ref) estimated per sequence from sampled tokens, with the penalised objective and the exact KL."""
-    policy_values, sequence, count, policy_source = _tokens(policy, "POLICY", group)
-    ref_values, _, _, ref_source = _tokens(ref, "REF", group)
+         ref_logits: str | None = None, labels: str | None = None, ignore_index: int = -100,
+         per_row: bool = False, threads: int = 0) -> Result:
+    """KL(π‖π_ref) estimated per sequence from sampled tokens, with the penalised objective and the exact KL.
+
+    The sampled tokens' log-probabilities come from POLICY and REF, or, when
+    those are not given, from ``policy_logits`` and ``ref_logits`` at ``labels``.
+    """
+    if (policy is None) != (ref is None):
+        raise UsageError("give both POLICY and REF, or neither (then --policy-logits, --ref-logits and --labels)")
+    if policy is None:
+        if not (policy_logits and ref_logits and labels):
+            raise UsageError("without POLICY and REF, give --policy-logits, --ref-logits and --labels (the sampled "
+                             "token ids) to read the tokens' log-probabilities off the logits")
+        policy_values, sequence, count, policy_source = _tokens_from_logits(policy_logits, labels, "--policy-logits",
+                                                                            ignore_index, threads)
+        ref_values, _, _, ref_source = _tokens_from_logits(ref_logits, labels, "--ref-logits", ignore_index, threads)
+    else:
+        if labels is not None:
+            raise UsageError("--labels goes with --policy-logits and --ref-logits when POLICY and REF are not given")
+        policy_values, sequence, count, policy_source = _tokens(policy, "POLICY", group)
+        ref_values, _, _, ref_source = _tokens(ref, "REF", group)
     if policy_values.shape != ref_values.shape:
         raise ShapeError(f"{policy_source.label} has {policy_values.size} token log-probs but {ref_source.label} has "
                          f"{ref_values.size}; they must score the same sampled tokens")
@@ -77,7 +122,8 @@ def rlhf(policy: str, ref: str, unit: Unit, *, estimator: str = "all", group: st
         "tokens": int(counted.sum()),
         "sequences": count,
     }
-    inputs = [dict(policy_source.describe(), kind="logprobs"), dict(ref_source.describe(), kind="logprobs")]
+    kind = "logprobs" if policy is not None else "logits"
+    inputs = [dict(policy_source.describe(), kind=kind), dict(ref_source.describe(), kind=kind)]
     objective_estimator = "k3" if estimator == "all" else estimator
     per_row_extra: dict[str, np.ndarray] = {}
     rewards = _reward(reward, count)

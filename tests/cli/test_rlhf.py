@@ -107,3 +107,15 @@ def test_distillation_t2_scale(cli):
     p, q = special.softmax(z / 2, axis=1), special.softmax(y / 2, axis=1)
     by_hand = 4 * np.mean(np.sum(p * np.log(p / q), axis=1))
     assert scaled == pytest.approx(by_hand, rel=1e-9) and scaled == pytest.approx(4 * plain, rel=1e-14)
+
+
+def test_token_logprobs_read_off_the_logits_at_the_labels(cli):
+    from_logprobs = cli("rlhf", f"{RLHF}:policy", f"{RLHF}:ref", "--json", "--per-row").json()
+    from_logits = cli("rlhf", "--policy-logits", f"{RLHF}:policy_logits", "--ref-logits", f"{RLHF}:ref_logits",
+                      "--labels", f"{RLHF}:tokens", "--json", "--per-row").json()
+    for name in ("k1", "k2", "k3"):
+        np.testing.assert_allclose(from_logits["estimators"][name]["per_sequence"],
+                                   from_logprobs["estimators"][name]["per_sequence"], rtol=1e-12, atol=1e-15)
+    assert from_logits["tokens"] == 60 and "exact_kl" in from_logits
+    missing = cli("rlhf", "--policy-logits", f"{RLHF}:policy_logits", "--ref-logits", f"{RLHF}:ref_logits")
+    assert missing.code == 2 and "give --policy-logits, --ref-logits and --labels" in missing.err
