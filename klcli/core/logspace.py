@@ -113,8 +113,8 @@ def widen_half(block: np.ndarray) -> np.ndarray:
 
     A half's exponent and mantissa, shifted into a float32's bit positions, read
     as a float32 2^112 times too small, for normal and subnormal values alike;
-    one exact multiplication puts it right. Infinities and NaNs keep an
-    all-ones exponent, and the sign bit moves as it is.
+    one exact multiplication puts it right. The sign arrives by sign extension;
+    infinities and NaNs are given an all-ones exponent.
 
     Examples
     --------
@@ -159,7 +159,8 @@ def as_log_rows(
     ----------
     block : ndarray, shape (rows, outcomes)
         The values as read, in any float dtype; accumulated in float64.
-    kind : {'probs', 'logprobs', 'logits'}
+    kind : {'probs', 'logprobs', 'logits', 'llama-logprobs'}
+        The last is llama.cpp's decoded base log-probabilities, used as llama.cpp uses them.
     label : str
         How errors name this input (e.g. ``"P (p.csv)"``).
     first_row : int
