@@ -26,6 +26,10 @@ class ShapeError(InputError):
     """Two inputs whose shapes cannot be paired row by row."""
 
 
+class RowCountError(ShapeError):
+    """Two inputs paired row by row that hold different numbers of rows."""
+
+
 class DistributionError(InputError):
     """A row that is not a valid distribution of the declared kind."""
 

@@ -20,14 +20,10 @@ from klcli.units import Unit
 _DIVERGENCES = ("kl", "kl_reverse", "js")
 
 
-def _shape(source: Source) -> tuple:
-    return tuple("?" if s is None else s for s in source.shape)
-
-
 def _check_shapes(base: Source, test: Source) -> None:
     known = None not in base.shape and None not in test.shape
     if known and (base.shape[-1] != test.shape[-1] or math.prod(base.shape[:-1]) != math.prod(test.shape[:-1])):
-        raise ShapeError(f"{base.label} has shape {_shape(base)} but {test.label} has shape {_shape(test)}; "
+        raise ShapeError(f"{base.label} has shape {base.shape_text} but {test.label} has shape {test.shape_text}; "
                          "compare needs the same positions and vocabulary")
 
 

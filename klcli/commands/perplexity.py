@@ -18,7 +18,7 @@ from klcli.core.perplexity import (
 )
 from klcli.core.stats import summarize
 from klcli.core.stream import available_cores, ordered_map, paired_blocks
-from klcli.errors import InputError, ShapeError, UsageError
+from klcli.errors import InputError, RowCountError, ShapeError, UsageError
 from klcli.io.source import Source, rows_per_block
 from klcli.result import Result
 from klcli.units import Unit
@@ -110,6 +110,7 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
     pairs = paired_blocks(logits.blocks(rows_per_block(logits.outcomes)), (ids.reshape(-1, 1) for ids in stream),
                           block_rows=rows_per_block, p_label=logits.label, q_label=labels.label,
                           broadcast=False, same_width=False)
+
     def work(item):
         start, block, ids = item
         loss, counted = token_nll(block, ids[:, 0], temperature=reading.temperature,
@@ -126,18 +127,13 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
             positions += count
             if progress is not None:
                 progress.update(positions)
-    except ShapeError as exc:
-        if "rows" not in str(exc):
-            raise
-        raise ShapeError(f"{labels.label} (shape {_shape(labels)}) do not match the {logits.label} "
-                         f"(shape {_shape(logits)}): {exc}") from None
-    inputs = [dict(logits.describe(positions), kind="logits"), dict(labels.describe(positions), kind="labels")]
+    except RowCountError as exc:
+        raise ShapeError(f"{labels.label} (shape {labels.shape_text}) do not match the {logits.label} "
+                         f"(shape {logits.shape_text}): {exc}") from None
+    inputs = [dict(logits.describe(positions), kind=logits.forced_kind or "logits"),
+              dict(labels.describe(positions), kind="labels")]
     return TokenScores(np.concatenate(kept) if kept else np.zeros(0), sequences.sums, sequences.tokens, positions,
                        inputs)
-
-
-def _shape(source: Source) -> tuple:
-    return tuple("?" if s is None else s for s in source.shape)
 
 
 def _token_losses(values: np.ndarray, kind: str, label: str, first_row: int, padded: bool) -> np.ndarray:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from klcli.errors import ShapeError
+from klcli.errors import RowCountError, ShapeError
 
 
 class Rows:
@@ -118,8 +118,9 @@ def paired_blocks(
             return
         if p_block is None or q_block is None or p_block.shape[0] != q_block.shape[0]:
             p_total, q_total = p_rows.drain(), q_rows.drain()
-            raise ShapeError(f"{p_label} has {p_total} rows but {q_label} has {q_total}; they must have "
-                             "the same rows, or one of them a single row to compare against every row")
+            hint = ", or one of them a single row to compare against every row" if broadcast else ""
+            raise RowCountError(f"{p_label} has {p_total} rows but {q_label} has {q_total}; they must have "
+                                f"the same rows{hint}")
         yield start, p_block, q_block
         start += p_block.shape[0]
 

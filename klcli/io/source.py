@@ -48,6 +48,12 @@ class Source:
         return f"{self.role} ({where})" if self.role else where
 
     @property
+    def shape_text(self) -> str:
+        """The shape for messages, ``?`` where a text table's length is not yet known: ``(?, 5)``."""
+        dims = ["?" if size is None else str(size) for size in self.shape]
+        return f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
+
+    @property
     def outcomes(self) -> int | None:
         return self.shape[-1] if self.shape else None
 

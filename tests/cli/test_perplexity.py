@@ -161,3 +161,13 @@ def test_non_finite_logits_are_an_error(cli, tmp_path):
     assert run.code == 2
     assert run.err == (f"klcli: error: logits ({tmp_path / 'z.npy'}): row 5 has nan at column 3; "
                        "logits must be finite numbers\n")
+
+
+def test_labels_of_unknown_length_that_run_short(cli, tmp_path):
+    labels = np.load(LABELS).reshape(-1)[:40]
+    (tmp_path / "ids.csv").write_text("id\n" + "\n".join(map(str, labels)) + "\n")
+    run = cli("perplexity", LOGITS, "--labels", f"{tmp_path / 'ids.csv'}:id")
+    assert run.code == 2
+    assert run.err.startswith(f"klcli: error: labels ({tmp_path / 'ids.csv'}) (shape (?,)) do not match the logits "
+                              f"({LOGITS}) (shape (3, 16, 50)): ")
+    assert "has 48 rows but" in run.err and "has 40" in run.err
