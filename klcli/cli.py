@@ -167,6 +167,10 @@ def kl_command(
     t2_scale: Annotated[bool, typer.Option(
         "--t2-scale", help="Multiply by T² (with --temperature T), as Hinton et al.'s distillation loss does.")
     ] = False,
+    precision: Annotated[str, typer.Option(
+        "--precision", metavar="precise|fast", help="precise: float64 arithmetic, every figure within 1e-9 of the "
+        "float64 computation. fast: float32 arithmetic for float32 logits; each row within 1e-3 relative "
+        "(typically 1e-6), rows where that cannot be assured recomputed precisely.")] = "precise",
     kind: KindOpt = None,
     logits: LogitsOpt = False,
     p_kind: PKindOpt = None,
@@ -186,9 +190,14 @@ def kl_command(
 
       klcli kl sample_data/teacher_logits.npy sample_data/student_logits.npy --logits --check 'p99<0.5'
     """
+    from dataclasses import replace
+
     from klcli.commands import divergence
 
-    reading = _reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads)
+    if precision not in ("precise", "fast"):
+        raise UsageError(f"--precision {precision!r}: use precise or fast")
+    reading = replace(_reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads),
+                      precision=precision)
     _finish(delivery, lambda progress: divergence.kl(p, q, reading, delivery.unit, direction=direction.value,
                                                      progress=progress, tail=_tail(tail), t2_scale=t2_scale), [p, q])
 

@@ -25,10 +25,12 @@ class Reading:
     normalize: bool = False
     epsilon: float = 0.0
     threads: int = 0  # 0: every core available to the process
+    precision: str = "precise"  # or "fast": float32 arithmetic for float32 logits (kl)
 
     def log_rows(self, block: np.ndarray, kind: str, source: Source, first_row: int) -> LogRows:
         return as_log_rows(block, source.forced_kind or kind, label=source.label, first_row=first_row,
-                           temperature=self.temperature, normalize=self.normalize, epsilon=self.epsilon)
+                           temperature=self.temperature, normalize=self.normalize, epsilon=self.epsilon,
+                           fast=self.precision == "fast")
 
     def notes(self) -> list[str]:
         notes = []

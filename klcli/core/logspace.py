@@ -89,6 +89,7 @@ class LogRows:
     _weights: np.ndarray | None = None
     _mass: np.ndarray | None = None
     normalised: bool = True  # False for llama.cpp's quantised rows, which are used as they are
+    fast: bool = False  # weights in float32 (--precision fast); see discrete.kl_rows
 
     @property
     def rows(self) -> int:
@@ -152,6 +153,7 @@ def as_log_rows(
     temperature: float = 1.0,
     normalize: bool = False,
     epsilon: float = 0.0,
+    fast: bool = False,
 ) -> LogRows:
     """Validate a block of rows of the given kind and bring it into log space.
 
@@ -171,6 +173,9 @@ def as_log_rows(
         Rescale rows to sum 1 instead of requiring it.
     epsilon : float
         Added to every probability before renormalising (smoothing).
+    fast : bool
+        For float32 logits (untempered, unsmoothed): keep e^z in float32, for
+        ``--precision fast``; other rows ignore it.
 
     Raises
     ------
@@ -196,6 +201,10 @@ def as_log_rows(
     elif kind == "logprobs":
         rows = _from_logprobs(values, label, first_row, normalize, tolerance)
     elif kind == "logits":
+        if fast and block.dtype == np.float32 and temperature == 1.0 and not epsilon:
+            quick = _from_logits_fast(block)
+            if quick is not None:
+                return quick
         rows = _from_logits(block, label, first_row, temperature)
         temperature = 1.0
     elif kind == LLAMA_KIND:
@@ -226,6 +235,21 @@ def _from_llama(values: np.ndarray) -> LogRows:
     weights[values <= LLAMA_CUTOFF] = 0.0
     return LogRows(values, np.zeros(values.shape[0]), _weights=weights, _mass=np.ones(values.shape[0]),
                    normalised=False)
+
+
+def _from_logits_fast(block: np.ndarray) -> LogRows | None:
+    """float32 logits for ``--precision fast``: e^z and its sum in float32; None where that would overflow.
+
+    Logits above ~88 overflow float32's exponential, and non-finite ones must
+    be reported: both take the precise path instead.
+    """
+    with np.errstate(over="ignore", under="ignore"):
+        weights = np.exp(block)
+        mass = np.sum(weights, axis=1)
+    if not (np.all((mass < 1e37) & (mass > 1e-30)) and np.isfinite(np.min(block))):
+        return None
+    mass = mass.astype(np.float64)
+    return LogRows(block, np.log(mass), _weights=weights, _mass=mass, fast=True)
 
 
 def _from_logits(block, label, first_row, temperature) -> LogRows:

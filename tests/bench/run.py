@@ -83,7 +83,7 @@ def make_data(folder: Path, rows: int, vocab: int, wanted) -> dict[str, Path]:
     np.save(files["p"], p)
     np.save(files["q"], q)
     np.save(files["labels"], rng.integers(0, vocab, size=rows))
-    if wanted("kl float16"):
+    if wanted("kl float16") or wanted("kl float16 fast"):
         files["p16"], files["q16"] = folder / "p16.npy", folder / "q16.npy"
         np.save(files["p16"], p.astype(np.float16))
         np.save(files["q16"], q.astype(np.float16))
@@ -113,6 +113,7 @@ def commands(files: dict[str, Path], wanted) -> dict[str, list[str]]:
         "klcli one-off": [*klcli, "kl", "0.5,0.5", "0.9,0.1", "-q"],
         "klcli --help": [*klcli, "--help"],
         "kl": [*klcli, "kl", str(p), str(q), "--logits", "-q"],
+        "kl --precision fast": [*klcli, "kl", str(p), str(q), "--logits", "--precision", "fast", "-q"],
         "xent": [*klcli, "xent", str(p), str(q), "--logits", "-q"],
         "js": [*klcli, "js", str(p), str(q), "--logits", "-q"],
         "compare": [*klcli, "compare", str(p), str(q), "-q"],
@@ -122,6 +123,8 @@ def commands(files: dict[str, Path], wanted) -> dict[str, list[str]]:
     if "p16" in files:
         table["floor float16"] = [sys.executable, "-c", FLOOR16, str(files["p16"]), str(files["q16"])]
         table["kl float16"] = [*klcli, "kl", str(files["p16"]), str(files["q16"]), "--logits", "-q"]
+        table["kl float16 fast"] = [*klcli, "kl", str(files["p16"]), str(files["q16"]), "--logits", "--precision",
+                                    "fast", "-q"]
     if "p_parquet" in files:
         table["pyarrow reads parquet"] = [sys.executable, "-c", READ_PARQUET, str(files["p_parquet"]),
                                           str(files["q_parquet"])]
