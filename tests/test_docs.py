@@ -118,3 +118,20 @@ def test_shell_completion(shell, variables):
     done = subprocess.run([sys.executable, "-m", "klcli"], capture_output=True, text=True,
                           env=dict(os.environ, **variables))
     assert ("compare" if shell == "bash" else "--bits") in done.stdout
+
+
+def _help_examples():
+    from klcli.manpage import _split_help
+
+    group = typer.main.get_command(app)
+    return [line for name in COMMANDS for line in _split_help(group.commands[name].help or "")[2]]
+
+
+@pytest.mark.parametrize("line", [line for line in _help_examples()
+                                  if "sample_data/" in line or not re.search(r"\w+\.(npy|csv|json)", line)])
+def test_help_examples_run(cli, monkeypatch, line):
+    """Every --help example on sample_data/ or inline numbers runs (exit 0) as written."""
+    import shlex
+
+    monkeypatch.chdir(ROOT)
+    assert cli(*shlex.split(line)[1:]).code == 0, line
