@@ -163,10 +163,14 @@ def open_parquet(path: str, operand: str, selector: str | None) -> Source:
     layout = _layout_of(schema, path, selector, first_length)
     rows = parquet.metadata.num_rows
 
+    def row_groups():
+        # One row group at a time: iter_batches reads ahead and held about twice the memory.
+        for index in range(parquet.num_row_groups):
+            yield from parquet.read_row_group(index, columns=layout.columns, use_threads=False).to_batches()
+
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
         try:
-            yield from _blocks_from_batches(
-                parquet.iter_batches(batch_size=block_rows, columns=layout.columns), layout, path, block_rows)
+            yield from _blocks_from_batches(row_groups(), layout, path, block_rows)
         except _read_errors() as exc:
             raise InputError(f"{path}: cannot be read ({_first_line(exc)})") from None
 
