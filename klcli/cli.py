@@ -143,17 +143,13 @@ def delivered(command):
 
 def _finish(delivery, compute, operands: list[str]) -> None:
     """Run ``compute(progress)`` and deliver its result; exit with the checks' verdict."""
-    from klcli.io.output import check_output_path
-
-    paths = [operand.split(":", 1)[0] if not os.path.exists(operand) else operand for operand in operands]
-    if delivery.output is not None:
-        check_output_path(delivery.output, paths)
+    delivery.check_target(operands)  # before the work, not after it
     progress = delivery.progress_bar()
     try:
         result = compute(progress)
     finally:
         progress.close()
-    raise typer.Exit(delivery.deliver(result, paths))
+    raise typer.Exit(delivery.deliver(result))
 
 
 @app.command("kl")

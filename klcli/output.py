@@ -52,13 +52,18 @@ class Delivery:
 
         return Progress(total, self.progress)
 
-    def deliver(self, result, input_paths: list[str | None]) -> int:
+    def check_target(self, operands: list[str]) -> None:
+        """Refuse an ``-o`` path that is one of the inputs (or cannot be written), before any work is done."""
+        if self.output is not None:
+            from klcli.io.output import check_output_path
+
+            check_output_path(self.output, operands)
+
+    def deliver(self, result) -> int:
         """Print (or write) the result and the notes; return the exit code (0, or 1 if a check failed)."""
         from klcli import render
-        from klcli.io.output import check_output_path, write_atomically
+        from klcli.io.output import write_atomically
 
-        if self.output is not None:
-            check_output_path(self.output, input_paths)
         result.checks = evaluate(self.checks, result.document())
         to_terminal = self.output is None and sys.stdout.isatty()
         if self.quiet:

@@ -75,7 +75,7 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=color, no_color=not color, width=width,
                       highlight=False, soft_wrap=False)
-    unit = f" {result.unit}" if result.unit and result.value_has_unit else ""
+    unit = f" {result.unit.name}" if result.value_has_unit else ""
     head = Table(box=box.SIMPLE_HEAD, show_header=False, title=f"klcli {result.command}", title_justify="left",
                  pad_edge=False)
     head.add_column(style="bold")
@@ -97,7 +97,7 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
 
     columns = result.metrics or {result.summary_name: result.summary}
     if (result.summary.get("count") or 0) > 1:
-        title = f"summary over {result.summary_over} ({result.unit or ''})".replace(" ()", "")
+        title = f"summary over {result.summary_over} ({result.unit.name})"
         stats = Table(box=box.SIMPLE_HEAD, title=title,
                       title_justify="left", pad_edge=False)
         stats.add_column("statistic")
@@ -109,7 +109,8 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
 
     estimates = _mean_figures(result.figures)
     if estimates:
-        table = Table(box=box.SIMPLE_HEAD, title=f"estimates ({result.unit})", title_justify="left", pad_edge=False)
+        table = Table(box=box.SIMPLE_HEAD, title=f"estimates ({result.unit.name})", title_justify="left",
+                      pad_edge=False)
         for column in ("figure", "mean", "stderr"):
             table.add_column(column, justify="left" if column == "figure" else "right")
         for name, figure in estimates:

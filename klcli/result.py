@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from klcli.units import Unit
+
 
 @dataclass
 class Result:
@@ -20,7 +22,7 @@ class Result:
     command: str
     headline: str  # what ``value`` is, for people: "mean D(P‖Q)"
     value: float
-    unit: str | None
+    unit: Unit  # of every divergence, entropy and NLL figure (the JSON's "unit" and "base")
     rows: int
     inputs: list[dict]
     summary: dict
@@ -30,7 +32,6 @@ class Result:
     notes: list[str] = field(default_factory=list)  # in the result (table, JSON)
     warnings: list[str] = field(default_factory=list)  # in the result, and on standard error
     checks: list[dict] = field(default_factory=list)
-    base: float = math.e
     summary_name: str = "value"  # what ``summary`` summarises, when it is no metric of its own
     summary_over: str = "rows"  # what the summary's count counts
     value_has_unit: bool = True  # False for a perplexity: exp of nats, whatever the unit
@@ -46,8 +47,8 @@ class Result:
         doc = {
             "command": self.command,
             "version": __version__,
-            "unit": self.unit,
-            "base": self.base,
+            "unit": self.unit.name,
+            "base": self.unit.base,
             "value": self.value,
             "rows": self.rows,
             "inputs": self.inputs,

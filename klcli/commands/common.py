@@ -153,6 +153,27 @@ def infinite_note(name: str, values: np.ndarray, why: str) -> list[str]:
     return [f"{name} is inf in {infinite.size} row(s), first row {int(infinite[0])}: {why}"]
 
 
+def by_direction(direction: str, forward: Callable[[], np.ndarray],
+                 reverse: Callable[[], np.ndarray]) -> dict[str, np.ndarray]:
+    """The per-row figures ``--direction`` asks for: ``kl``, ``kl_reverse`` and their sum ``kl_symmetric``.
+
+    Each side is computed only if it is asked for.
+    """
+    figures = {}
+    if direction in ("forward", "both"):
+        figures["kl"] = forward()
+    if direction in ("reverse", "both"):
+        figures["kl_reverse"] = reverse()
+    if direction == "both":
+        figures["kl_symmetric"] = figures["kl"] + figures["kl_reverse"]
+    return figures
+
+
+def headline_of(direction: str) -> tuple[str, str]:
+    """The metric ``value`` reports for a ``--direction``, and how people read it."""
+    return ("kl_reverse", "mean D(Q‖P)") if direction == "reverse" else ("kl", "mean D(P‖Q)")
+
+
 def summaries(per_row: dict[str, np.ndarray]) -> dict[str, dict]:
     """The summary of each per-row metric, by name."""
     return {name: summarize(values) for name, values in per_row.items()}

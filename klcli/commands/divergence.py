@@ -9,7 +9,9 @@ import numpy as np
 from klcli.commands.common import (
     PairRun,
     Reading,
+    by_direction,
     describe_inputs,
+    headline_of,
     infinite_note,
     open_pair,
     run_pairs,
@@ -38,20 +40,13 @@ def kl(p: str, q: str, reading: Reading, unit: Unit, *, direction: str = "forwar
     p_source, q_source, extras = open_pair(p, q, tail=tail)
 
     def kernel(p_rows, q_rows):
-        figures = {}
-        if direction in ("forward", "both"):
-            figures["kl"] = kl_rows(p_rows, q_rows)
-        if direction in ("reverse", "both"):
-            figures["kl_reverse"] = kl_rows(q_rows, p_rows)
-        if direction == "both":
-            figures["kl_symmetric"] = figures["kl"] + figures["kl_reverse"]
-        return figures
+        return by_direction(direction, lambda: kl_rows(p_rows, q_rows), lambda: kl_rows(q_rows, p_rows))
 
     run = run_pairs(p_source, q_source, reading, kernel, progress)
     scale = reading.temperature**2 if t2_scale else 1.0
     per_row = {name: unit.from_nats(values) * scale for name, values in run.per_row.items()}
     metrics = summaries(per_row)
-    head = "kl_reverse" if direction == "reverse" else "kl"
+    head, headline = headline_of(direction)
     notes = reading.notes()
     if t2_scale:
         notes.append(f"scaled by T² = {scale:g} (Hinton et al. 2015's distillation loss)")
@@ -62,10 +57,9 @@ def kl(p: str, q: str, reading: Reading, unit: Unit, *, direction: str = "forwar
         warnings += infinite_note("D(Q‖P)", per_row["kl_reverse"], "Q has mass where P has none; --epsilon E smooths")
     return Result(
         command="kl",
-        headline="mean D(Q‖P)" if head == "kl_reverse" else "mean D(P‖Q)",
+        headline=headline,
         value=metrics[head]["mean"],
-        unit=unit.name,
-        base=unit.base,
+        unit=unit,
         rows=run.rows,
         inputs=_inputs([p_source, q_source], reading, run),
         summary=metrics[head],
@@ -106,8 +100,7 @@ def xent(p: str, q: str, reading: Reading, unit: Unit, *, progress=None, tail: s
         command="xent",
         headline="mean H(P,Q)",
         value=metrics["cross_entropy"]["mean"],
-        unit=unit.name,
-        base=unit.base,
+        unit=unit,
         rows=run.rows,
         inputs=_inputs([p_source, q_source], reading, run),
         summary=metrics["cross_entropy"],
@@ -158,8 +151,7 @@ def js(p: str, q: str, reading: Reading, unit: Unit, *, weights: tuple[float, fl
         command="js",
         headline="mean JS divergence",
         value=metrics["js_divergence"]["mean"],
-        unit=unit.name,
-        base=unit.base,
+        unit=unit,
         rows=run.rows,
         inputs=_inputs([p_source, q_source], reading, run),
         summary=metrics["js_divergence"],

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from klcli.commands.common import summaries
+from klcli.commands.common import by_direction, headline_of, summaries
 from klcli.core.gaussian import cholesky, kl_diagonal, kl_full, kl_standard_normal, log_variance
 from klcli.errors import InputError, ShapeError, UsageError
 from klcli.io.operand import read_array, read_columns
@@ -122,21 +122,14 @@ def _kl_rows(first: _Params, second: _Params) -> tuple[np.ndarray, str, int]:
 
 def _result(kl_pair: np.ndarray, unit: Unit, direction: str, form: str, dims: int, inputs: list[dict]) -> Result:
     forward, backward = unit.from_nats(kl_pair[0]), unit.from_nats(kl_pair[1])
-    per_row = {}
-    if direction in ("forward", "both"):
-        per_row["kl"] = forward
-    if direction in ("reverse", "both"):
-        per_row["kl_reverse"] = backward
-    if direction == "both":
-        per_row["kl_symmetric"] = forward + backward
+    per_row = by_direction(direction, lambda: forward, lambda: backward)
     metrics = summaries(per_row)
-    head = "kl_reverse" if direction == "reverse" else "kl"
+    head, headline = headline_of(direction)
     return Result(
         command="gaussian",
-        headline="mean D(Q‖P)" if head == "kl_reverse" else "mean D(P‖Q)",
+        headline=headline,
         value=metrics[head]["mean"],
-        unit=unit.name,
-        base=unit.base,
+        unit=unit,
         rows=int(forward.shape[0]),
         inputs=inputs,
         summary=metrics[head],
@@ -189,8 +182,7 @@ def vae(mu: str, logvar: str, unit: Unit) -> Result:
         command="gaussian",
         headline="mean D(q(z|x)‖N(0,I))",
         value=metrics["kl"]["mean"],
-        unit=unit.name,
-        base=unit.base,
+        unit=unit,
         rows=n,
         inputs=inputs,
         summary=metrics["kl"],

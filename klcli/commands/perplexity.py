@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -82,6 +83,26 @@ def _labels_match(logits: Source, labels: Source) -> None:
                      f"shape {tuple(logits.shape)}; labels need the logits' leading shape {tuple(leading)}")
 
 
+def block_losses(logits: Source, label_stream: Iterable[np.ndarray], labels_label: str, *, ignore_index: int,
+                 temperature: float = 1.0, label_smoothing: float = 0.0, threads: int = 0) -> Iterator[tuple]:
+    """``(first position, loss, counted)`` per block of logits and its labels, computed on the thread pool.
+
+    ``label_stream`` yields 1-D arrays of token ids in order, in blocks of any size.
+    """
+    pairs = paired_blocks(logits.blocks(rows_per_block(logits.outcomes or 1)),
+                          (ids.reshape(-1, 1) for ids in label_stream), block_rows=rows_per_block,
+                          p_label=logits.label, q_label=labels_label, broadcast=False, same_width=False)
+
+    def work(item):
+        start, block, ids = item
+        loss, counted = token_nll(block, ids[:, 0], temperature=temperature, ignore_index=ignore_index,
+                                  label_smoothing=label_smoothing, label=logits.label, first_position=start,
+                                  kind=logits.forced_kind or "logits")
+        return start, loss, counted
+
+    return ordered_map(work, pairs, threads or available_cores())
+
+
 def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
     (logits,) = open_operands((operand, "logits"))
     if reading.labels is not None:
@@ -107,24 +128,16 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
             yield ids
 
     stream = shifted_labels(label_blocks(), length, reading.ignore_index) if reading.shift else label_blocks()
-    pairs = paired_blocks(logits.blocks(rows_per_block(logits.outcomes)), (ids.reshape(-1, 1) for ids in stream),
-                          block_rows=rows_per_block, p_label=logits.label, q_label=labels.label,
-                          broadcast=False, same_width=False)
-
-    def work(item):
-        start, block, ids = item
-        loss, counted = token_nll(block, ids[:, 0], temperature=reading.temperature,
-                                  ignore_index=reading.ignore_index, label_smoothing=reading.label_smoothing,
-                                  label=logits.label, first_position=start, kind=logits.forced_kind or "logits")
-        at = start + np.arange(block.shape[0])
-        return block.shape[0], (at // length if length else np.zeros_like(at))[counted], loss[counted]
-
     sequences, kept, positions = _Sequences(), [], 0
+    blocks = block_losses(logits, stream, labels.label, ignore_index=reading.ignore_index,
+                          temperature=reading.temperature, label_smoothing=reading.label_smoothing,
+                          threads=reading.threads)
     try:
-        for count, sequence_ids, losses in ordered_map(work, pairs, reading.threads or available_cores()):
-            sequences.add(sequence_ids, losses)
-            kept.append(losses)
-            positions += count
+        for start, loss, counted in blocks:
+            at = start + np.arange(loss.size)
+            sequences.add((at // length if length else np.zeros_like(at))[counted], loss[counted])
+            kept.append(loss[counted])
+            positions += loss.size
             if progress is not None:
                 progress.update(positions)
     except RowCountError as exc:
@@ -228,8 +241,7 @@ def perplexity(operand: str, reading: TokenReading, unit: Unit, *, progress=None
         command="perplexity",
         headline="corpus perplexity",
         value=corpus,
-        unit=unit.name,
-        base=unit.base,
+        unit=unit,
         rows=scores.positions,
         inputs=scores.inputs,
         summary=summary,
@@ -263,8 +275,7 @@ def token_cross_entropy(operand: str, reading: TokenReading, unit: Unit, *, prog
         command="xent",
         headline="mean token cross-entropy",
         value=summary["mean"],
-        unit=unit.name,
-        base=unit.base,
+        unit=unit,
         rows=scores.positions,
         inputs=scores.inputs,
         summary=summary,

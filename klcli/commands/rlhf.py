@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from klcli.commands.common import Reading, open_operands, run_pairs
+from klcli.commands.perplexity import block_losses
 from klcli.core.discrete import kl_rows
-from klcli.core.perplexity import as_token_ids, token_nll
+from klcli.core.perplexity import as_token_ids
 from klcli.core.rlhf import ESTIMATORS, mean_and_stderr, per_sequence, token_estimates
 from klcli.core.stats import summarize
-from klcli.core.stream import available_cores, ordered_map, paired_blocks
 from klcli.errors import ShapeError, UsageError
 from klcli.io.operand import read_array
-from klcli.io.source import rows_per_block
 from klcli.result import Result
 from klcli.units import Unit
 
@@ -28,19 +27,10 @@ def _tokens_from_logits(logits_operand: str, labels: str, role: str, ignore_inde
     (logits,) = open_operands((logits_operand, role))
     label_array, label_source = read_array(labels, "labels")
     ids = as_token_ids(label_array, label=label_source.label, first_position=0)
-    pairs = paired_blocks(logits.blocks(rows_per_block(logits.outcomes or 1)), iter([ids.reshape(-1, 1)]),
-                          block_rows=rows_per_block, p_label=logits.label, q_label=label_source.label,
-                          broadcast=False, same_width=False)
-
-    def work(item):
-        start, block, label_block = item
-        loss, counted = token_nll(block, label_block[:, 0], ignore_index=ignore_index, label=logits.label,
-                                  first_position=start)
-        return start, np.where(counted, -loss, np.nan)
-
     values = np.full(ids.size, np.nan)
-    for start, logprobs in ordered_map(work, pairs, threads or available_cores()):
-        values[start : start + logprobs.size] = logprobs
+    for start, loss, counted in block_losses(logits, [ids], label_source.label, ignore_index=ignore_index,
+                                             threads=threads):
+        values[start : start + loss.size] = np.where(counted, -loss, np.nan)
     return _by_sequence(values.reshape(label_array.shape), logits, role, None)
 
 
@@ -144,8 +134,7 @@ def rlhf(policy: str | None, ref: str | None, unit: Unit, *, estimator: str = "a
         command="rlhf",
         headline="mean per-sequence KL (k3)",
         value=k3_mean,
-        unit=unit.name,
-        base=unit.base,
+        unit=unit,
         rows=count,
         inputs=inputs,
         summary=summarize(per_seq["k3"]),

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from klcli.errors import InputError
-from klcli.io.source import Source
+from klcli.io.source import Source, first_line
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -36,7 +36,7 @@ def _read_header(stream: BinaryIO, name: str) -> tuple[tuple[int, ...], bool, np
             else:
                 raise ValueError(f"unsupported .npy version {version}")
     except Exception as exc:  # noqa: BLE001 — numpy's header parser can fail in many ways on bad bytes
-        raise InputError(f"{name}: not a valid .npy file ({_first_line(exc)})") from None
+        raise InputError(f"{name}: not a valid .npy file ({first_line(exc)})") from None
     if dtype.hasobject:
         raise InputError(
             f"{name}: holds Python objects (a pickle); klcli never loads pickles: "
@@ -47,11 +47,6 @@ def _read_header(stream: BinaryIO, name: str) -> tuple[tuple[int, ...], bool, np
     if len(shape) == 0:
         raise InputError(f"{name}: holds a single number, not a distribution (shape ())")
     return tuple(shape), fortran, dtype
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _check_size(name: str, shape: tuple[int, ...], dtype: np.dtype, available: int) -> int:
@@ -136,7 +131,7 @@ def _fill(stream: BinaryIO, target: np.ndarray, name: str, done: int, total: int
         try:
             got = stream.readinto(view[filled:])
         except Exception as exc:  # noqa: BLE001 — a damaged archive member (zlib, CRC, struct errors)
-            raise InputError(f"{name}: cannot be read ({_first_line(exc)})") from None
+            raise InputError(f"{name}: cannot be read ({first_line(exc)})") from None
         if not got:
             have = done + filled // target.itemsize
             raise InputError(f"{name}: is truncated: ends after {have} of {total} values")
@@ -157,7 +152,7 @@ def open_npz(path: str, operand: str, key: str | None) -> Source:
     try:
         archive = zipfile.ZipFile(path)
     except Exception as exc:  # noqa: BLE001 — zipfile fails in many ways on damaged archives
-        raise InputError(f"{path}: not a valid .npz archive ({_first_line(exc)})") from None
+        raise InputError(f"{path}: not a valid .npz archive ({first_line(exc)})") from None
     keys = [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
     if key is None:
         if len(keys) != 1:
@@ -171,7 +166,7 @@ def open_npz(path: str, operand: str, key: str | None) -> Source:
     try:
         member = archive.open(info)
     except Exception as exc:  # noqa: BLE001 — as above
-        raise InputError(f"{name}: cannot be read ({_first_line(exc)})") from None
+        raise InputError(f"{name}: cannot be read ({first_line(exc)})") from None
     source = open_npy_stream(member, name, operand, fmt="npz", size=info.file_size)
     source.path = path
     return source

@@ -15,9 +15,14 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.abspath(a) == os.path.abspath(b)
 
 
-def check_output_path(path: str, inputs: list[str | None]) -> None:
+def input_paths(operands: list[str]) -> list[str]:
+    """The files operands read (``FILE:SELECTOR`` reads FILE)."""
+    return [operand if os.path.exists(operand) else operand.split(":", 1)[0] for operand in operands]
+
+
+def check_output_path(path: str, operands: list[str]) -> None:
     """Refuse an output path that is one of the inputs, or that cannot be written."""
-    for source in inputs:
+    for source in input_paths(operands):
         if source is not None and os.path.exists(source) and _same_file(path, source):
             raise UsageError(f"-o {path}: is one of the inputs; klcli never overwrites its inputs")
     folder = os.path.dirname(os.path.abspath(path))

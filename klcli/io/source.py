@@ -12,6 +12,12 @@ import numpy as np
 BLOCK_VALUES = 1 << 20
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of a library's error, to quote inside klcli's own one-line message."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def rows_per_block(outcomes: int) -> int:
     return max(1, BLOCK_VALUES // max(1, outcomes))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from klcli.errors import InputError
-from klcli.io.source import Source
+from klcli.io.source import Source, first_line
 
 
 @dataclass
@@ -99,7 +99,7 @@ def _layout_of(schema, path: str, selector: str | None, first_length) -> Layout:
     try:
         return choose_layout(schema, path, selector, first_length)
     except (KeyError, IndexError, *_read_errors()) as exc:
-        raise InputError(f"{path}: has a damaged schema ({_first_line(exc)})") from None
+        raise InputError(f"{path}: has a damaged schema ({first_line(exc)})") from None
 
 
 def batch_rows(batch, layout: Layout, name: str, first_row: int) -> np.ndarray:
@@ -151,13 +151,13 @@ def open_parquet(path: str, operand: str, selector: str | None) -> Source:
         parquet = pq.ParquetFile(path)
         schema = parquet.schema_arrow
     except _read_errors() as exc:
-        raise InputError(f"{path}: not a valid Parquet file ({_first_line(exc)})") from None
+        raise InputError(f"{path}: not a valid Parquet file ({first_line(exc)})") from None
 
     def first_length(column: str) -> int:
         try:
             first = next(parquet.iter_batches(batch_size=1, columns=[column]), None)
         except _read_errors() as exc:
-            raise InputError(f"{path}: cannot be read ({_first_line(exc)})") from None
+            raise InputError(f"{path}: cannot be read ({first_line(exc)})") from None
         return 0 if first is None or first.num_rows == 0 else len(first.column(0)[0])
 
     layout = _layout_of(schema, path, selector, first_length)
@@ -172,7 +172,7 @@ def open_parquet(path: str, operand: str, selector: str | None) -> Source:
         try:
             yield from _blocks_from_batches(row_groups(), layout, path, block_rows)
         except _read_errors() as exc:
-            raise InputError(f"{path}: cannot be read ({_first_line(exc)})") from None
+            raise InputError(f"{path}: cannot be read ({first_line(exc)})") from None
 
     shape = (rows,) if layout.is_vector else (rows, layout.width)
     return Source(operand, path, "parquet", shape, layout.dtype, blocks)
@@ -194,7 +194,7 @@ def open_arrow(path: str, operand: str, selector: str | None) -> Source:
                 schema = stream.schema
                 batches = list(stream)
         except _read_errors() as exc:
-            raise InputError(f"{path}: not a valid Arrow IPC / Feather v2 file ({_first_line(exc)})") from None
+            raise InputError(f"{path}: not a valid Arrow IPC / Feather v2 file ({first_line(exc)})") from None
 
     def first_length(column: str) -> int:
         for batch in batches:
@@ -209,7 +209,7 @@ def open_arrow(path: str, operand: str, selector: str | None) -> Source:
         try:
             yield from _blocks_from_batches(iter(batches), layout, path, block_rows)
         except _read_errors() as exc:
-            raise InputError(f"{path}: cannot be read ({_first_line(exc)})") from None
+            raise InputError(f"{path}: cannot be read ({first_line(exc)})") from None
 
     shape = (rows,) if layout.is_vector else (rows, layout.width)
     return Source(operand, path, "arrow", shape, layout.dtype, blocks)
@@ -226,10 +226,10 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _header(first_line: bytes, name: str, delimiter: str) -> tuple[list[str], bool]:
+def _header(opening: bytes, name: str, delimiter: str) -> tuple[list[str], bool]:
     """Column names, and whether the first line is a header (any non-numeric cell)."""
     try:
-        text = first_line.decode("utf-8-sig").rstrip("\r\n")
+        text = opening.decode("utf-8-sig").rstrip("\r\n")
     except UnicodeDecodeError:
         what = "CSV" if delimiter == "," else "TSV"
         raise InputError(f"{name}: is not UTF-8 text; is it really a {what} file?") from None
@@ -267,12 +267,12 @@ def open_csv(path: str | None, operand: str, selector: str | None, *, delimiter:
     name = path if path is not None else "standard input"
     if data is None:
         with open(path, "rb") as handle:
-            first_line = handle.readline()
+            opening = handle.readline()
     else:
-        first_line = io.BytesIO(data).readline()
-    if not first_line.strip():
+        opening = io.BytesIO(data).readline()
+    if not opening.strip():
         raise InputError(f"{name}: is empty; expected rows of comma-separated numbers")
-    names, has_header = _header(first_line, name, delimiter)
+    names, has_header = _header(opening, name, delimiter)
     if len(set(names)) != len(names):
         raise InputError(f"{name}: the header names a column twice; column names must be unique")
 
@@ -306,18 +306,13 @@ def open_csv(path: str | None, operand: str, selector: str | None, *, delimiter:
             whole = data if data is not None else Path(path).read_bytes()
             message = _locate_problem(whole, name, delimiter, has_header, len(names), selected)
             raise InputError(message or f"{name}: cannot be read as {'CSV' if delimiter == ',' else 'TSV'} "
-                                        f"({_first_line(exc)})") from None
+                                        f"({first_line(exc)})") from None
         if not produced:
             raise InputError(f"{name}: has a header but no rows of numbers")
 
     shape = (None,) if layout.is_vector else (None, layout.width)
     fmt = "stdin-csv" if data is not None else ("csv" if delimiter == "," else "tsv")
     return Source(operand, path, fmt, shape, "float64", blocks)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 
@@ -345,7 +340,7 @@ def group_codes(source: Source, column: str) -> np.ndarray:
                 table = pa.ipc.open_file(mapped).read_all().select([column])
     except (KeyError, *_read_errors()) as exc:
         names = _column_names(source)
-        raise InputError(f"{source.path}: cannot read --group column {column!r} ({_first_line(exc)}); "
+        raise InputError(f"{source.path}: cannot read --group column {column!r} ({first_line(exc)}); "
                          f"its columns are: {names}") from None
     values = table.column(column)
     if values.null_count:
