@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from klcli.core import fast
 from klcli.core.logspace import LogRows, as_log_rows, log_ratio, normaliser_error
 
 # Below this |u| = |p/q - 1| the Jensen-Shannon element is summed as a series:
@@ -74,15 +75,7 @@ def _take_rows(rows: LogRows, index: np.ndarray) -> LogRows:
         return rows
     weights, mass = rows.weights()
     return LogRows(rows.shifted[index], rows.offset[index], None if rows.raw is None else rows.raw[index],
-                   weights[index], mass[index], rows.normalised, rows.fast)
-
-
-# --precision fast: u = 2^-24 (float32's unit roundoff); each row's error is estimated as
-# FAST_ERROR_UNITS·u·(|log Z_p| + |log Z_q| + |E_p[z_p − z_q]| + 1), which exceeded the measured error
-# by a factor of 100 on the benchmark's data; rows whose estimate exceeds FAST_RELATIVE of their
-# value are recomputed at full precision.
-FAST_ERROR_UNITS = 16.0
-FAST_RELATIVE = 1e-3
+                   weights[index], mass[index], rows.normalised)
 
 
 def kl_rows(p: LogRows, q: LogRows) -> np.ndarray:
@@ -94,34 +87,26 @@ def kl_rows(p: LogRows, q: LogRows) -> np.ndarray:
     return refined(expectation(p, ratio), ratio, q, p=p)
 
 
-def fast_error_bound(p: LogRows, q: LogRows, mean_difference: np.ndarray) -> np.ndarray:
-    """The estimated absolute error of a ``--precision fast`` KL row (see FAST_ERROR_UNITS)."""
-    unit = float(np.finfo(np.float32).eps) / 2
-    return FAST_ERROR_UNITS * unit * (np.abs(p.offset) + np.abs(q.offset) + np.abs(mean_difference) + 1.0)
-
-
 def _kl_fast(p: LogRows, q: LogRows) -> np.ndarray:
-    """KL from float32 logits in float32 arithmetic: E_p[z_p − z_q] − (log Z_p − log Z_q).
+    """KL in float32 arithmetic (:mod:`klcli.core.fast`), with rows it cannot assure recomputed precisely.
 
-    Rows whose estimated error is more than FAST_RELATIVE of their value —
-    nearly identical rows above all, where float32 would print rounding noise —
-    are recomputed at full precision, so a tiny divergence is never noise.
+    Rows whose estimated error exceeds ``fast.RELATIVE`` of their value —
+    nearly identical rows above all, where float32 would print rounding
+    noise — take the full-precision kernel, so a tiny divergence is never
+    noise; the whole block is converted then, so that an invalid value is
+    reported with its row.
     """
-    weights, mass = p.weights()
-    with np.errstate(over="ignore", invalid="ignore"):
-        mean_difference = np.vecdot(weights, np.subtract(p.shifted, q.shifted)).astype(np.float64) / mass
-    divergence = mean_difference - (p.offset - q.offset)
-    bound = fast_error_bound(p, q, mean_difference)
-    redo = np.flatnonzero(~(bound <= FAST_RELATIVE * divergence))
+    divergence, error = fast.kl_estimate(p.shifted, q.shifted)
+    redo = np.flatnonzero(~(error <= fast.RELATIVE * divergence))
     if redo.size:
-        divergence = np.broadcast_to(divergence, (max(p.rows, q.rows),)).copy()
-        divergence[redo] = kl_rows(_precise(_take_rows(p, redo)), _precise(_take_rows(q, redo)))
-    return np.maximum(divergence, 0.0)
+        exact = kl_rows(_precise(p), _precise(q))
+        divergence[redo] = exact[redo]
+    return np.maximum(divergence, 0.0, out=divergence)
 
 
 def _precise(rows: LogRows) -> LogRows:
-    """Full-precision rows from ``--precision fast`` ones (the input block is still their ``shifted``)."""
-    return as_log_rows(rows.shifted, "logits", label="") if rows.fast else rows
+    """Full-precision rows from ``--precision fast`` ones."""
+    return rows.precise() if rows.fast else rows
 
 
 def entropy_rows(p: LogRows) -> np.ndarray:

@@ -10,6 +10,7 @@ rounded log-probabilities.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,15 +82,23 @@ class LogRows:
     can take expectations without another exponential pass. ``raw`` keeps
     validated probabilities as given, so that ratios ``p / q`` are formed
     directly, more accurately than a difference of two logarithms.
+
+    ``--precision fast`` rows are float32 logits not yet normalised
+    (``offset`` is None): the fast kernel forms e^z and its sums itself, and
+    ``precise()`` converts the block at full precision where it cannot.
     """
 
     shifted: np.ndarray
-    offset: np.ndarray
+    offset: np.ndarray | None
     raw: np.ndarray | None = None
     _weights: np.ndarray | None = None
     _mass: np.ndarray | None = None
     normalised: bool = True  # False for llama.cpp's quantised rows, which are used as they are
-    fast: bool = False  # weights in float32 (--precision fast); see discrete.kl_rows
+    precise: Callable[[], LogRows] | None = None  # set on --precision fast rows only
+
+    @property
+    def fast(self) -> bool:
+        return self.precise is not None
 
     @property
     def rows(self) -> int:
@@ -124,16 +133,16 @@ def widen_half(block: np.ndarray) -> np.ndarray:
     >>> bool(np.array_equal(wide, cast, equal_nan=True))
     True
     """
-    bits = block.view(np.uint16)
-    # Sign-extend to 32 bits and shift: the sign lands on bit 31, exponent and mantissa on bits 13-27;
-    # the mask clears the sign's copies in between. In place, so no temporaries are faulted in.
-    wide = block.view(np.int16).astype(np.int32)
-    wide <<= 13
+    # Sign-extend to 32 bits and shift (one pass): the sign lands on bit 31, exponent and mantissa on
+    # bits 13-27; the mask clears the sign's copies in between. In place from then on, no temporaries.
+    wide = np.left_shift(block.view(np.int16), 13, dtype=np.int32)
     wide &= np.int32(-0x70002000)  # 0x8FFFE000
     values = wide.view(np.float32)
     values *= np.float32(2.0**112)
-    special = (bits & 0x7C00) == 0x7C00  # an all-ones exponent: infinity or NaN
-    if special.any():
+    # An all-ones exponent (infinity or NaN) lands on 65536 ≤ |value| < 131072, above the largest half.
+    if values.size and (values.max() >= 65536.0 or values.min() <= -65536.0):
+        bits = block.view(np.uint16)
+        special = (bits & 0x7C00) == 0x7C00
         half = bits[special].astype(np.uint32)
         values[special] = (((half & 0x8000) << 16) | ((half & 0x7FFF) << 13) | 0x7F800000).view(np.float32)
     return values
@@ -174,8 +183,9 @@ def as_log_rows(
     epsilon : float
         Added to every probability before renormalising (smoothing).
     fast : bool
-        For float32 logits (untempered, unsmoothed): keep e^z in float32, for
-        ``--precision fast``; other rows ignore it.
+        For float32 logits (untempered, unsmoothed): leave them as they are,
+        for the float32 kernel of ``--precision fast`` (see LogRows); other
+        rows ignore it.
 
     Raises
     ------
@@ -202,9 +212,8 @@ def as_log_rows(
         rows = _from_logprobs(values, label, first_row, normalize, tolerance)
     elif kind == "logits":
         if fast and block.dtype == np.float32 and temperature == 1.0 and not epsilon:
-            quick = _from_logits_fast(block)
-            if quick is not None:
-                return quick
+            # Validated only if the fast kernel hands rows back: a non-finite value cannot pass it unseen.
+            return LogRows(block, None, precise=lambda: _from_logits(block, label, first_row, 1.0))
         rows = _from_logits(block, label, first_row, temperature)
         temperature = 1.0
     elif kind == LLAMA_KIND:
@@ -235,21 +244,6 @@ def _from_llama(values: np.ndarray) -> LogRows:
     weights[values <= LLAMA_CUTOFF] = 0.0
     return LogRows(values, np.zeros(values.shape[0]), _weights=weights, _mass=np.ones(values.shape[0]),
                    normalised=False)
-
-
-def _from_logits_fast(block: np.ndarray) -> LogRows | None:
-    """float32 logits for ``--precision fast``: e^z and its sum in float32; None where that would overflow.
-
-    Logits above ~88 overflow float32's exponential, and non-finite ones must
-    be reported: both take the precise path instead.
-    """
-    with np.errstate(over="ignore", under="ignore"):
-        weights = np.exp(block)
-        mass = np.sum(weights, axis=1)
-    if not (np.all((mass < 1e37) & (mass > 1e-30)) and np.isfinite(np.min(block))):
-        return None
-    mass = mass.astype(np.float64)
-    return LogRows(block, np.log(mass), _weights=weights, _mass=mass, fast=True)
 
 
 def _from_logits(block, label, first_row, temperature) -> LogRows:

@@ -5,54 +5,96 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from klcli.core.discrete import FAST_RELATIVE, fast_error_bound, kl_rows
+from klcli.core import fast
+from klcli.core.discrete import kl_rows
 from klcli.core.logspace import as_log_rows
+from klcli.errors import DistributionError
 
 
 def _both(z, y):
-    fast = kl_rows(as_log_rows(z, "logits", label="P", fast=True), as_log_rows(y, "logits", label="Q", fast=True))
+    fast_kl = kl_rows(as_log_rows(z, "logits", label="P", fast=True), as_log_rows(y, "logits", label="Q", fast=True))
     precise = kl_rows(as_log_rows(z, "logits", label="P"), as_log_rows(y, "logits", label="Q"))
-    return fast, precise
+    return fast_kl, precise
+
+
+def _longdouble_kl(z, y):
+    """An independent reference: log_softmax in numpy.longdouble, then Σ p·(log p − log q)."""
+    z, y = z.astype(np.longdouble), y.astype(np.longdouble)
+    log_p = z - z.max(1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+    log_q = y - y.max(1, keepdims=True)
+    log_q -= np.log(np.exp(log_q).sum(1, keepdims=True))
+    return (np.exp(log_p) * (log_p - log_q)).sum(1).astype(np.float64)
 
 
 @pytest.mark.parametrize(("vocab", "noise"), [(1000, 0.5), (32000, 0.5), (32000, 0.05), (200_000, 0.3)])
-def test_fast_rows_stay_within_their_bound_and_the_mean_within_1e_5(vocab, noise):
+def test_fast_rows_stay_within_their_estimate_and_the_mean_within_1e_5(vocab, noise):
     rng = np.random.default_rng(vocab)
     z = (rng.standard_normal((16, vocab)) * 2).astype(np.float32)
     y = (z + rng.standard_normal(z.shape) * noise).astype(np.float32)
-    fast, precise = _both(z, y)
-    p_rows, q_rows = as_log_rows(z, "logits", label="P", fast=True), as_log_rows(y, "logits", label="Q", fast=True)
-    mean_difference = precise + (p_rows.offset - q_rows.offset)
-    bound = fast_error_bound(p_rows, q_rows, mean_difference)
-    assert np.all(np.abs(fast - precise) <= bound)
-    assert np.all(np.abs(fast - precise) <= FAST_RELATIVE * precise)
-    assert abs(fast.mean() - precise.mean()) <= 1e-5 * precise.mean()
+    reference = _longdouble_kl(z, y)
+    estimate, error = fast.kl_estimate(z, y)
+    assert np.all(np.abs(estimate - reference) <= error)
+    fast_kl, _ = _both(z, y)
+    assert np.all(np.abs(fast_kl - reference) <= fast.RELATIVE * reference)
+    assert abs(fast_kl.mean() - reference.mean()) <= 1e-5 * reference.mean()
 
 
 def test_nearly_identical_rows_fall_back_to_full_precision():
     rng = np.random.default_rng(1)
     z = (rng.standard_normal((8, 32000)) * 2).astype(np.float32)
     y = (z + 5 + rng.standard_normal(z.shape) * 1e-4).astype(np.float32)  # KL ≈ 1e-9 per row
-    fast, precise = _both(z, y)
-    np.testing.assert_array_equal(fast, precise)
+    fast_kl, precise = _both(z, y)
+    np.testing.assert_array_equal(fast_kl, precise)
+    np.testing.assert_allclose(fast_kl, _longdouble_kl(z, y), rtol=1e-6)
 
 
 def test_large_logits_take_the_precise_path():
     z = np.array([[100.0, 0.0, -3.0], [1.0, 2.0, 3.0]], dtype=np.float32)  # e^100 overflows float32
     y = np.array([[99.0, 1.0, -3.0], [1.0, 2.5, 3.0]], dtype=np.float32)
-    fast, precise = _both(z, y)
-    assert np.all(np.isfinite(fast))
-    np.testing.assert_allclose(fast, precise, rtol=FAST_RELATIVE)
+    _, error = fast.kl_estimate(z, y)
+    assert error[0] == np.inf and np.isfinite(error[1])
+    fast_kl, _ = _both(z, y)
+    np.testing.assert_allclose(fast_kl, _longdouble_kl(z, y), rtol=fast.RELATIVE, atol=1e-14)
+
+
+@pytest.mark.parametrize("single", ["p", "q"])
+def test_a_single_row_broadcasts(single):
+    rng = np.random.default_rng(3)
+    many = (rng.standard_normal((5, 300)) * 2).astype(np.float32)
+    one = (rng.standard_normal((1, 300)) * 2).astype(np.float32)
+    z, y = (one, many) if single == "p" else (many, one)
+    fast_kl, _ = _both(z, y)
+    reference = _longdouble_kl(np.broadcast_to(z, many.shape), np.broadcast_to(y, many.shape))
+    assert fast_kl.shape == (5,)
+    np.testing.assert_allclose(fast_kl, reference, rtol=fast.RELATIVE)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_an_invalid_logit_is_reported_with_its_row(bad):
+    z = np.zeros((4, 10), dtype=np.float32)
+    y = np.ones((4, 10), dtype=np.float32)
+    y[2, 7] = bad
+    with pytest.raises(DistributionError, match=r"^Q \(q\.npy\): row 12 has .* at column 7; logits must be finite"):
+        kl_rows(as_log_rows(z, "logits", label="P (p.npy)", first_row=10, fast=True),
+                as_log_rows(y, "logits", label="Q (q.npy)", first_row=10, fast=True))
 
 
 def test_cli(cli, tmp_path):
     rng = np.random.default_rng(2)
     z = (rng.standard_normal((40, 5000)) * 2).astype(np.float32)
+    y = (z + rng.standard_normal(z.shape) * 0.5).astype(np.float32)
     np.save(tmp_path / "p.npy", z)
-    np.save(tmp_path / "q.npy", (z + rng.standard_normal(z.shape) * 0.5).astype(np.float32))
-    fast = cli("kl", tmp_path / "p.npy", tmp_path / "q.npy", "--logits", "--precision", "fast", "--json").json()
+    np.save(tmp_path / "q.npy", y)
+    np.save(tmp_path / "p16.npy", z.astype(np.float16))
+    np.save(tmp_path / "q16.npy", y.astype(np.float16))
+    fast_run = cli("kl", tmp_path / "p.npy", tmp_path / "q.npy", "--logits", "--precision", "fast", "--json").json()
     precise = cli("kl", tmp_path / "p.npy", tmp_path / "q.npy", "--logits", "--json").json()
-    assert fast["precision"] == "fast" and precise["precision"] == "precise"
-    assert fast["value"] == pytest.approx(precise["value"], rel=1e-5)
+    assert fast_run["precision"] == "fast" and precise["precision"] == "precise"
+    assert fast_run["value"] == pytest.approx(_longdouble_kl(z, y).mean(), rel=1e-5)
+    assert precise["value"] == pytest.approx(_longdouble_kl(z, y).mean(), rel=1e-9)
+    halves = cli("kl", tmp_path / "p16.npy", tmp_path / "q16.npy", "--logits", "--precision", "fast", "-q")
+    reference = _longdouble_kl(z.astype(np.float16).astype(np.float32), y.astype(np.float16).astype(np.float32))
+    assert float(halves.out) == pytest.approx(reference.mean(), rel=1e-5)
     run = cli("kl", tmp_path / "p.npy", tmp_path / "q.npy", "--logits", "--precision", "quick")
     assert run.code == 2 and run.err == "klcli: error: --precision 'quick': use precise or fast\n"
