@@ -18,6 +18,59 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def read_ahead(items: Iterator, depth: int = 1) -> Iterator:
+    """``items``, produced by a background thread up to ``depth`` ahead of the consumer.
+
+    For decoders that release the GIL (Parquet pages): the next batch is
+    decoded while the kernels work on this one, so a pair of files is read on
+    two cores. An exception in the producer is raised here, in order; closing
+    this generator stops the producer.
+    """
+    import queue
+    import threading
+
+    done = object()
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(entry) -> bool:
+        """Queue an entry unless the consumer has gone; False once it has."""
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+            offer((done, None))
+        except BaseException as exc:  # noqa: BLE001 — handed to the consumer, who raises it
+            offer((done, exc))
+
+    producer = threading.Thread(target=produce, name="klcli-read-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while producer.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                ready.get_nowait()
+            except queue.Empty:
+                producer.join(0.01)
+
+
 def rows_per_block(outcomes: int) -> int:
     return max(1, BLOCK_VALUES // max(1, outcomes))
 

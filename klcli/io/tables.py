@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from klcli.errors import InputError
-from klcli.io.source import Source, first_line
+from klcli.io.source import Source, first_line, read_ahead
 
 
 @dataclass
@@ -166,7 +166,7 @@ def open_parquet(path: str, operand: str, selector: str | None) -> Source:
     rows = parquet.metadata.num_rows
 
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
-        batches = parquet.iter_batches(batch_size=block_rows, columns=layout.columns, use_threads=False)
+        batches = read_ahead(parquet.iter_batches(batch_size=block_rows, columns=layout.columns, use_threads=False))
         try:
             yield from _blocks_from_batches(batches, layout, path, block_rows)
         except _read_errors() as exc:

@@ -49,6 +49,15 @@ for path in sys.argv[1:3]:
         batch.column(0).flatten().to_numpy()
 """
 
+# The same file read as klcli reads it: a buffered stream, no pre-buffering, batches of a block's rows.
+READ_PARQUET_STREAMED = """
+import sys, pyarrow.parquet as pq
+for path in sys.argv[1:3]:
+    reader = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
+    for batch in reader.iter_batches(batch_size=32, use_threads=False):
+        batch.column(0).flatten().to_numpy()
+"""
+
 READ_CSV = """
 import sys, pyarrow.csv as pcsv
 for path in sys.argv[1:3]:
@@ -59,7 +68,7 @@ for path in sys.argv[1:3]:
 TORCH_CHUNKED = """
 import sys, numpy as np, torch
 import torch.nn.functional as F
-p, q = (np.load(path, mmap_mode="r") for path in sys.argv[1:3])
+p, q = (np.load(path, mmap_mode="c") for path in sys.argv[1:3])  # copy-on-write: writable for torch, never copied
 total = 0.0
 for start in range(0, p.shape[0], 32):
     a, b = torch.from_numpy(np.asarray(p[start:start + 32])), torch.from_numpy(np.asarray(q[start:start + 32]))
@@ -129,6 +138,8 @@ def commands(files: dict[str, Path], wanted) -> dict[str, list[str]]:
     if "p_parquet" in files:
         table["pyarrow reads parquet"] = [sys.executable, "-c", READ_PARQUET, str(files["p_parquet"]),
                                           str(files["q_parquet"])]
+        table["pyarrow streams parquet"] = [sys.executable, "-c", READ_PARQUET_STREAMED, str(files["p_parquet"]),
+                                            str(files["q_parquet"])]
         table["kl parquet"] = [*klcli, "kl", str(files["p_parquet"]), str(files["q_parquet"]), "--logits", "-q"]
     if "p_csv" in files:
         table["pyarrow reads csv"] = [sys.executable, "-c", READ_CSV, str(files["p_csv"]), str(files["q_csv"])]
