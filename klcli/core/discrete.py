@@ -133,16 +133,8 @@ def js_rows(p: LogRows, q: LogRows, weights: tuple[float, float] = (0.5, 0.5), *
     already has them.
     """
     w_p, w_q = weights
-    if probs is not None:
-        mixture = w_p * probs[0] + w_q * probs[1]
-    else:  # M = π1·P + π2·Q from the unnormalised weights, scaled row by row
-        weights_p, mass_p = p.weights()
-        weights_q, mass_q = q.weights()
-        mixture = weights_p * (w_p / mass_p)[:, None]
-        mixture = mixture + weights_q * (w_q / mass_q)[:, None]
-    with np.errstate(divide="ignore"):
-        log_mixture = np.log(mixture)
-    divergence = -weighted_sum(mixture, log_mixture) - w_p * entropy_rows(p) - w_q * entropy_rows(q)
+    entropies = w_p * entropy_rows(p) + w_q * entropy_rows(q)
+    divergence = mixture_entropy(p, q, weights, probs) - entropies
     tiny = np.flatnonzero(~(divergence >= 1e-4))
     if tiny.size:
         p_tiny, q_tiny = _take_rows(p, tiny), _take_rows(q, tiny)
@@ -150,6 +142,32 @@ def js_rows(p: LogRows, q: LogRows, weights: tuple[float, float] = (0.5, 0.5), *
         divergence[tiny] = js_from_ratio(d, np.broadcast_to(p_tiny.probs(), d.shape),
                                          np.broadcast_to(q_tiny.probs(), d.shape), weights)
     return np.maximum(divergence, 0.0)
+
+
+def mixture_entropy(p: LogRows, q: LogRows, weights: tuple[float, float],
+                    probs: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """H(M) per row for M = π1·P + π2·Q.
+
+    From the unnormalised weights, M = a·U with U = weights_p + r·weights_q,
+    a = π1/Z_p and r = π2·Z_p/(π1·Z_q): one scaling pass instead of two, and
+    H(M) = −a·Σ U log U − log(a)·Σ M.
+    """
+    w_p, w_q = weights
+    if probs is None and w_p > 0 and w_q > 0:
+        weights_p, mass_p = p.weights()
+        weights_q, mass_q = q.weights()
+        scale = w_p / mass_p
+        ratio = w_q / (mass_q * scale)
+        mixture = np.multiply(weights_q, ratio[:, None])
+        mixture += weights_p
+        total = scale * (mass_p + ratio * mass_q)  # Σ M: 1 to rounding
+    else:
+        if probs is None:
+            probs = (p.probs(), q.probs())
+        mixture, scale, total = w_p * probs[0] + w_q * probs[1], 1.0, 1.0
+    with np.errstate(divide="ignore"):
+        log_mixture = np.log(mixture)
+        return -scale * weighted_sum(mixture, log_mixture) - np.log(scale) * total
 
 
 def js_from_ratio(d: np.ndarray, probs_p: np.ndarray, probs_q: np.ndarray,

@@ -67,3 +67,27 @@ def test_float16_inputs_follow_the_same_contract():
     _within_contract(got, _reference_kl(z, y))
     js = js_rows(as_log_rows(z, "logits", label="P"), as_log_rows(y, "logits", label="Q"))
     assert np.all(np.isfinite(js)) and np.all(js >= 0)
+
+
+def _reference_js(z, y, weights):
+    z, y = z.astype(np.longdouble), y.astype(np.longdouble)
+    log_p = z - z.max(axis=1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+    log_q = y - y.max(axis=1, keepdims=True)
+    log_q -= np.log(np.exp(log_q).sum(axis=1, keepdims=True))
+    p, q = np.exp(log_p), np.exp(log_q)
+    log_m = np.log(weights[0] * p + weights[1] * q)
+    return weights[0] * np.sum(p * (log_p - log_m), axis=1) + weights[1] * np.sum(q * (log_q - log_m), axis=1)
+
+
+@pytest.mark.parametrize("weights", [(0.5, 0.5), (0.1, 0.9)])
+@pytest.mark.parametrize("offset", [0.0, 300.0])
+def test_js_per_row_within_the_contract(weights, offset):
+    """Also with logits far from 0 (log Z ≈ 300), where H(M) is assembled from large terms."""
+    rng = np.random.default_rng(6)
+    z = (rng.standard_normal((12, 32000)) * 2 + offset).astype(np.float32)
+    y = (z + rng.standard_normal(z.shape) * 0.5).astype(np.float32)
+    got = js_rows(as_log_rows(z, "logits", label="P"), as_log_rows(y, "logits", label="Q"), weights)
+    _within_contract(got, _reference_js(z, y, weights))
+    single = js_rows(as_log_rows(z[:1], "logits", label="P"), as_log_rows(y, "logits", label="Q"), weights)
+    _within_contract(single, _reference_js(np.broadcast_to(z[:1], y.shape), y, weights))
