@@ -27,6 +27,15 @@ def _reference_kl(z, y):
     return np.sum(np.exp(log_p) * (log_p - log_q), axis=1)
 
 
+def _reference_cross_entropy(z, y):
+    z, y = z.astype(np.longdouble), y.astype(np.longdouble)
+    log_p = z - z.max(axis=1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+    log_q = y - y.max(axis=1, keepdims=True)
+    log_q -= np.log(np.exp(log_q).sum(axis=1, keepdims=True))
+    return -np.sum(np.exp(log_p) * log_q, axis=1)
+
+
 def _within_contract(got, want):
     got, want = np.asarray(got, dtype=np.longdouble), np.asarray(want, dtype=np.longdouble)
     tolerance = np.maximum(1e-9 * np.abs(want), 1e-14)
@@ -91,3 +100,17 @@ def test_js_per_row_within_the_contract(weights, offset):
     _within_contract(got, _reference_js(z, y, weights))
     single = js_rows(as_log_rows(z[:1], "logits", label="P"), as_log_rows(y, "logits", label="Q"), weights)
     _within_contract(single, _reference_js(np.broadcast_to(z[:1], y.shape), y, weights))
+
+
+@pytest.mark.parametrize("case", ["benchmark", "hard"])
+def test_xent_per_row_within_the_contract(cli, tmp_path, case):
+    rng = np.random.default_rng(7)
+    z = (rng.standard_normal((24, 32000)) * 2).astype(np.float32)
+    noise = 0.5 if case == "benchmark" else 1e-4
+    y = (z + (0 if case == "benchmark" else 5) + rng.standard_normal(z.shape) * noise).astype(np.float32)
+    np.save(tmp_path / "p.npy", z)
+    np.save(tmp_path / "q.npy", y)
+    doc = cli("xent", tmp_path / "p.npy", tmp_path / "q.npy", "--logits", "--json", "--per-row").json()
+    _within_contract(np.array(doc["per_row"]["cross_entropy"]), _reference_cross_entropy(z, y))
+    _within_contract(np.array(doc["per_row"]["kl"]), _reference_kl(z, y))
+    _within_contract(doc["value"], np.mean(_reference_cross_entropy(z, y)))
