@@ -24,7 +24,7 @@ import numpy as np
 
 # u = 2^-24 (float32's unit roundoff). A row's error is estimated as ERROR_UNITS·u·(|log Z_p| + |log Z_q|
 # + |E| + 1): the sums and the exponentials each carry a few u of relative error, which the logarithms
-# turn into absolute error. It exceeded the measured error a hundredfold on the benchmark's data.
+# turn into absolute error. It exceeded the largest measured error about 70-fold on the benchmark's data.
 ERROR_UNITS = 16.0
 # Rows whose estimate exceeds this fraction of their value are recomputed at full precision.
 RELATIVE = 1e-3
