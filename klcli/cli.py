@@ -165,8 +165,8 @@ def kl_command(
     ] = False,
     precision: Annotated[str, typer.Option(
         "--precision", metavar="precise|fast", help="precise: float64 arithmetic, every figure within 1e-9 of the "
-        "float64 computation. fast: float32 arithmetic for float32 logits; each row within 1e-3 relative "
-        "(typically 1e-6), rows where that cannot be assured recomputed precisely.")] = "precise",
+        "float64 computation. fast: float32 arithmetic for float32 or float16 logits; each row within 1e-3 relative "
+        "(typically a few 1e-6), rows where that cannot be assured recomputed precisely.")] = "precise",
     kind: KindOpt = None,
     logits: LogitsOpt = False,
     p_kind: PKindOpt = None,
