@@ -150,24 +150,30 @@ def mixture_entropy(p: LogRows, q: LogRows, weights: tuple[float, float],
 
     From the unnormalised weights, M = a·U with U = weights_p + r·weights_q,
     a = π1/Z_p and r = π2·Z_p/(π1·Z_q): one scaling pass instead of two, and
-    H(M) = −a·Σ U log U − log(a)·Σ M.
+    H(M) = −a·Σ U log U − log(a)·Σ M. Where Z_p or r is far from 1 (weights
+    near 0, logits in the hundreds) U could over- or underflow; M is then
+    formed from both normalised sides.
     """
     w_p, w_q = weights
     if probs is None and w_p > 0 and w_q > 0:
         weights_p, mass_p = p.weights()
         weights_q, mass_q = q.weights()
         scale = w_p / mass_p
-        ratio = w_q / (mass_q * scale)
-        mixture = np.multiply(weights_q, ratio[:, None])
-        mixture += weights_p
-        total = scale * (mass_p + ratio * mass_q)  # Σ M: 1 to rounding
-    else:
-        if probs is None:
-            probs = (p.probs(), q.probs())
-        mixture, scale, total = w_p * probs[0] + w_q * probs[1], 1.0, 1.0
+        with np.errstate(over="ignore", divide="ignore"):
+            ratio = w_q / (mass_q * scale)
+        # U ≤ Z_p·(1 + π2/π1) < 1e300, and its terms that matter (≥ 1e-17·Z_p·min(1, r)) are normal numbers.
+        if np.all((mass_p > 1e-100) & (mass_p < 1e200) & (ratio > 1e-100) & (ratio < 1e100)):
+            mixture = np.multiply(weights_q, ratio[:, None])
+            mixture += weights_p
+            total = scale * (mass_p + ratio * mass_q)  # Σ M: 1 to rounding
+            with np.errstate(divide="ignore"):
+                log_mixture = np.log(mixture)
+                return -scale * weighted_sum(mixture, log_mixture) - np.log(scale) * total
+    if probs is None:
+        probs = (p.probs(), q.probs())
+    mixture = w_p * probs[0] + w_q * probs[1]
     with np.errstate(divide="ignore"):
-        log_mixture = np.log(mixture)
-        return -scale * weighted_sum(mixture, log_mixture) - np.log(scale) * total
+        return -weighted_sum(mixture, np.log(mixture))
 
 
 def js_from_ratio(d: np.ndarray, probs_p: np.ndarray, probs_q: np.ndarray,

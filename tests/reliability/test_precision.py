@@ -89,13 +89,13 @@ def _reference_js(z, y, weights):
     return weights[0] * np.sum(p * (log_p - log_m), axis=1) + weights[1] * np.sum(q * (log_q - log_m), axis=1)
 
 
-@pytest.mark.parametrize("weights", [(0.5, 0.5), (0.1, 0.9)])
-@pytest.mark.parametrize("offset", [0.0, 300.0])
-def test_js_per_row_within_the_contract(weights, offset):
-    """Also with logits far from 0 (log Z ≈ 300), where H(M) is assembled from large terms."""
+@pytest.mark.parametrize("weights", [(0.5, 0.5), (0.1, 0.9), (1e-120, 1 - 1e-120)])
+@pytest.mark.parametrize(("offset_p", "offset_q"), [(0.0, 0.0), (300.0, 300.0), (-400.0, 600.0)])
+def test_js_per_row_within_the_contract(weights, offset_p, offset_q):
+    """Also with logits far from 0, where the unnormalised weights are huge or tiny."""
     rng = np.random.default_rng(6)
-    z = (rng.standard_normal((12, 32000)) * 2 + offset).astype(np.float32)
-    y = (z + rng.standard_normal(z.shape) * 0.5).astype(np.float32)
+    z = (rng.standard_normal((12, 32000)) * 2 + offset_p).astype(np.float32)
+    y = (z - offset_p + offset_q + rng.standard_normal(z.shape) * 0.5).astype(np.float32)
     got = js_rows(as_log_rows(z, "logits", label="P"), as_log_rows(y, "logits", label="Q"), weights)
     _within_contract(got, _reference_js(z, y, weights))
     single = js_rows(as_log_rows(z[:1], "logits", label="P"), as_log_rows(y, "logits", label="Q"), weights)
@@ -114,3 +114,13 @@ def test_xent_per_row_within_the_contract(cli, tmp_path, case):
     _within_contract(np.array(doc["per_row"]["cross_entropy"]), _reference_cross_entropy(z, y))
     _within_contract(np.array(doc["per_row"]["kl"]), _reference_kl(z, y))
     _within_contract(doc["value"], np.mean(_reference_cross_entropy(z, y)))
+
+
+def test_js_between_logits_whose_weights_are_far_apart_in_scale():
+    """P's e^z near 1e-170, Q's near 1e+260 (a peaked Q): the mixture must not lose either side."""
+    rng = np.random.default_rng(8)
+    z = (rng.standard_normal((6, 32000)) * 2 - 400).astype(np.float32)
+    y = (rng.standard_normal((6, 32000)) * 8 + 560).astype(np.float32)
+    for weights in [(0.5, 0.5), (0.9, 0.1)]:
+        got = js_rows(as_log_rows(z, "logits", label="P"), as_log_rows(y, "logits", label="Q"), weights)
+        _within_contract(got, _reference_js(z, y, weights))
