@@ -54,7 +54,6 @@ def top_k(values: np.ndarray, k: int) -> np.ndarray:
 def position_stats(base: LogRows, test: LogRows, top_k_size: int) -> dict[str, np.ndarray]:
     """Per position: both KL directions, JS, total variation, both argmaxes and the top-k overlap."""
     d = log_ratio(base, test)
-    p, q = base.probs(), test.probs()
     base_top, test_top = top_k(base.shifted, top_k_size), top_k(test.shifted, top_k_size)
     shared = (base_top[:, :, None] == test_top[:, None, :]).any(axis=2).sum(axis=1)
     with np.errstate(invalid="ignore"):
@@ -62,12 +61,18 @@ def position_stats(base: LogRows, test: LogRows, top_k_size: int) -> dict[str, n
     return {
         "kl": refined(expectation(base, d), d, test, p=base),
         "kl_reverse": refined(reverse, d, base, sign=-1.0, p=test),
-        "js": js_rows(base, test, probs=(p, q)),
-        "tv": 0.5 * np.sum(np.abs(p - q), axis=1),
+        "js": js_rows(base, test),
+        "tv": total_variation(base, test),
         "base_top1": base_top[:, 0],
         "test_top1": test_top[:, 0],
         "topk_overlap": shared / base_top.shape[1],
     }
+
+
+def total_variation(base: LogRows, test: LogRows) -> np.ndarray:
+    """½ Σ |p − q| per row (either side may be a single row, broadcast)."""
+    difference = np.subtract(base.probs(), test.probs())
+    return 0.5 * np.sum(np.abs(difference, out=difference), axis=1)
 
 
 def label_stats(base: LogRows, test: LogRows, labels: np.ndarray) -> dict[str, np.ndarray]:
