@@ -35,6 +35,7 @@ from klcli.options import (
     OutputOpt,
     PerRowOpt,
     PKindOpt,
+    PrecisionOpt,
     QKindOpt,
     QuietOpt,
     ShiftOpt,
@@ -163,10 +164,7 @@ def kl_command(
     t2_scale: Annotated[bool, typer.Option(
         "--t2-scale", help="Multiply by T² (with --temperature T), as Hinton et al.'s distillation loss does.")
     ] = False,
-    precision: Annotated[str, typer.Option(
-        "--precision", metavar="precise|fast", help="precise: float64 arithmetic, every figure within 1e-9 of the "
-        "float64 computation. fast: float32 arithmetic for float32 or float16 logits; each row within 1e-3 relative "
-        "(typically a few 1e-6), rows where that cannot be assured recomputed precisely.")] = "precise",
+    precision: PrecisionOpt = "precise",
     kind: KindOpt = None,
     logits: LogitsOpt = False,
     p_kind: PKindOpt = None,
@@ -190,10 +188,8 @@ def kl_command(
 
     from klcli.commands import divergence
 
-    if precision not in ("precise", "fast"):
-        raise UsageError(f"--precision {precision!r}: use precise or fast")
     reading = replace(_reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads),
-                      precision=precision)
+                      precision=_precision(precision))
     _finish(delivery, lambda progress: divergence.kl(p, q, reading, delivery.unit, direction=direction.value,
                                                      progress=progress, tail=_tail(tail), t2_scale=t2_scale), [p, q])
 
@@ -218,6 +214,7 @@ def xent_command(
     epsilon: EpsilonOpt = 0.0,
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
+    precision: PrecisionOpt = "precise",
     tail: TailOpt = "bucket",
     delivery=None,
 ) -> None:
@@ -242,11 +239,14 @@ def xent_command(
         if kind not in (None, Kind.logits) or p_kind not in (None, Kind.logits):
             raise UsageError("--labels scores logits; for per-token log-probabilities use klcli perplexity")
         reading = _token_reading("logits", labels, ignore_index, shift, temperature, label_smoothing=label_smoothing,
-                                 threads=threads)
+                                 threads=threads, precision=precision)
         _finish(delivery, lambda progress: perplexity.token_cross_entropy(p, reading, delivery.unit,
                                                                          progress=progress), [p, labels])
     if q is None:
         raise UsageError("xent needs Q, or --labels IDS to score logits P against observed tokens")
+    if _precision(precision) == "fast":
+        raise UsageError("--precision fast: xent has a float32 kernel only with --labels; between two "
+                         "distributions use the default precision (or kl --precision fast for D(P‖Q))")
     from klcli.commands import divergence
 
     reading = _reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads)
@@ -308,6 +308,7 @@ def perplexity_command(
         show_default=False)] = None,
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
+    precision: PrecisionOpt = "precise",
     delivery=None,
 ) -> None:
     """Perplexity exp(mean NLL per token) from logits and labels, or from the tokens' log-probabilities.
@@ -327,13 +328,21 @@ def perplexity_command(
 
     if group is not None and kind == Kind.logits:
         raise UsageError("--group goes with --kind logprobs or probs (per-token values in a table column)")
-    reading = _token_reading(kind.value, labels, ignore_index, shift, temperature, group=group, threads=threads)
+    reading = _token_reading(kind.value, labels, ignore_index, shift, temperature, group=group, threads=threads,
+                             precision=precision)
     operands = [scores] + ([labels] if labels else [])
     _finish(delivery, lambda progress: perplexity.perplexity(scores, reading, delivery.unit, progress=progress),
             operands)
 
 
-def _token_reading(kind, labels, ignore_index, shift, temperature, *, label_smoothing=0.0, group=None, threads=0):
+def _precision(value: str) -> str:
+    if value not in ("precise", "fast"):
+        raise UsageError(f"--precision {value!r}: use precise or fast")
+    return value
+
+
+def _token_reading(kind, labels, ignore_index, shift, temperature, *, label_smoothing=0.0, group=None, threads=0,
+                   precision="precise"):
     from klcli.commands.perplexity import TokenReading
 
     if not temperature > 0:
@@ -341,7 +350,8 @@ def _token_reading(kind, labels, ignore_index, shift, temperature, *, label_smoo
     if shift and kind != "logits":
         raise UsageError("--shift aligns logits with the next token's label; it needs --kind logits and --labels")
     return TokenReading(kind=kind, labels=labels, ignore_index=ignore_index, shift=shift, temperature=temperature,
-                        label_smoothing=label_smoothing, group=group, threads=threads)
+                        label_smoothing=label_smoothing, group=group, threads=threads,
+                        precision=_precision(precision))
 
 
 @app.command("compare")

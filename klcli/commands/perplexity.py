@@ -37,6 +37,7 @@ class TokenReading:
     label_smoothing: float = 0.0
     group: str | None = None
     threads: int = 0  # 0: every core available to the process
+    precision: str = "precise"  # or "fast": log Σ e^z in float32 arithmetic for float32/float16 logits
 
 
 @dataclass
@@ -84,7 +85,8 @@ def _labels_match(logits: Source, labels: Source) -> None:
 
 
 def block_losses(logits: Source, label_stream: Iterable[np.ndarray], labels_label: str, *, ignore_index: int,
-                 temperature: float = 1.0, label_smoothing: float = 0.0, threads: int = 0) -> Iterator[tuple]:
+                 temperature: float = 1.0, label_smoothing: float = 0.0, threads: int = 0,
+                 fast: bool = False) -> Iterator[tuple]:
     """``(first position, loss, counted)`` per block of logits and its labels, computed on the thread pool.
 
     ``label_stream`` yields 1-D arrays of token ids in order, in blocks of any size.
@@ -97,7 +99,7 @@ def block_losses(logits: Source, label_stream: Iterable[np.ndarray], labels_labe
         start, block, ids = item
         loss, counted = token_nll(block, ids[:, 0], temperature=temperature, ignore_index=ignore_index,
                                   label_smoothing=label_smoothing, label=logits.label, first_position=start,
-                                  kind=logits.forced_kind or "logits")
+                                  kind=logits.forced_kind or "logits", fast=fast)
         return start, loss, counted
 
     return ordered_map(work, pairs, threads or available_cores())
@@ -131,7 +133,7 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
     sequences, kept, positions = _Sequences(), [], 0
     blocks = block_losses(logits, stream, labels.label, ignore_index=reading.ignore_index,
                           temperature=reading.temperature, label_smoothing=reading.label_smoothing,
-                          threads=reading.threads)
+                          threads=reading.threads, fast=reading.precision == "fast")
     try:
         for start, loss, counted in blocks:
             at = start + np.arange(loss.size)
@@ -256,6 +258,7 @@ def perplexity(operand: str, reading: TokenReading, unit: Unit, *, progress=None
             "tokens": tokens,
             "sequences": int(with_tokens.sum()),
             "mean_sequence_perplexity": float(np.mean(per_sequence[with_tokens])),
+            "precision": reading.precision,
         },
         per_row=per_row,
         warnings=warnings,
@@ -267,7 +270,8 @@ def token_cross_entropy(operand: str, reading: TokenReading, unit: Unit, *, prog
     scores = token_scores(operand, reading, progress)
     per_token = unit.from_nats(scores.losses)
     summary = summarize(per_token)
-    figures = {"tokens": int(per_token.size), "label_smoothing": reading.label_smoothing}
+    figures = {"tokens": int(per_token.size), "label_smoothing": reading.label_smoothing,
+               "precision": reading.precision}
     if not reading.label_smoothing:
         figures["perplexity"] = corpus_perplexity(float(np.sum(scores.losses)), int(scores.losses.size))
     with_tokens = scores.sequence_tokens > 0

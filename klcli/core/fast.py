@@ -1,6 +1,6 @@
-"""``--precision fast``: D(P‖Q) from float32 logits in float32 arithmetic.
+"""``--precision fast``: D(P‖Q) and log-normalisers from float32 logits in float32 arithmetic.
 
-One pass per side and no float64 temporaries: per block of rows,
+One pass per side and no float64 temporaries: for D(P‖Q), per block of rows,
 
     e = exp(z_p)                  (into a per-thread buffer)
     Z_p = Σ e,  E = Σ e·(z_p − z_q) / Z_p
@@ -14,6 +14,9 @@ handed back as not assured, as are rows whose estimated error is too large
 for their value (nearly identical rows above all, where float32 would print
 rounding noise). :func:`klcli.core.discrete.kl_rows` recomputes those at full
 precision, and reports any invalid value there, with its row.
+
+For token losses (perplexity), :func:`log_normaliser` gives log Z = log Σ e^z
+the same way; the loss log Z − z[label] then carries log Z's absolute error.
 """
 
 from __future__ import annotations
@@ -75,3 +78,16 @@ def kl_estimate(p_logits: np.ndarray, q_logits: np.ndarray) -> tuple[np.ndarray,
         unit = float(np.finfo(np.float32).eps) / 2
         error = ERROR_UNITS * unit * (np.abs(log_p) + np.abs(log_q) + np.abs(mean_difference) + 1.0)
     return divergence, np.where(trusted, error, np.inf)
+
+
+def log_normaliser(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log Σ e^z per row from float32 logits, and its estimated absolute error (``inf`` where not assured)."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        weights = np.exp(logits, out=scratch("weights", logits.shape))
+        mass = np.vecdot(weights, _row_of_ones(logits.shape[1]))
+    low, high = _MASS_RANGE
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_mass = np.log(mass.astype(np.float64))
+    unit = float(np.finfo(np.float32).eps) / 2
+    error = ERROR_UNITS * unit * (np.abs(log_mass) + 1.0)
+    return log_mass, np.where((mass > low) & (mass < high), error, np.inf)

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from klcli.core.logspace import as_log_rows
+from klcli.core.fast import log_normaliser
+from klcli.core.logspace import LogRows, as_log_rows
 from klcli.errors import InputError
 
 IGNORE_INDEX = -100  # PyTorch's default ignore_index
@@ -49,11 +50,14 @@ def token_nll(
     label: str = "logits",
     first_position: int = 0,
     kind: str = "logits",
+    fast: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-position cross-entropy of ``labels`` under ``softmax(logits / T)``, in nats.
 
     With ``label_smoothing`` ε the loss is PyTorch's:
-    (1 − ε)·NLL + ε·mean over the vocabulary of −log p.
+    (1 − ε)·NLL + ε·mean over the vocabulary of −log p. ``fast`` (``--precision
+    fast``) forms log Σ e^z in float32 arithmetic for float32 or float16 logits
+    (see :func:`klcli.core.fast.log_normaliser`); other inputs ignore it.
 
     Returns
     -------
@@ -68,7 +72,11 @@ def token_nll(
     >>> np.round(loss, 12).tolist(), counted.tolist()  # ln 2, ln(4/3)
     ([0.69314718056, 0.287682072452], [True, True])
     """
-    rows = as_log_rows(np.asarray(logits), kind, label=label, first_row=first_position, temperature=temperature)
+    rows = as_log_rows(np.asarray(logits), kind, label=label, first_row=first_position, temperature=temperature,
+                       fast=fast and not label_smoothing)
+    if rows.fast:  # --precision fast: log Z in float32 arithmetic, unless a row leaves its safe range
+        log_mass, error = log_normaliser(rows.shifted)
+        rows = LogRows(rows.shifted, log_mass) if np.all(np.isfinite(error)) else rows.precise()
     counted = labels != ignore_index
     vocab = rows.shifted.shape[1]
     outside = counted & ((labels < 0) | (labels >= vocab))

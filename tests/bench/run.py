@@ -129,6 +129,7 @@ def commands(files: dict[str, Path], wanted) -> dict[str, list[str]]:
         "compare": [*klcli, "compare", str(p), str(q), "-q"],
         "compare --labels": [*klcli, "compare", str(p), str(q), "--labels", str(labels), "-q"],
         "perplexity": [*klcli, "perplexity", str(p), "--labels", str(labels), "-q"],
+        "perplexity fast": [*klcli, "perplexity", str(p), "--labels", str(labels), "--precision", "fast", "-q"],
     }
     if "p16" in files:
         table["floor float16"] = [sys.executable, "-c", FLOOR16, str(files["p16"]), str(files["q16"])]

@@ -98,3 +98,74 @@ def test_cli(cli, tmp_path):
     assert float(halves.out) == pytest.approx(reference.mean(), rel=1e-5)
     run = cli("kl", tmp_path / "p.npy", tmp_path / "q.npy", "--logits", "--precision", "quick")
     assert run.code == 2 and run.err == "klcli: error: --precision 'quick': use precise or fast\n"
+
+
+def _longdouble_nll(z, labels):
+    z = z.astype(np.longdouble)
+    peak = z.max(1, keepdims=True)
+    log_mass = np.log(np.exp(z - peak).sum(1)) + peak[:, 0]
+    return (log_mass - z[np.arange(z.shape[0]), labels]).astype(np.float64)
+
+
+@pytest.mark.parametrize("vocab", [1000, 32000, 200_000])
+def test_fast_log_normaliser_stays_within_its_estimate(vocab):
+    rng = np.random.default_rng(vocab + 1)
+    z = (rng.standard_normal((16, vocab)) * 2).astype(np.float32)
+    peak = z.astype(np.longdouble).max(1, keepdims=True)
+    reference = (np.log(np.exp(z.astype(np.longdouble) - peak).sum(1)) + peak[:, 0]).astype(np.float64)
+    log_mass, error = fast.log_normaliser(z)
+    assert np.all(np.abs(log_mass - reference) <= error)
+    assert np.all(error < 2e-5)
+
+
+def test_fast_perplexity_and_token_cross_entropy(cli, tmp_path):
+    rng = np.random.default_rng(9)
+    z = (rng.standard_normal((300, 4000)) * 3).astype(np.float32)
+    labels = rng.integers(0, 4000, size=300)
+    labels[::7] = -100
+    np.save(tmp_path / "logits.npy", z)
+    np.save(tmp_path / "logits16.npy", z.astype(np.float16))
+    np.save(tmp_path / "labels.npy", labels)
+    counted = labels != -100
+    reference = _longdouble_nll(z[counted], labels[counted])
+    run = cli("perplexity", tmp_path / "logits.npy", "--labels", tmp_path / "labels.npy", "--precision", "fast",
+              "--json").json()
+    assert run["precision"] == "fast" and run["tokens"] == counted.sum()
+    assert run["perplexity"] == pytest.approx(np.exp(reference.mean()), rel=1e-6)
+    assert run["nll"] == pytest.approx(reference.mean(), abs=2e-5)
+    xent = cli("xent", tmp_path / "logits.npy", "--labels", tmp_path / "labels.npy", "--precision", "fast",
+               "-q").out
+    assert float(xent) == pytest.approx(reference.mean(), abs=2e-5)
+    halves = cli("perplexity", tmp_path / "logits16.npy", "--labels", tmp_path / "labels.npy", "--precision",
+                 "fast", "-q").out
+    widened = z.astype(np.float16).astype(np.float32)
+    assert float(halves) == pytest.approx(np.exp(_longdouble_nll(widened[counted], labels[counted]).mean()), rel=1e-6)
+
+
+def test_fast_perplexity_reports_an_invalid_logit_and_falls_back_for_large_ones(cli, tmp_path):
+    z = np.zeros((40, 50), dtype=np.float32)
+    z[33, 4] = np.nan
+    np.save(tmp_path / "bad.npy", z)
+    np.save(tmp_path / "labels.npy", np.arange(40) % 50)
+    run = cli("perplexity", tmp_path / "bad.npy", "--labels", tmp_path / "labels.npy", "--precision", "fast")
+    assert run.code == 2 and "row 33 has nan at column 4; logits must be finite" in run.err
+    big = np.random.default_rng(10).standard_normal((40, 50)).astype(np.float32) + 200  # e^200 overflows float32
+    np.save(tmp_path / "big.npy", big)
+    labels = np.arange(40) % 50
+    fast_run = cli("perplexity", tmp_path / "big.npy", "--labels", tmp_path / "labels.npy", "--precision", "fast",
+                   "-q").out
+    assert float(fast_run) == pytest.approx(np.exp(_longdouble_nll(big, labels).mean()), rel=1e-12)
+
+
+def test_fast_needs_labels_for_xent(cli, tmp_path):
+    run = cli("xent", "0.5,0.5", "0.9,0.1", "--precision", "fast")
+    assert run.code == 2 and run.err.startswith("klcli: error: --precision fast: xent has a float32 kernel only")
+
+
+def test_fast_perplexity_is_identical_for_every_thread_count(cli, tmp_path):
+    rng = np.random.default_rng(11)
+    np.save(tmp_path / "logits.npy", (rng.standard_normal((500, 3000)) * 2).astype(np.float32))
+    np.save(tmp_path / "labels.npy", rng.integers(0, 3000, size=500))
+    runs = [cli("perplexity", tmp_path / "logits.npy", "--labels", tmp_path / "labels.npy", "--precision", "fast",
+                "--threads", threads, "--json", "--per-row").json() for threads in ("1", "3")]
+    assert runs[0] == runs[1]
