@@ -86,8 +86,10 @@ def log_normaliser(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         weights = np.exp(logits, out=scratch("weights", logits.shape))
         mass = np.vecdot(weights, _row_of_ones(logits.shape[1]))
     low, high = _MASS_RANGE
+    # A -inf logit has weight 0 and would pass the sums unseen; the precise kernel reports it.
+    trusted = (mass > low) & (mass < high) & np.isfinite(np.min(logits, axis=1))
     with np.errstate(divide="ignore", invalid="ignore"):
         log_mass = np.log(mass.astype(np.float64))
     unit = float(np.finfo(np.float32).eps) / 2
     error = ERROR_UNITS * unit * (np.abs(log_mass) + 1.0)
-    return log_mass, np.where((mass > low) & (mass < high), error, np.inf)
+    return log_mass, np.where(trusted, error, np.inf)

@@ -70,12 +70,14 @@ def test_a_single_row_broadcasts(single):
     np.testing.assert_allclose(fast_kl, reference, rtol=fast.RELATIVE)
 
 
+@pytest.mark.parametrize("side", ["P", "Q"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_an_invalid_logit_is_reported_with_its_row(bad):
+def test_an_invalid_logit_is_reported_with_its_row(bad, side):
     z = np.zeros((4, 10), dtype=np.float32)
     y = np.ones((4, 10), dtype=np.float32)
-    y[2, 7] = bad
-    with pytest.raises(DistributionError, match=r"^Q \(q\.npy\): row 12 has .* at column 7; logits must be finite"):
+    (z if side == "P" else y)[2, 7] = bad
+    name = "p" if side == "P" else "q"
+    with pytest.raises(DistributionError, match=rf"^{side} \({name}\.npy\): row 12 has .* at column 7; logits must"):
         kl_rows(as_log_rows(z, "logits", label="P (p.npy)", first_row=10, fast=True),
                 as_log_rows(y, "logits", label="Q (q.npy)", first_row=10, fast=True))
 
@@ -142,13 +144,16 @@ def test_fast_perplexity_and_token_cross_entropy(cli, tmp_path):
     assert float(halves) == pytest.approx(np.exp(_longdouble_nll(widened[counted], labels[counted]).mean()), rel=1e-6)
 
 
-def test_fast_perplexity_reports_an_invalid_logit_and_falls_back_for_large_ones(cli, tmp_path):
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_fast_perplexity_reports_an_invalid_logit_and_falls_back_for_large_ones(cli, tmp_path, bad):
     z = np.zeros((40, 50), dtype=np.float32)
-    z[33, 4] = np.nan
+    z[33, 4] = bad
     np.save(tmp_path / "bad.npy", z)
     np.save(tmp_path / "labels.npy", np.arange(40) % 50)
+    precise = cli("perplexity", tmp_path / "bad.npy", "--labels", tmp_path / "labels.npy")
     run = cli("perplexity", tmp_path / "bad.npy", "--labels", tmp_path / "labels.npy", "--precision", "fast")
-    assert run.code == 2 and "row 33 has nan at column 4; logits must be finite" in run.err
+    assert run.code == precise.code == 2 and run.err == precise.err
+    assert "row 33 has" in run.err and "at column 4; logits must be finite" in run.err
     big = np.random.default_rng(10).standard_normal((40, 50)).astype(np.float32) + 200  # e^200 overflows float32
     np.save(tmp_path / "big.npy", big)
     labels = np.arange(40) % 50
