@@ -13,27 +13,10 @@ import pytest
 from klcli.core.compare import position_stats
 from klcli.core.discrete import js_rows, kl_rows
 from klcli.core.logspace import as_log_rows
+from tests import reference
 
 if np.finfo(np.longdouble).nmant < 60:
     pytest.skip("numpy.longdouble is no wider than float64 here", allow_module_level=True)
-
-
-def _reference_kl(z, y):
-    z, y = z.astype(np.longdouble), y.astype(np.longdouble)
-    log_p = z - z.max(axis=1, keepdims=True)
-    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
-    log_q = y - y.max(axis=1, keepdims=True)
-    log_q -= np.log(np.exp(log_q).sum(axis=1, keepdims=True))
-    return np.sum(np.exp(log_p) * (log_p - log_q), axis=1)
-
-
-def _reference_cross_entropy(z, y):
-    z, y = z.astype(np.longdouble), y.astype(np.longdouble)
-    log_p = z - z.max(axis=1, keepdims=True)
-    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
-    log_q = y - y.max(axis=1, keepdims=True)
-    log_q -= np.log(np.exp(log_q).sum(axis=1, keepdims=True))
-    return -np.sum(np.exp(log_p) * log_q, axis=1)
 
 
 def _within_contract(got, want):
@@ -51,7 +34,7 @@ def test_kl_per_row_and_mean(case):
     else:  # Q = P + a constant shift of 5 + noise of 1e-4 per logit: KL ≈ 1e-9 per row
         y = (z + 5 + rng.standard_normal(z.shape) * 1e-4).astype(np.float32)
     got = kl_rows(as_log_rows(z, "logits", label="P"), as_log_rows(y, "logits", label="Q"))
-    want = _reference_kl(z, y)
+    want = reference.kl(z, y)
     if case == "hard":
         assert np.all(want < 1e-7)
     _within_contract(got, want)
@@ -63,8 +46,8 @@ def test_compare_kl_on_the_hard_case():
     z = (rng.standard_normal((16, 32000)) * 2).astype(np.float32)
     y = (z + 5 + rng.standard_normal(z.shape) * 1e-4).astype(np.float32)
     stats = position_stats(as_log_rows(z, "logits", label="P"), as_log_rows(y, "logits", label="Q"), 5)
-    _within_contract(stats["kl"], _reference_kl(z, y))
-    _within_contract(stats["kl_reverse"], _reference_kl(y, z))
+    _within_contract(stats["kl"], reference.kl(z, y))
+    _within_contract(stats["kl_reverse"], reference.kl(y, z))
     assert np.all(stats["js"] > 0)
 
 
@@ -73,20 +56,9 @@ def test_float16_inputs_follow_the_same_contract():
     z = (rng.standard_normal((8, 5000)) * 2).astype(np.float16)
     y = (z.astype(np.float32) + rng.standard_normal(z.shape) * 0.1).astype(np.float16)
     got = kl_rows(as_log_rows(z, "logits", label="P"), as_log_rows(y, "logits", label="Q"))
-    _within_contract(got, _reference_kl(z, y))
+    _within_contract(got, reference.kl(z, y))
     js = js_rows(as_log_rows(z, "logits", label="P"), as_log_rows(y, "logits", label="Q"))
     assert np.all(np.isfinite(js)) and np.all(js >= 0)
-
-
-def _reference_js(z, y, weights):
-    z, y = z.astype(np.longdouble), y.astype(np.longdouble)
-    log_p = z - z.max(axis=1, keepdims=True)
-    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
-    log_q = y - y.max(axis=1, keepdims=True)
-    log_q -= np.log(np.exp(log_q).sum(axis=1, keepdims=True))
-    p, q = np.exp(log_p), np.exp(log_q)
-    log_m = np.log(weights[0] * p + weights[1] * q)
-    return weights[0] * np.sum(p * (log_p - log_m), axis=1) + weights[1] * np.sum(q * (log_q - log_m), axis=1)
 
 
 @pytest.mark.parametrize("weights", [(0.5, 0.5), (0.1, 0.9), (1e-120, 1 - 1e-120)])
@@ -97,9 +69,9 @@ def test_js_per_row_within_the_contract(weights, offset_p, offset_q):
     z = (rng.standard_normal((12, 32000)) * 2 + offset_p).astype(np.float32)
     y = (z - offset_p + offset_q + rng.standard_normal(z.shape) * 0.5).astype(np.float32)
     got = js_rows(as_log_rows(z, "logits", label="P"), as_log_rows(y, "logits", label="Q"), weights)
-    _within_contract(got, _reference_js(z, y, weights))
+    _within_contract(got, reference.js(z, y, weights))
     single = js_rows(as_log_rows(z[:1], "logits", label="P"), as_log_rows(y, "logits", label="Q"), weights)
-    _within_contract(single, _reference_js(np.broadcast_to(z[:1], y.shape), y, weights))
+    _within_contract(single, reference.js(np.broadcast_to(z[:1], y.shape), y, weights))
 
 
 @pytest.mark.parametrize("case", ["benchmark", "hard"])
@@ -111,9 +83,9 @@ def test_xent_per_row_within_the_contract(cli, tmp_path, case):
     np.save(tmp_path / "p.npy", z)
     np.save(tmp_path / "q.npy", y)
     doc = cli("xent", tmp_path / "p.npy", tmp_path / "q.npy", "--logits", "--json", "--per-row").json()
-    _within_contract(np.array(doc["per_row"]["cross_entropy"]), _reference_cross_entropy(z, y))
-    _within_contract(np.array(doc["per_row"]["kl"]), _reference_kl(z, y))
-    _within_contract(doc["value"], np.mean(_reference_cross_entropy(z, y)))
+    _within_contract(np.array(doc["per_row"]["cross_entropy"]), reference.cross_entropy(z, y))
+    _within_contract(np.array(doc["per_row"]["kl"]), reference.kl(z, y))
+    _within_contract(doc["value"], np.mean(reference.cross_entropy(z, y)))
 
 
 def test_js_between_logits_whose_weights_are_far_apart_in_scale():
@@ -123,4 +95,4 @@ def test_js_between_logits_whose_weights_are_far_apart_in_scale():
     y = (rng.standard_normal((6, 32000)) * 8 + 560).astype(np.float32)
     for weights in [(0.5, 0.5), (0.9, 0.1)]:
         got = js_rows(as_log_rows(z, "logits", label="P"), as_log_rows(y, "logits", label="Q"), weights)
-        _within_contract(got, _reference_js(z, y, weights))
+        _within_contract(got, reference.js(z, y, weights))
