@@ -49,6 +49,22 @@ def decode_rows(words: np.ndarray, n_vocab: int) -> np.ndarray:
     return header[:, 1:2].astype(np.float64) + header[:, 0:1].astype(np.float64) * codes
 
 
+# A row's top code decodes to −log Σ e^(z − max) ≤ 0; float32 scale and minimum round it by a few 1e-6.
+_TOP_TOLERANCE = 1e-3
+
+
+def _checked(values: np.ndarray, path: str, first_row: int) -> np.ndarray:
+    """Decoded rows that are log-probabilities: finite and at most 0 (a damaged row header is neither)."""
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.max(values, axis=1) <= _TOP_TOLERANCE) | ~np.isfinite(np.min(values, axis=1))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        top = float(np.max(values[row]))
+        raise InputError(f"{path}: row {first_row + row} decodes to log-probabilities up to {top!r} (they must be "
+                         "finite and at most 0); its scale and minimum are damaged")
+    return values
+
+
 def open_llama_base(path: str, operand: str) -> Source:
     size = os.path.getsize(path)
     with open(path, "rb") as handle:
@@ -70,7 +86,7 @@ def open_llama_base(path: str, operand: str) -> Source:
 
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
         for start in range(0, rows.shape[0], block_rows):
-            yield decode_rows(rows[start : start + block_rows], n_vocab)
+            yield _checked(decode_rows(rows[start : start + block_rows], n_vocab), path, start)
 
     def labels(block_rows: int) -> Iterator[np.ndarray]:
         first = n_ctx // 2 + 1

@@ -205,3 +205,19 @@ def test_llama_truncated_and_wrong_magic(cli, llama_file, tmp_path):
     (tmp_path / "tiny.kld").write_bytes(b"_logits_\x01")
     run = cli("perplexity", tmp_path / "tiny.kld")
     assert run.code == 2 and "is not a llama.cpp KL-divergence base file" in run.err
+
+
+@pytest.mark.parametrize("header", [(2048.0, 0.0), (float("nan"), -20.0), (1e-4, float("inf"))])
+def test_llama_damaged_row_header_is_named(cli, llama_file, tmp_path, header):
+    path, logits, tokens, n_ctx = llama_file
+    n_chunk, rows_per_chunk, n_vocab = logits.shape
+    words = layout(n_ctx, n_vocab, n_chunk)[1]
+    data = bytearray(path.read_bytes())
+    row_start = 20 + 4 * n_chunk * n_ctx + 2 * words * 3  # row 3
+    data[row_start:row_start + 8] = struct.pack("<ff", *header)
+    damaged = tmp_path / "damaged.kld"
+    damaged.write_bytes(bytes(data))
+    run = cli("perplexity", damaged)
+    assert run.code == 2
+    assert run.err.startswith(f"klcli: error: {damaged}: row 3 decodes to log-probabilities up to ")
+    assert run.err.endswith("its scale and minimum are damaged\n")
