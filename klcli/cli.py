@@ -76,7 +76,7 @@ def _root(
     """
 
 
-def _reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads=0):
+def _reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads=0, precision="precise"):
     from klcli.commands.common import Reading
 
     if logits and kind not in (None, Kind.logits):
@@ -91,13 +91,19 @@ def _reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, thre
         normalize=normalize,
         epsilon=epsilon,
         threads=threads,
+        precision=_one_of("--precision", precision, ("precise", "fast")),
     )
 
 
+def _one_of(option: str, value: str, choices: tuple[str, ...]) -> str:
+    """A string option's value, if it is one of ``choices`` (Typer's own enum error names no fix)."""
+    if value not in choices:
+        raise UsageError(f"{option} {value!r}: use {' or '.join(choices)}")
+    return value
+
+
 def _tail(text: str) -> str:
-    if text not in ("bucket", "renormalize"):
-        raise UsageError(f"--tail {text!r}: use bucket or renormalize")
-    return text
+    return _one_of("--tail", text, ("bucket", "renormalize"))
 
 
 # The output options every command takes, added to its signature by @delivered: (annotation, default).
@@ -129,11 +135,7 @@ def delivered(command):
     def with_delivery(**options):
         from klcli.output import Delivery
 
-        chosen = {name: options.pop(name) for name in _OUTPUT_OPTIONS}
-        delivery = Delivery.from_options(fmt=chosen["fmt"], json_flag=chosen["json_flag"],
-                                         per_row=chosen["per_row"], quiet=chosen["quiet"], output=chosen["output"],
-                                         check=chosen["check"], no_progress=chosen["no_progress"],
-                                         base=chosen["base"], bits=chosen["bits"])
+        delivery = Delivery.from_options(**{name: options.pop(name) for name in _OUTPUT_OPTIONS})
         return command(**options, delivery=delivery)
 
     parameters = own + added
@@ -184,12 +186,9 @@ def kl_command(
 
       klcli kl sample_data/teacher_logits.npy sample_data/student_logits.npy --logits --check 'p99<0.5'
     """
-    from dataclasses import replace
-
     from klcli.commands import divergence
 
-    reading = replace(_reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads),
-                      precision=_precision(precision))
+    reading = _reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads, precision)
     _finish(delivery, lambda progress: divergence.kl(p, q, reading, delivery.unit, direction=direction.value,
                                                      progress=progress, tail=_tail(tail), t2_scale=t2_scale), [p, q])
 
@@ -244,7 +243,7 @@ def xent_command(
                                                                          progress=progress), [p, labels])
     if q is None:
         raise UsageError("xent needs Q, or --labels IDS to score logits P against observed tokens")
-    if _precision(precision) == "fast":
+    if _one_of("--precision", precision, ("precise", "fast")) == "fast":
         raise UsageError("--precision fast: xent has a float32 kernel only with --labels; between two "
                          "distributions use the default precision (or kl --precision fast for D(P‖Q))")
     from klcli.commands import divergence
@@ -335,12 +334,6 @@ def perplexity_command(
             operands)
 
 
-def _precision(value: str) -> str:
-    if value not in ("precise", "fast"):
-        raise UsageError(f"--precision {value!r}: use precise or fast")
-    return value
-
-
 def _token_reading(kind, labels, ignore_index, shift, temperature, *, label_smoothing=0.0, group=None, threads=0,
                    precision="precise"):
     from klcli.commands.perplexity import TokenReading
@@ -351,7 +344,7 @@ def _token_reading(kind, labels, ignore_index, shift, temperature, *, label_smoo
         raise UsageError("--shift aligns logits with the next token's label; it needs --kind logits and --labels")
     return TokenReading(kind=kind, labels=labels, ignore_index=ignore_index, shift=shift, temperature=temperature,
                         label_smoothing=label_smoothing, group=group, threads=threads,
-                        precision=_precision(precision))
+                        precision=_one_of("--precision", precision, ("precise", "fast")))
 
 
 @app.command("compare")
