@@ -20,9 +20,16 @@ _API = {
     "log_softmax": "klcli.core.logspace",
     "logsumexp": "klcli.core.logspace",
     "summarize": "klcli.core.stats",
+    "run": "klcli.runner",
+    "compare": "klcli.runner",
+    "rlhf": "klcli.runner",
 }
 
 __all__ = ["__version__", *_API]
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))
 
 
 def __getattr__(name: str):

@@ -1,5 +1,5 @@
 """``python -m klcli``."""
 
-from klcli.cli import run
+from klcli.boundary import run
 
 run()

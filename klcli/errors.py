@@ -7,11 +7,23 @@ a ``klcli: error: …`` line and an exit code.
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    """klcli's exit statuses (SPEC §5)."""
+
+    OK = 0  # computed, and every --check passed
+    CHECK_FAILED = 1  # a --check failed
+    ERROR = 2  # a usage or input error
+    INTERRUPTED = 130  # Ctrl-C, SIGTERM
+
+
 
 class KlcliError(Exception):
     """A problem the user can fix; reported as one ``klcli: error:`` line."""
 
-    exit_code = 2
+    exit_code = ExitStatus.ERROR
 
 
 class UsageError(KlcliError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from enum import Enum
 from typing import Annotated, Optional
 
@@ -111,3 +113,61 @@ CheckOpt = Annotated[Optional[list[str]], typer.Option(
     "--check", metavar="EXPR", help="Assert KEY OP NUMBER on the result, e.g. 'value<0.05' or 'p99<=0.2' "
     "(OP: < <= > >= == !=; KEY a dotted JSON path; a bare name means summary.NAME). Repeatable. "
     "A failed check exits 1.", rich_help_panel=GATES, show_default=False)]
+
+# --- operands and per-command options used by more than one command --------
+
+P_ARG = Annotated[str, typer.Argument(metavar="P", help="The first distribution(s): a file, FILE:SELECTOR, "
+                                      "'-' for standard input, or inline numbers such as 0.1,0.9.",
+                                      show_default=False)]
+Q_ARG = Annotated[str, typer.Argument(metavar="Q", help="The second distribution(s), in the same forms; a single "
+                                      "row is compared with every row of P.", show_default=False)]
+
+
+DirectionOpt = Annotated[Direction, typer.Option(
+    "--direction", help="forward D(P‖Q); reverse D(Q‖P); both adds D(Q‖P) and the symmetric sum.")]
+
+
+def parameter(option: str, meaning: str):
+    return Annotated[Optional[str], typer.Option(option, metavar="X", help=meaning, show_default=False,
+                                                 rich_help_panel="Gaussian parameters (numbers, vectors or files)")]
+
+
+
+# --- the output group ------------------------------------------------------
+
+# The output options every command takes, added to its signature by @delivered: (annotation, default).
+_OUTPUT_OPTIONS = {
+    "base": (BaseOpt, "e"),
+    "bits": (BitsOpt, False),
+    "fmt": (FormatOpt, None),
+    "json_flag": (JsonOpt, False),
+    "per_row": (PerRowOpt, False),
+    "quiet": (QuietOpt, False),
+    "output": (OutputOpt, None),
+    "check": (CheckOpt, None),
+    "no_progress": (NoProgressOpt, False),
+}
+
+
+def delivered(command):
+    """Give a command the shared output options; it receives them validated, as one ``delivery``.
+
+    Typer reads a command's options from its signature, so the wrapper's
+    signature is the command's own (without ``delivery``) plus the output
+    options, defined once above instead of in every command.
+    """
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "delivery"]
+    added = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation, default=default)
+             for name, (annotation, default) in _OUTPUT_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def with_delivery(**options):
+        from klcli.output import Delivery
+
+        delivery = Delivery.from_options(**{name: options.pop(name) for name in _OUTPUT_OPTIONS})
+        return command(**options, delivery=delivery)
+
+    parameters = own + added
+    with_delivery.__signature__ = inspect.Signature(parameters)
+    with_delivery.__annotations__ = {p.name: p.annotation for p in parameters}
+    return with_delivery

@@ -7,7 +7,8 @@ import sys
 from dataclasses import dataclass, field
 
 from klcli.checks import Check, describe_failure, evaluate, parse_check
-from klcli.errors import UsageError
+from klcli.errors import ExitStatus, UsageError
+from klcli.result import Result
 from klcli.units import Unit
 
 
@@ -59,18 +60,30 @@ class Delivery:
 
             check_output_path(self.output, operands)
 
-    def deliver(self, result) -> int:
+    def report(self, result: Result) -> tuple[Result, dict]:
+        """The result in the asked unit, and its JSON document with the checks' outcomes.
+
+        The unit is applied here, once, at delivery; the document is built
+        once, and the checks read that same document.
+        """
+        result = result.in_unit(self.unit)
+        document = result.document(per_row=self.per_row)
+        result.checks = evaluate(self.checks, document)
+        document["checks"], document["passed"] = result.checks, result.passed
+        return result, document
+
+    def deliver(self, result: Result) -> int:
         """Print (or write) the result and the notes; return the exit code (0, or 1 if a check failed)."""
         from klcli import render
         from klcli.io.output import write_atomically
 
-        result.checks = evaluate(self.checks, result.document())
+        result, document = self.report(result)
         to_terminal = self.output is None and sys.stdout.isatty()
         if self.quiet:
             text = render.quiet(result)
         else:
             text = render.render(result, self.format, per_row=self.per_row,
-                                 color=to_terminal and "NO_COLOR" not in os.environ)
+                                 color=to_terminal and "NO_COLOR" not in os.environ, document=document)
         for warning in result.warnings:
             print(f"klcli: note: {warning}", file=sys.stderr)
         for outcome in result.checks:
@@ -84,7 +97,7 @@ class Delivery:
                 sys.stdout.flush()
             except BrokenPipeError:
                 quiet_broken_pipe()
-        return 0 if result.passed else 1
+        return ExitStatus.OK if result.passed else ExitStatus.CHECK_FAILED
 
 
 def quiet_broken_pipe() -> None:

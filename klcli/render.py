@@ -37,8 +37,10 @@ def quiet(result: Result) -> str:
     return repr(float(result.value)) + "\n"
 
 
-def to_json(result: Result, *, per_row: bool) -> str:
-    return json.dumps(json_safe(result.document(per_row=per_row)), allow_nan=False, indent=2) + "\n"
+def to_json(result: Result, *, per_row: bool, document: dict | None = None) -> str:
+    """The JSON document (``document`` if it was built already, with the checks' outcomes)."""
+    doc = document if document is not None else result.document(per_row=per_row)
+    return json.dumps(json_safe(doc), allow_nan=False, indent=2) + "\n"
 
 
 def _row_values(result: Result):
@@ -158,9 +160,10 @@ def _mean_figures(figures: dict) -> list[tuple[str, dict]]:
     return found
 
 
-def render(result: Result, fmt: str, *, per_row: bool, color: bool = False, width: int | None = None) -> str:
+def render(result: Result, fmt: str, *, per_row: bool, color: bool = False, width: int | None = None,
+           document: dict | None = None) -> str:
     if fmt == "json":
-        return to_json(result, per_row=per_row)
+        return to_json(result, per_row=per_row, document=document)
     if fmt == "csv":
         return to_csv(result)
     if fmt == "ndjson":

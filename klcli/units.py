@@ -47,3 +47,6 @@ class Unit:
 
     def from_nats(self, value):
         return value / self.scale
+
+
+NATS = Unit("nats", math.e)

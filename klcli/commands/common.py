@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from klcli import engine
 from klcli.core.logspace import LogRows, as_log_rows
 from klcli.core.stats import summarize
-from klcli.core.stream import available_cores, ordered_map, paired_blocks
 from klcli.errors import UsageError
 from klcli.io.operand import open_operand
 from klcli.io.source import Source, rows_per_block
@@ -28,9 +28,9 @@ class Reading:
     precision: str = "precise"  # or "fast": float32 arithmetic for float32 logits (kl)
 
     def log_rows(self, block: np.ndarray, kind: str, source: Source, first_row: int) -> LogRows:
-        return as_log_rows(block, source.forced_kind or kind, label=source.label, first_row=first_row,
-                           temperature=self.temperature, normalize=self.normalize, epsilon=self.epsilon,
-                           fast=self.precision == "fast")
+        options = {"kind": source.forced_kind or kind, **source.kernel_options}
+        return as_log_rows(block, label=source.label, first_row=first_row, temperature=self.temperature,
+                           normalize=self.normalize, epsilon=self.epsilon, fast=self.precision == "fast", **options)
 
     def notes(self) -> list[str]:
         notes = []
@@ -44,7 +44,7 @@ class Reading:
 
 def open_operands(*operands: tuple[str, str]) -> list[Source]:
     """Open ``(operand, role)`` pairs; standard input may be read by one operand only."""
-    if sum(1 for operand, _ in operands if operand == "-") > 1:
+    if sum(1 for operand, _ in operands if isinstance(operand, str) and operand == "-") > 1:
         raise UsageError("only one operand can read standard input ('-')")
     return [open_operand(operand, role) for operand, role in operands]
 
@@ -78,18 +78,17 @@ class PairRun:
     q_rows: int
 
 
-def run_pairs(
-    p_source: Source,
-    q_source: Source,
-    reading: Reading,
-    kernel: Callable[[LogRows, LogRows], dict[str, np.ndarray]],
-    progress=None,
-) -> PairRun:
-    """Stream both sources block by block through ``kernel`` (one value per row per metric)."""
+def pair_items(p_source: Source, q_source: Source, reading: Reading, *, broadcast: bool = True):
+    """The paired blocks of two sources, as ``(start, p_side, q_side)``, and the two sides' row counters.
+
+    A single row broadcast against many is converted to log space once, here,
+    before the blocks go to the threads.
+    """
     seen = {"P": _SideCount(), "Q": _SideCount()}
-    pairs = paired_blocks(p_source.blocks(rows_per_block(p_source.outcomes or 1)),
-                          q_source.blocks(rows_per_block(q_source.outcomes or 1)),
-                          block_rows=rows_per_block, p_label=p_source.label, q_label=q_source.label)
+    pairs = engine.paired_blocks(p_source.blocks(rows_per_block(p_source.outcomes or 1)),
+                                 q_source.blocks(rows_per_block(q_source.outcomes or 1)),
+                                 block_rows=rows_per_block, p_label=p_source.label, q_label=q_source.label,
+                                 broadcast=broadcast)
 
     def p_rows(block, start):
         return reading.log_rows(block, reading.p_kind, p_source, start)
@@ -97,25 +96,30 @@ def run_pairs(
     def q_rows(block, start):
         return reading.log_rows(block, reading.q_kind, q_source, start)
 
-    def work(item):
+    items = ((start, seen["P"].pass_on(p_block, start, p_rows), seen["Q"].pass_on(q_block, start, q_rows))
+             for start, p_block, q_block in pairs)
+    return items, seen, p_rows, q_rows
+
+
+def run_pairs(
+    p_source: Source,
+    q_source: Source,
+    reading: Reading,
+    kernel: Callable[[LogRows, LogRows], dict[str, np.ndarray]],
+    progress=None,
+) -> PairRun:
+    """Stream both sources block by block through ``kernel`` (one value per row per metric) on the engine."""
+    items, seen, p_rows, q_rows = pair_items(p_source, q_source, reading)
+
+    def work(item) -> engine.Partial:
         start, p_side, q_side = item
         p_side = p_side if isinstance(p_side, LogRows) else p_rows(p_side, start)
         q_side = q_side if isinstance(q_side, LogRows) else q_rows(q_side, start)
-        return max(p_side.rows, q_side.rows), kernel(p_side, q_side)
+        figures = {name: np.asarray(values) for name, values in kernel(p_side, q_side).items()}
+        return engine.Partial(start, start + max(p_side.rows, q_side.rows), figures)
 
-    # A single row broadcast against many is converted once, here, before the blocks go to the threads.
-    items = ((start, seen["P"].pass_on(p_block, start, p_rows), seen["Q"].pass_on(q_block, start, q_rows))
-             for start, p_block, q_block in pairs)
-    pieces: dict[str, list[np.ndarray]] = {}
-    done = 0
-    for rows, figures in ordered_map(work, items, reading.threads or available_cores()):
-        for name, values in figures.items():
-            pieces.setdefault(name, []).append(np.asarray(values))
-        done += rows
-        if progress is not None:
-            progress.update(done)
-    per_row = {name: np.concatenate(parts) for name, parts in pieces.items()}
-    return PairRun(per_row, done, seen["P"].rows, seen["Q"].rows)
+    merged = engine.run(items, work, threads=reading.threads, progress=progress)
+    return PairRun(merged.per_row, merged.rows, seen["P"].rows, seen["Q"].rows)
 
 
 class _SideCount:

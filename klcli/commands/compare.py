@@ -6,18 +6,18 @@ import math
 
 import numpy as np
 
+from klcli import engine
 from klcli.commands.common import Reading, describe_inputs, open_operands, open_pair
 from klcli.core.compare import agreement_stderr, label_stats, paired_difference, position_stats
 from klcli.core.perplexity import as_token_ids
 from klcli.core.stats import summarize
-from klcli.core.stream import Rows, available_cores, ordered_map, paired_blocks
+from klcli.engine import Rows, paired_blocks
 from klcli.errors import ShapeError
 from klcli.io.source import Source, rows_per_block
 from klcli.result import Result
-from klcli.units import Unit
 
-# Per-position figures in nats, reported in the chosen unit.
-_DIVERGENCES = ("kl", "kl_reverse", "js")
+# The information quantities among the per-position figures (nats, reported in the chosen unit at delivery).
+_INFORMATION = {"kl": 1.0, "kl_reverse": 1.0, "js": 1.0, "nll_base": 1.0, "nll_test": 1.0, "worst.kl": 1.0}
 
 
 def _check_shapes(base: Source, test: Source) -> None:
@@ -35,7 +35,7 @@ def _label_stream(labels: Source):
         yield ids.reshape(-1, 1)
 
 
-def compare(base_operand: str, test_operand: str, reading: Reading, unit: Unit, *, labels: str | None = None,
+def compare(base_operand, test_operand, reading: Reading, *, labels=None,
             top_k: int = 5, worst: int = 10, ignore_index: int = -100, progress=None, tail: str = "bucket") -> Result:
     base, test, extras = open_pair(base_operand, test_operand, ("BASE", "TEST"), tail)
     sources = [base, test] + (open_operands((labels, "labels")) if labels else [])
@@ -45,8 +45,6 @@ def compare(base_operand: str, test_operand: str, reading: Reading, unit: Unit, 
                               role="labels"))
         labels = base.operand
     label_rows = Rows(_label_stream(sources[2])) if labels else None
-    pieces: dict[str, list[np.ndarray]] = {}
-    rows = 0
     pairs = paired_blocks(base.blocks(rows_per_block(base.outcomes or 1)),
                           test.blocks(rows_per_block(test.outcomes or 1)),
                           block_rows=rows_per_block, p_label=base.label, q_label=test.label, broadcast=False)
@@ -62,20 +60,15 @@ def compare(base_operand: str, test_operand: str, reading: Reading, unit: Unit, 
         figures = position_stats(base_rows, test_rows, top_k)
         if ids is not None:
             figures.update(_label_figures(base_rows, test_rows, ids, ignore_index))
-        return base_block.shape[0], figures
+        return engine.Partial(start, start + base_block.shape[0], figures)
 
-    for count, figures in ordered_map(work, items(), reading.threads or available_cores()):
-        for name, values in figures.items():
-            pieces.setdefault(name, []).append(values)
-        rows += count
-        if progress is not None:
-            progress.update(rows)
+    merged = engine.run(items(), work, threads=reading.threads, progress=progress)
+    rows, stats = merged.rows, merged.per_row
     if label_rows is not None and (total := label_rows.drain()) != rows:
         raise ShapeError(f"{sources[2].label} hold {total} labels but the logits have {rows} positions; "
                          "give one label per position")
-    stats = {name: np.concatenate(parts) for name, parts in pieces.items()}
     vocab = base.outcomes or test.outcomes
-    result = _report(stats, rows, vocab, top_k, worst, unit,
+    result = _report(stats, rows, vocab, top_k, worst,
                      describe_inputs(sources, [reading.p_kind, reading.q_kind] + (["labels"] if labels else []),
                                      [rows] * len(sources)))
     result.figures.update(extras)
@@ -107,15 +100,14 @@ def _label_figures(base_rows, test_rows, ids: np.ndarray, ignore_index: int) -> 
     return {"label": ids, "counted": counted, **figures}
 
 
-def _report(stats, rows, vocab, top_k, worst, unit: Unit, inputs) -> Result:
-    scaled = {name: unit.from_nats(stats[name]) for name in _DIVERGENCES}
-    kl = summarize(scaled["kl"])
+def _report(stats, rows, vocab, top_k, worst, inputs) -> Result:
+    kl = summarize(stats["kl"])
     agree = stats["base_top1"] == stats["test_top1"]
     agreement = float(np.mean(agree))
     metrics = {
         "kl": kl,
-        "kl_reverse": summarize(scaled["kl_reverse"]),
-        "js": summarize(scaled["js"]),
+        "kl_reverse": summarize(stats["kl_reverse"]),
+        "js": summarize(stats["js"]),
         "tv": summarize(stats["tv"]),
     }
     figures = {
@@ -125,7 +117,7 @@ def _report(stats, rows, vocab, top_k, worst, unit: Unit, inputs) -> Result:
         "top_k": top_k,
         "topk_overlap": float(np.mean(stats["topk_overlap"])),
     }
-    per_row = {"kl": scaled["kl"], "kl_reverse": scaled["kl_reverse"], "js": scaled["js"], "tv": stats["tv"],
+    per_row = {"kl": stats["kl"], "kl_reverse": stats["kl_reverse"], "js": stats["js"], "tv": stats["tv"],
                "top1_agree": agree, "topk_overlap": stats["topk_overlap"]}
     if "label" in stats:
         counted = stats["counted"]
@@ -144,12 +136,12 @@ def _report(stats, rows, vocab, top_k, worst, unit: Unit, inputs) -> Result:
             "nll_correlation": float(np.corrcoef(nll_base, nll_test)[0, 1]) if nll_base.size > 1 else None,
         })
         metrics["delta_p"] = delta
-        per_row.update({"nll_base": unit.from_nats(stats["nll_base"]), "nll_test": unit.from_nats(stats["nll_test"]),
+        per_row.update({"nll_base": stats["nll_base"], "nll_test": stats["nll_test"],
                         "delta_p": stats["delta_p"]})
     # The worst positions: largest D(base‖test), ties by lower row (a stable sort of −kl).
     order = np.argsort(-stats["kl"], kind="stable")[:worst]
     figures["worst"] = [
-        {"row": int(row), "kl": float(scaled["kl"][row]), "base_top1": int(stats["base_top1"][row]),
+        {"row": int(row), "kl": float(stats["kl"][row]), "base_top1": int(stats["base_top1"][row]),
          "test_top1": int(stats["test_top1"][row]),
          **({"label": int(stats["label"][row])} if "label" in stats else {})}
         for row in order
@@ -158,11 +150,11 @@ def _report(stats, rows, vocab, top_k, worst, unit: Unit, inputs) -> Result:
         command="compare",
         headline="mean D(base‖test)",
         value=kl["mean"],
-        unit=unit,
         rows=rows,
         inputs=inputs,
         summary=kl,
         metrics=metrics,
         figures=figures,
         per_row=per_row,
+        information=_INFORMATION,
     )

@@ -1,8 +1,16 @@
-"""``kl``, ``xent`` and ``js``: divergences between two sets of distributions, row by row."""
+"""``kl``, ``xent`` and ``js``: divergences between two sets of distributions, row by row.
+
+The three commands are one table of metrics (:data:`METRICS`): each names its
+kernel over two blocks of log-rows, its headline, which per-row figures are
+information quantities, and its notes; :func:`divergence` streams any of them
+through the engine and builds the Result (in nats) once.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,142 +26,179 @@ from klcli.commands.common import (
     summaries,
 )
 from klcli.core.discrete import entropy_rows, js_rows, kl_rows
+from klcli.core.logspace import LogRows
 from klcli.errors import UsageError
 from klcli.result import Result
-from klcli.units import Unit
 
 DIRECTIONS = ("forward", "reverse", "both")
 _SMOOTH_HINT = "P has mass where Q has none; --epsilon E smooths the distributions"
 
-
-def _inputs(sources, reading: Reading, run: PairRun) -> list[dict]:
-    return describe_inputs(sources, [reading.p_kind, reading.q_kind], [run.p_rows, run.q_rows])
+Kernel = Callable[[LogRows, LogRows], dict[str, np.ndarray]]
 
 
-def kl(p: str, q: str, reading: Reading, unit: Unit, *, direction: str = "forward", progress=None,
-       tail: str = "bucket", t2_scale: bool = False) -> Result:
-    """D(P‖Q) per row; ``reverse`` gives D(Q‖P), ``both`` both and their sum.
+@dataclass(frozen=True)
+class Metric:
+    """One divergence command: its kernel, headline and notes, as functions of its own options."""
 
-    ``t2_scale`` multiplies by T² (the temperature squared), as the distillation
-    loss of Hinton et al. (2015) does to keep gradients comparable across temperatures.
-    """
-    p_source, q_source, extras = open_pair(p, q, tail=tail)
-
-    def kernel(p_rows, q_rows):
-        return by_direction(direction, lambda: kl_rows(p_rows, q_rows), lambda: kl_rows(q_rows, p_rows))
-
-    run = run_pairs(p_source, q_source, reading, kernel, progress)
-    scale = reading.temperature**2 if t2_scale else 1.0
-    per_row = {name: unit.from_nats(values) * scale for name, values in run.per_row.items()}
-    metrics = summaries(per_row)
-    head, headline = headline_of(direction)
-    notes = reading.notes()
-    if t2_scale:
-        notes.append(f"scaled by T² = {scale:g} (Hinton et al. 2015's distillation loss)")
-    warnings = []
-    if "kl" in per_row:
-        warnings += infinite_note("D(P‖Q)", per_row["kl"], _SMOOTH_HINT)
-    if "kl_reverse" in per_row:
-        warnings += infinite_note("D(Q‖P)", per_row["kl_reverse"], "Q has mass where P has none; --epsilon E smooths")
-    return Result(
-        command="kl",
-        headline=headline,
-        value=metrics[head]["mean"],
-        unit=unit,
-        rows=run.rows,
-        inputs=_inputs([p_source, q_source], reading, run),
-        summary=metrics[head],
-        metrics=metrics,
-        figures={"direction": direction, "precision": reading.precision,
-                 **({"t2_scale": scale} if t2_scale else {}), **extras},
-        per_row=per_row,
-        notes=notes,
-        warnings=warnings,
-    )
+    kernel: Callable[[dict], Kernel]
+    headline: Callable[[dict], tuple[str, str]]  # (per-row name of the headline, how people read it)
+    information: dict[str, float]  # per-row names → power of the logarithm (see Result.information)
+    figures: Callable[[dict, Reading], dict]
+    notes: Callable[[dict, Reading], list[str]]
+    warnings: Callable[[dict[str, np.ndarray]], list[str]]
+    derived: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] = lambda per_row: per_row
+    scale: Callable[[dict, Reading], float] = lambda options, reading: 1.0
 
 
-def xent(p: str, q: str, reading: Reading, unit: Unit, *, progress=None, tail: str = "bucket") -> Result:
-    """Cross-entropy H(P,Q), entropy H(P) and D(P‖Q) per row.
+def _kl_kernel(options: dict) -> Kernel:
+    direction = options.get("direction", "forward")
+    return lambda p, q: by_direction(direction, lambda: kl_rows(p, q), lambda: kl_rows(q, p))
 
-    D(P‖Q) is computed directly rather than as the difference H(P,Q) − H(P),
-    which loses digits when both are large and nearly equal; H(P,Q) is then
-    H(P) + D(P‖Q), which also saves a pass over the rows.
-    """
-    p_source, q_source, extras = open_pair(p, q, tail=tail)
 
-    def kernel(p_rows, q_rows):
+def _xent_kernel(options: dict) -> Kernel:
+    """H(P,Q) as H(P) + D(P‖Q): D computed directly keeps the digits H(P,Q) − H(P) would lose."""
+
+    def kernel(p_rows: LogRows, q_rows: LogRows) -> dict[str, np.ndarray]:
         entropy = entropy_rows(p_rows)
         if entropy.shape[0] == 1 and q_rows.shifted.shape[0] > 1:
             entropy = np.repeat(entropy, q_rows.shifted.shape[0])
         divergence = kl_rows(p_rows, q_rows)
         return {"cross_entropy": entropy + divergence, "entropy": entropy, "kl": divergence}
 
-    run = run_pairs(p_source, q_source, reading, kernel, progress)
-    per_row = {name: unit.from_nats(values) for name, values in run.per_row.items()}
-    metrics = summaries(per_row)
+    return kernel
+
+
+def _js_kernel(options: dict) -> Kernel:
+    weights = options.get("weights", (0.5, 0.5))
+    return lambda p, q: {"js_divergence": js_rows(p, q, weights)}
+
+
+def _kl_warnings(per_row: dict[str, np.ndarray]) -> list[str]:
+    warnings = []
+    if "kl" in per_row:
+        warnings += infinite_note("D(P‖Q)", per_row["kl"], _SMOOTH_HINT)
+    if "kl_reverse" in per_row:
+        warnings += infinite_note("D(Q‖P)", per_row["kl_reverse"], "Q has mass where P has none; --epsilon E smooths")
+    return warnings
+
+
+def _t2(options: dict, reading: Reading) -> float:
+    return reading.temperature**2 if options.get("t2_scale") else 1.0
+
+
+def _kl_notes(options: dict, reading: Reading) -> list[str]:
     notes = reading.notes()
-    warnings = infinite_note("H(P,Q)", per_row["cross_entropy"], _SMOOTH_HINT)
+    if options.get("t2_scale"):
+        notes.append(f"scaled by T² = {_t2(options, reading):g} (Hinton et al. 2015's distillation loss)")
+    return notes
+
+
+METRICS: dict[str, Metric] = {
+    "kl": Metric(
+        kernel=_kl_kernel,
+        headline=lambda options: headline_of(options.get("direction", "forward")),
+        information={"kl": 1.0, "kl_reverse": 1.0, "kl_symmetric": 1.0},
+        figures=lambda options, reading: {
+            "direction": options.get("direction", "forward"), "precision": reading.precision,
+            **({"t2_scale": _t2(options, reading)} if options.get("t2_scale") else {})},
+        notes=_kl_notes,
+        warnings=_kl_warnings,
+        scale=_t2,
+    ),
+    "xent": Metric(
+        kernel=_xent_kernel,
+        headline=lambda options: ("cross_entropy", "mean H(P,Q)"),
+        information={"cross_entropy": 1.0, "entropy": 1.0, "kl": 1.0},
+        figures=lambda options, reading: {},
+        notes=lambda options, reading: reading.notes(),
+        warnings=lambda per_row: infinite_note("H(P,Q)", per_row["cross_entropy"], _SMOOTH_HINT),
+    ),
+    "js": Metric(
+        kernel=_js_kernel,
+        headline=lambda options: ("js_divergence", "mean JS divergence"),
+        # The distance √JSD is in the unit's square root, as scipy.spatial.distance.jensenshannon's ``base``.
+        information={"js_divergence": 1.0, "js_distance": 0.5},
+        figures=lambda options, reading: {"weights": list(options.get("weights", (0.5, 0.5)))},
+        notes=lambda options, reading: reading.notes(),
+        warnings=lambda per_row: [],
+        derived=lambda per_row: {"js_divergence": per_row["js_divergence"],
+                                 "js_distance": np.sqrt(np.maximum(per_row["js_divergence"], 0.0))},
+    ),
+}
+
+
+def _inputs(sources, reading: Reading, run: PairRun) -> list[dict]:
+    return describe_inputs(sources, [reading.p_kind, reading.q_kind], [run.p_rows, run.q_rows])
+
+
+def divergence(command: str, p, q, reading: Reading, *, progress=None, tail: str = "bucket", **options) -> Result:
+    """Stream P and Q through ``METRICS[command]``'s kernel; the Result, in nats."""
+    metric = METRICS[command]
+    p_source, q_source, extras = open_pair(p, q, tail=tail)
+    run = run_pairs(p_source, q_source, reading, metric.kernel(options), progress)
+    scale = metric.scale(options, reading)
+    per_row = metric.derived({name: values * scale if scale != 1.0 else values
+                              for name, values in run.per_row.items()})
+    metrics = summaries(per_row)
+    head, headline = metric.headline(options)
     return Result(
-        command="xent",
-        headline="mean H(P,Q)",
-        value=metrics["cross_entropy"]["mean"],
-        unit=unit,
+        command=command,
+        headline=headline,
+        value=metrics[head]["mean"],
         rows=run.rows,
         inputs=_inputs([p_source, q_source], reading, run),
-        summary=metrics["cross_entropy"],
+        summary=metrics[head],
         metrics=metrics,
-        figures=extras,
+        figures={**metric.figures(options, reading), **extras},
         per_row=per_row,
-        notes=notes,
-        warnings=warnings,
+        notes=metric.notes(options, reading),
+        warnings=metric.warnings(per_row),
+        information={name: power for name, power in metric.information.items() if name in per_row},
     )
 
 
-def parse_weights(text: str | None) -> tuple[float, float]:
-    """``--weights a,b``: non-negative, summing to 1.
+def kl(p, q, reading: Reading, *, direction: str = "forward", progress=None, tail: str = "bucket",
+       t2_scale: bool = False) -> Result:
+    """D(P‖Q) per row; ``reverse`` gives D(Q‖P), ``both`` both and their sum.
+
+    ``t2_scale`` multiplies by T² (the temperature squared), as the distillation
+    loss of Hinton et al. (2015) does to keep gradients comparable across temperatures.
+    """
+    return divergence("kl", p, q, reading, progress=progress, tail=tail, direction=direction, t2_scale=t2_scale)
+
+
+def xent(p, q, reading: Reading, *, progress=None, tail: str = "bucket") -> Result:
+    """Cross-entropy H(P,Q), entropy H(P) and D(P‖Q) per row."""
+    return divergence("xent", p, q, reading, progress=progress, tail=tail)
+
+
+def parse_weights(text) -> tuple[float, float]:
+    """``--weights a,b`` (or a pair of numbers): non-negative, summing to 1.
 
     Examples
     --------
     >>> parse_weights("0.1,0.9")
     (0.1, 0.9)
+    >>> parse_weights((0.3, 0.7))
+    (0.3, 0.7)
     """
     if text is None:
         return 0.5, 0.5
     try:
-        first, second = (float(part) for part in text.split(","))
-    except ValueError:
+        parts = text.split(",") if isinstance(text, str) else list(text)
+        first, second = (float(part) for part in parts)
+    except (ValueError, TypeError):
         raise UsageError(f"--weights {text!r}: give two numbers a,b such as 0.5,0.5") from None
     if not (first >= 0 and second >= 0 and math.isclose(first + second, 1.0, rel_tol=0, abs_tol=1e-9)):
         raise UsageError(f"--weights {text!r}: the weights must be >= 0 and sum to 1 (e.g. 0.9,0.1)")
     return first, second
 
 
-def js(p: str, q: str, reading: Reading, unit: Unit, *, weights: tuple[float, float] = (0.5, 0.5),
-       progress=None, tail: str = "bucket") -> Result:
+def js(p, q, reading: Reading, *, weights: tuple[float, float] = (0.5, 0.5), progress=None,
+       tail: str = "bucket") -> Result:
     """Jensen–Shannon divergence per row and its square root, the JS distance.
 
     The distance is √JSD in the chosen unit, as ``scipy.spatial.distance.jensenshannon``
     computes it with its ``base`` argument.
     """
-    p_source, q_source, extras = open_pair(p, q, tail=tail)
-
-    def kernel(p_rows, q_rows):
-        return {"js_divergence": js_rows(p_rows, q_rows, weights)}
-
-    run = run_pairs(p_source, q_source, reading, kernel, progress)
-    divergence = unit.from_nats(run.per_row["js_divergence"])
-    per_row = {"js_divergence": divergence, "js_distance": np.sqrt(np.maximum(divergence, 0.0))}
-    metrics = summaries(per_row)
-    return Result(
-        command="js",
-        headline="mean JS divergence",
-        value=metrics["js_divergence"]["mean"],
-        unit=unit,
-        rows=run.rows,
-        inputs=_inputs([p_source, q_source], reading, run),
-        summary=metrics["js_divergence"],
-        metrics=metrics,
-        figures={"weights": list(weights), **extras},
-        per_row=per_row,
-        notes=reading.notes(),
-    )
+    return divergence("js", p, q, reading, progress=progress, tail=tail, weights=weights)

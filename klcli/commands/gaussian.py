@@ -11,7 +11,6 @@ from klcli.core.gaussian import cholesky, kl_diagonal, kl_full, kl_standard_norm
 from klcli.errors import InputError, ShapeError, UsageError
 from klcli.io.operand import read_array, read_columns
 from klcli.result import Result
-from klcli.units import Unit
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ class Side:
     cov: str | None = None
 
     def scale(self) -> tuple[str, str] | None:
-        given = [(name, getattr(self, name)) for name in ("sigma", "var", "logvar") if getattr(self, name)]
+        given = [(name, getattr(self, name)) for name in ("sigma", "var", "logvar") if getattr(self, name) is not None]
         if self.cov is not None:
             given.append(("cov", self.cov))
         if len(given) > 1:
@@ -63,7 +62,7 @@ def _load(side: Side, inputs: list[dict]) -> tuple[_Params, dict[str, tuple]]:
         shapes[option] = array.shape
         return array
 
-    mu = _rows(load(f"--mu{side.index}", side.mu), f"--mu{side.index}") if side.mu else np.zeros((1, 1))
+    mu = _rows(load(f"--mu{side.index}", side.mu), f"--mu{side.index}") if side.mu is not None else np.zeros((1, 1))
     scale = side.scale()
     if scale is None:
         return _Params(mu, np.zeros((1, 1)), None, f"--sigma{side.index}"), shapes
@@ -101,6 +100,29 @@ def _full_factor(params: _Params, n: int, k: int) -> np.ndarray:
     return sigma[:, :, None] * np.eye(k)
 
 
+def _diagonal_pair(first: _Params, second: _Params, n: int, k: int) -> tuple[np.ndarray, str]:
+    mu1, mu2 = np.broadcast_to(first.mu, (n, k)), np.broadcast_to(second.mu, (n, k))
+    logvar1, logvar2 = np.broadcast_to(first.logvar, (n, k)), np.broadcast_to(second.logvar, (n, k))
+    pair = np.stack([kl_diagonal(mu1, logvar1, mu2, logvar2), kl_diagonal(mu2, logvar2, mu1, logvar1)])
+    return pair, "univariate" if k == 1 else "diagonal"
+
+
+def _full_pair(first: _Params, second: _Params, n: int, k: int) -> tuple[np.ndarray, str]:
+    chol1, chol2 = _full_factor(first, n, k), _full_factor(second, n, k)
+    mu1, mu2 = np.broadcast_to(first.mu, (n, k)), np.broadcast_to(second.mu, (n, k))
+    return np.stack([kl_full(mu1, chol1, mu2, chol2), kl_full(mu2, chol2, mu1, chol1)]), "full"
+
+
+# The closed forms by (P has a full covariance, Q has a full covariance); a diagonal side meets a full one
+# as the diagonal matrix it is.
+FORMS = {
+    (False, False): _diagonal_pair,
+    (False, True): _full_pair,
+    (True, False): _full_pair,
+    (True, True): _full_pair,
+}
+
+
 def _kl_rows(first: _Params, second: _Params) -> tuple[np.ndarray, str, int]:
     arrays = {"--mu1": first.mu, "--mu2": second.mu}
     for params in (first, second):
@@ -110,18 +132,12 @@ def _kl_rows(first: _Params, second: _Params) -> tuple[np.ndarray, str, int]:
         if params.chol is not None and params.chol.shape[-1] != k:
             raise ShapeError(f"{params.spread_option} is {params.chol.shape[-1]}×{params.chol.shape[-1]} but the "
                              f"Gaussians have {k} dimensions")
-    if first.chol is None and second.chol is None:
-        mu1, mu2 = np.broadcast_to(first.mu, (n, k)), np.broadcast_to(second.mu, (n, k))
-        forward = kl_diagonal(mu1, np.broadcast_to(first.logvar, (n, k)), mu2, np.broadcast_to(second.logvar, (n, k)))
-        backward = kl_diagonal(mu2, np.broadcast_to(second.logvar, (n, k)), mu1, np.broadcast_to(first.logvar, (n, k)))
-        return np.stack([forward, backward]), "univariate" if k == 1 else "diagonal", k
-    chol1, chol2 = _full_factor(first, n, k), _full_factor(second, n, k)
-    mu1, mu2 = np.broadcast_to(first.mu, (n, k)), np.broadcast_to(second.mu, (n, k))
-    return np.stack([kl_full(mu1, chol1, mu2, chol2), kl_full(mu2, chol2, mu1, chol1)]), "full", k
+    pair, form = FORMS[(first.chol is not None, second.chol is not None)](first, second, n, k)
+    return pair, form, k
 
 
-def _result(kl_pair: np.ndarray, unit: Unit, direction: str, form: str, dims: int, inputs: list[dict]) -> Result:
-    forward, backward = unit.from_nats(kl_pair[0]), unit.from_nats(kl_pair[1])
+def _result(kl_pair: np.ndarray, direction: str, form: str, dims: int, inputs: list[dict]) -> Result:
+    forward, backward = kl_pair[0], kl_pair[1]
     per_row = by_direction(direction, lambda: forward, lambda: backward)
     metrics = summaries(per_row)
     head, headline = headline_of(direction)
@@ -129,26 +145,26 @@ def _result(kl_pair: np.ndarray, unit: Unit, direction: str, form: str, dims: in
         command="gaussian",
         headline=headline,
         value=metrics[head]["mean"],
-        unit=unit,
         rows=int(forward.shape[0]),
         inputs=inputs,
         summary=metrics[head],
         metrics=metrics,
         figures={"form": form, "dimensions": dims, "direction": direction},
         per_row=per_row,
+        information=dict.fromkeys(per_row, 1.0),
     )
 
 
-def gaussian(first: Side, second: Side, unit: Unit, *, direction: str = "forward") -> Result:
+def gaussian(first: Side, second: Side, *, direction: str = "forward") -> Result:
     """KL between P = N(μ1, ·) and Q = N(μ2, ·): univariate, diagonal or full covariance."""
     inputs: list[dict] = []
     params1, _ = _load(first, inputs)
     params2, _ = _load(second, inputs)
     kl_pair, form, dims = _kl_rows(params1, params2)
-    return _result(kl_pair, unit, direction, form, dims, inputs)
+    return _result(kl_pair, direction, form, dims, inputs)
 
 
-def gaussian_table(operand: str, unit: Unit, *, direction: str = "forward") -> Result:
+def gaussian_table(operand, *, direction: str = "forward") -> Result:
     """One univariate KL per row of a table with columns mu1, mu2 and sigma/var/logvar 1 and 2."""
     columns, source = read_columns(operand, "PARAMS")
     params = []
@@ -163,10 +179,10 @@ def gaussian_table(operand: str, unit: Unit, *, direction: str = "forward") -> R
         log_var = log_variance(columns[f"{spreads[0]}{index}"][:, None], spreads[0], label=label)
         params.append(_Params(mu, log_var, None, f"{spreads[0]}{index}"))
     kl_pair, form, _ = _kl_rows(*params)
-    return _result(kl_pair, unit, direction, form, 1, [dict(source.describe(len(kl_pair[0])), kind="parameters")])
+    return _result(kl_pair, direction, form, 1, [dict(source.describe(len(kl_pair[0])), kind="parameters")])
 
 
-def vae(mu: str, logvar: str, unit: Unit) -> Result:
+def vae(mu, logvar) -> Result:
     """The VAE term D(N(μ, diag e^logvar) ‖ N(0, I)) per row of (n, k) arrays."""
     inputs = []
     arrays = {}
@@ -176,17 +192,17 @@ def vae(mu: str, logvar: str, unit: Unit) -> Result:
         arrays[option] = _rows(array, option)
     n, k = _common_shape(arrays)
     log_var = log_variance(np.broadcast_to(arrays["--logvar"], (n, k)), "logvar", label="--logvar")
-    per_row = {"kl": unit.from_nats(kl_standard_normal(np.broadcast_to(arrays["--mu"], (n, k)), log_var))}
+    per_row = {"kl": kl_standard_normal(np.broadcast_to(arrays["--mu"], (n, k)), log_var)}
     metrics = summaries(per_row)
     return Result(
         command="gaussian",
         headline="mean D(q(z|x)‖N(0,I))",
         value=metrics["kl"]["mean"],
-        unit=unit,
         rows=n,
         inputs=inputs,
         summary=metrics["kl"],
         metrics=metrics,
         figures={"form": "vae", "dimensions": k},
         per_row=per_row,
+        information={"kl": 1.0},
     )

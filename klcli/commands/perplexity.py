@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from klcli import engine
 from klcli.commands.common import open_operands
 from klcli.core.perplexity import (
     IGNORE_INDEX,
@@ -18,11 +19,10 @@ from klcli.core.perplexity import (
     token_nll,
 )
 from klcli.core.stats import summarize
-from klcli.core.stream import available_cores, ordered_map, paired_blocks
+from klcli.engine import paired_blocks
 from klcli.errors import InputError, RowCountError, ShapeError, UsageError
 from klcli.io.source import Source, rows_per_block
 from klcli.result import Result
-from klcli.units import Unit
 
 
 @dataclass(frozen=True)
@@ -51,22 +51,11 @@ class TokenScores:
     inputs: list[dict]
 
 
-class _Sequences:
-    """Accumulates per-sequence loss sums and token counts, growing as sequences appear."""
-
-    def __init__(self):
-        self.sums = np.zeros(0)
-        self.tokens = np.zeros(0, dtype=np.int64)
-
-    def add(self, ids: np.ndarray, losses: np.ndarray) -> None:
-        if not ids.size:
-            return
-        size = int(ids.max()) + 1
-        if size > self.sums.size:
-            self.sums = np.concatenate([self.sums, np.zeros(size - self.sums.size)])
-            self.tokens = np.concatenate([self.tokens, np.zeros(size - self.tokens.size, dtype=np.int64)])
-        self.sums[:size] += np.bincount(ids, weights=losses, minlength=size)
-        self.tokens[:size] += np.bincount(ids, minlength=size)
+def _by_sequence(losses: np.ndarray, sequence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sequence loss sums and token counts, summed once over the merged values in row order."""
+    if not sequence.size:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    return np.bincount(sequence, weights=losses), np.bincount(sequence).astype(np.int64)
 
 
 def _sequence_length(shape: tuple) -> int | None:
@@ -84,10 +73,10 @@ def _labels_match(logits: Source, labels: Source) -> None:
                      f"shape {tuple(logits.shape)}; labels need the logits' leading shape {tuple(leading)}")
 
 
-def block_losses(logits: Source, label_stream: Iterable[np.ndarray], labels_label: str, *, ignore_index: int,
-                 temperature: float = 1.0, label_smoothing: float = 0.0, threads: int = 0,
-                 fast: bool = False) -> Iterator[tuple]:
-    """``(first position, loss, counted)`` per block of logits and its labels, computed on the thread pool.
+def logit_losses(logits: Source, label_stream: Iterable[np.ndarray], labels_label: str, *, ignore_index: int,
+                 temperature: float = 1.0, label_smoothing: float = 0.0, threads: int = 0, fast: bool = False,
+                 progress=None) -> engine.Partial:
+    """The merged partial of every position: ``loss`` (nats, 0 where ignored) and ``counted``, per row.
 
     ``label_stream`` yields 1-D arrays of token ids in order, in blocks of any size.
     """
@@ -95,14 +84,14 @@ def block_losses(logits: Source, label_stream: Iterable[np.ndarray], labels_labe
                           (ids.reshape(-1, 1) for ids in label_stream), block_rows=rows_per_block,
                           p_label=logits.label, q_label=labels_label, broadcast=False, same_width=False)
 
-    def work(item):
+    def work(item) -> engine.Partial:
         start, block, ids = item
         loss, counted = token_nll(block, ids[:, 0], temperature=temperature, ignore_index=ignore_index,
                                   label_smoothing=label_smoothing, label=logits.label, first_position=start,
-                                  kind=logits.forced_kind or "logits", fast=fast)
-        return start, loss, counted
+                                  fast=fast, **{"kind": logits.forced_kind or "logits", **logits.kernel_options})
+        return engine.Partial(start, start + loss.size, {"loss": loss, "counted": counted})
 
-    return ordered_map(work, pairs, threads or available_cores())
+    return engine.run(pairs, work, threads=threads, progress=progress)
 
 
 def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
@@ -130,25 +119,20 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
             yield ids
 
     stream = shifted_labels(label_blocks(), length, reading.ignore_index) if reading.shift else label_blocks()
-    sequences, kept, positions = _Sequences(), [], 0
-    blocks = block_losses(logits, stream, labels.label, ignore_index=reading.ignore_index,
-                          temperature=reading.temperature, label_smoothing=reading.label_smoothing,
-                          threads=reading.threads, fast=reading.precision == "fast")
     try:
-        for start, loss, counted in blocks:
-            at = start + np.arange(loss.size)
-            sequences.add((at // length if length else np.zeros_like(at))[counted], loss[counted])
-            kept.append(loss[counted])
-            positions += loss.size
-            if progress is not None:
-                progress.update(positions)
+        merged = logit_losses(logits, stream, labels.label, ignore_index=reading.ignore_index,
+                              temperature=reading.temperature, label_smoothing=reading.label_smoothing,
+                              threads=reading.threads, fast=reading.precision == "fast", progress=progress)
     except RowCountError as exc:
         raise ShapeError(f"{labels.label} (shape {labels.shape_text}) do not match the {logits.label} "
                          f"(shape {logits.shape_text}): {exc}") from None
+    positions, counted = merged.rows, merged.per_row.get("counted", np.zeros(0, dtype=bool))
+    losses = merged.per_row["loss"][counted] if positions else np.zeros(0)
+    at = np.arange(positions)
+    sums, tokens = _by_sequence(losses, (at // length if length else np.zeros_like(at))[counted])
     inputs = [dict(logits.describe(positions), kind=logits.forced_kind or "logits"),
               dict(labels.describe(positions), kind="labels")]
-    return TokenScores(np.concatenate(kept) if kept else np.zeros(0), sequences.sums, sequences.tokens, positions,
-                       inputs)
+    return TokenScores(losses, sums, tokens, positions, inputs)
 
 
 def _token_losses(values: np.ndarray, kind: str, label: str, first_row: int, padded: bool) -> np.ndarray:
@@ -188,8 +172,14 @@ def _from_logprobs(operand: str, reading: TokenReading, progress) -> TokenScores
         from klcli.io.tables import group_codes
 
         groups = group_codes(source, reading.group)
-    sequences, kept, positions, row = _Sequences(), [], 0, 0
-    for block in source.blocks(rows_per_block(source.outcomes or 1)):
+    def items():
+        row = 0
+        for block in source.blocks(rows_per_block(source.outcomes or 1)):
+            yield row, block
+            row += block.shape[0]
+
+    def work(item) -> engine.Partial:
+        row, block = item
         losses = _token_losses(block, reading.kind, source.label, row, padded)
         counted = ~np.isnan(losses)
         if groups is not None:
@@ -199,15 +189,14 @@ def _from_logprobs(operand: str, reading: TokenReading, progress) -> TokenScores
             ids = groups.reshape(block.shape)
         else:
             ids = np.broadcast_to((row + np.arange(block.shape[0]))[:, None], block.shape)
-        sequences.add(ids[counted], losses[counted])
-        kept.append(losses[counted])
-        positions += int(counted.sum())
-        row += block.shape[0]
-        if progress is not None:
-            progress.update(positions)
-    inputs = [dict(source.describe(row), kind=reading.kind)]
-    return TokenScores(np.concatenate(kept) if kept else np.zeros(0), sequences.sums, sequences.tokens, positions,
-                       inputs)
+        return engine.Partial(row, row + block.shape[0], values={"loss": losses[counted], "sequence": ids[counted]},
+                              counts={"tokens": int(counted.sum())})
+
+    merged = engine.run(items(), work, threads=1, progress=progress)
+    losses = merged.values.get("loss", np.zeros(0))
+    sums, tokens = _by_sequence(losses, merged.values.get("sequence", np.zeros(0, dtype=np.int64)))
+    inputs = [dict(source.describe(merged.rows), kind=reading.kind)]
+    return TokenScores(losses, sums, tokens, merged.counts.get("tokens", 0), inputs)
 
 
 def token_scores(operand: str, reading: TokenReading, progress=None) -> TokenScores:
@@ -217,22 +206,22 @@ def token_scores(operand: str, reading: TokenReading, progress=None) -> TokenSco
         reading = replace(reading, kind="logprobs")
     scores = (_from_logits if reading.kind == "logits" else _from_logprobs)(operand, reading, progress)
     if scores.losses.size == 0:
-        raise InputError(f"{operand}: no tokens were counted (every label is --ignore-index {reading.ignore_index}, "
+        name = operand if isinstance(operand, str) else "the input"
+        raise InputError(f"{name}: no tokens were counted (every label is --ignore-index {reading.ignore_index}, "
                          "or every value is padding); there is nothing to score")
     return scores
 
 
-def perplexity(operand: str, reading: TokenReading, unit: Unit, *, progress=None) -> Result:
+def perplexity(operand, reading: TokenReading, *, progress=None) -> Result:
     """Corpus perplexity exp(Σ NLL / Σ tokens), per-token NLL statistics and per-sequence figures."""
     scores = token_scores(operand, reading, progress)
     total, tokens = float(np.sum(scores.losses)), int(scores.losses.size)
     corpus = corpus_perplexity(total, tokens)
-    per_token = unit.from_nats(scores.losses)
-    summary = summarize(per_token)
+    summary = summarize(scores.losses)
     with_tokens = scores.sequence_tokens > 0
     per_sequence = sequence_perplexities(scores.sequence_sums, scores.sequence_tokens)
     per_row = {
-        "nll": unit.from_nats(scores.sequence_sums[with_tokens] / scores.sequence_tokens[with_tokens]),
+        "nll": scores.sequence_sums[with_tokens] / scores.sequence_tokens[with_tokens],
         "perplexity": per_sequence[with_tokens],
         "tokens": scores.sequence_tokens[with_tokens],
     }
@@ -243,7 +232,6 @@ def perplexity(operand: str, reading: TokenReading, unit: Unit, *, progress=None
         command="perplexity",
         headline="corpus perplexity",
         value=corpus,
-        unit=unit,
         rows=scores.positions,
         inputs=scores.inputs,
         summary=summary,
@@ -262,15 +250,15 @@ def perplexity(operand: str, reading: TokenReading, unit: Unit, *, progress=None
         },
         per_row=per_row,
         warnings=warnings,
+        information={"nll": 1.0, "nll_stderr": 1.0},
     )
 
 
-def token_cross_entropy(operand: str, reading: TokenReading, unit: Unit, *, progress=None) -> Result:
+def token_cross_entropy(operand, reading: TokenReading, *, progress=None) -> Result:
     """``xent LOGITS --labels IDS``: PyTorch's ``cross_entropy`` (mean over counted tokens)."""
     scores = token_scores(operand, reading, progress)
-    per_token = unit.from_nats(scores.losses)
-    summary = summarize(per_token)
-    figures = {"tokens": int(per_token.size), "label_smoothing": reading.label_smoothing,
+    summary = summarize(scores.losses)
+    figures = {"tokens": int(scores.losses.size), "label_smoothing": reading.label_smoothing,
                "precision": reading.precision}
     if not reading.label_smoothing:
         figures["perplexity"] = corpus_perplexity(float(np.sum(scores.losses)), int(scores.losses.size))
@@ -279,7 +267,6 @@ def token_cross_entropy(operand: str, reading: TokenReading, unit: Unit, *, prog
         command="xent",
         headline="mean token cross-entropy",
         value=summary["mean"],
-        unit=unit,
         rows=scores.positions,
         inputs=scores.inputs,
         summary=summary,
@@ -287,7 +274,8 @@ def token_cross_entropy(operand: str, reading: TokenReading, unit: Unit, *, prog
         summary_over="tokens",
         figures=figures,
         per_row={
-            "cross_entropy": unit.from_nats(scores.sequence_sums[with_tokens] / scores.sequence_tokens[with_tokens]),
+            "cross_entropy": scores.sequence_sums[with_tokens] / scores.sequence_tokens[with_tokens],
             "tokens": scores.sequence_tokens[with_tokens],
         },
+        information={"cross_entropy": 1.0},
     )

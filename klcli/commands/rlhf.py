@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from klcli.commands.common import Reading, open_operands, run_pairs
-from klcli.commands.perplexity import block_losses
+from klcli.commands.perplexity import logit_losses
 from klcli.core.discrete import kl_rows
 from klcli.core.perplexity import as_token_ids
 from klcli.core.rlhf import ESTIMATORS, mean_and_stderr, per_sequence, token_estimates
@@ -13,7 +13,6 @@ from klcli.core.stats import summarize
 from klcli.errors import ShapeError, UsageError
 from klcli.io.operand import read_array
 from klcli.result import Result
-from klcli.units import Unit
 
 
 def _tokens(operand: str, role: str, group: str | None):
@@ -27,10 +26,10 @@ def _tokens_from_logits(logits_operand: str, labels: str, role: str, ignore_inde
     (logits,) = open_operands((logits_operand, role))
     label_array, label_source = read_array(labels, "labels")
     ids = as_token_ids(label_array, label=label_source.label, first_position=0)
+    merged = logit_losses(logits, [ids], label_source.label, ignore_index=ignore_index, threads=threads)
     values = np.full(ids.size, np.nan)
-    for start, loss, counted in block_losses(logits, [ids], label_source.label, ignore_index=ignore_index,
-                                             threads=threads):
-        values[start : start + loss.size] = np.where(counted, -loss, np.nan)
+    if merged.rows:
+        values[: merged.rows] = np.where(merged.per_row["counted"], -merged.per_row["loss"], np.nan)
     return _by_sequence(values.reshape(label_array.shape), logits, role, None)
 
 
@@ -62,6 +61,8 @@ def _reward(reward: str | None, sequences: int) -> np.ndarray | None:
     if reward is None:
         return None
     try:
+        if not isinstance(reward, (str, int, float)):
+            raise ValueError("an array of rewards")
         return np.full(sequences, float(reward))
     except ValueError:
         values, _ = read_array(reward, "--reward")
@@ -72,7 +73,7 @@ def _reward(reward: str | None, sequences: int) -> np.ndarray | None:
         return np.broadcast_to(values, (sequences,)).astype(np.float64)
 
 
-def rlhf(policy: str | None, ref: str | None, unit: Unit, *, estimator: str = "all", group: str | None = None,
+def rlhf(policy, ref, *, estimator: str = "all", group: str | None = None,
          reward: str | None = None, beta: float = 0.1, policy_logits: str | None = None,
          ref_logits: str | None = None, labels: str | None = None, ignore_index: int = -100,
          per_row: bool = False, threads: int = 0) -> Result:
@@ -84,7 +85,7 @@ def rlhf(policy: str | None, ref: str | None, unit: Unit, *, estimator: str = "a
     if (policy is None) != (ref is None):
         raise UsageError("give both POLICY and REF, or neither (then --policy-logits, --ref-logits and --labels)")
     if policy is None:
-        if not (policy_logits and ref_logits and labels):
+        if policy_logits is None or ref_logits is None or labels is None:
             raise UsageError("without POLICY and REF, give --policy-logits, --ref-logits and --labels (the sampled "
                              "token ids) to read the tokens' log-probabilities off the logits")
         policy_values, sequence, count, policy_source = _tokens_from_logits(policy_logits, labels, "--policy-logits",
@@ -105,7 +106,7 @@ def rlhf(policy: str | None, ref: str | None, unit: Unit, *, estimator: str = "a
     counted = ~padding_p
     estimates = token_estimates(policy_values[counted], ref_values[counted])
     ids = sequence[counted]
-    per_seq = {name: unit.from_nats(per_sequence(values, ids, count)) for name, values in estimates.items()}
+    per_seq = {name: per_sequence(values, ids, count) for name, values in estimates.items()}
     chosen = ESTIMATORS if estimator == "all" else (estimator,)
     figures = {
         "estimators": {name: _summary(per_seq[name], per_row) for name in chosen},
@@ -125,8 +126,8 @@ def rlhf(policy: str | None, ref: str | None, unit: Unit, *, estimator: str = "a
         raise UsageError("give both --policy-logits and --ref-logits for the exact KL")
     if policy_logits is not None:
         exact, logit_inputs = _exact(policy_logits, ref_logits, counted, ids, count, threads)
-        figures["exact_kl"] = _summary(unit.from_nats(exact), per_row)
-        per_row_extra["exact_kl"] = unit.from_nats(exact)
+        figures["exact_kl"] = _summary(exact, per_row)
+        per_row_extra["exact_kl"] = exact
         inputs += logit_inputs
     per_row_values = {name: per_seq[name] for name in chosen} | per_row_extra
     k3_mean = float(np.mean(per_seq["k3"]))
@@ -134,7 +135,6 @@ def rlhf(policy: str | None, ref: str | None, unit: Unit, *, estimator: str = "a
         command="rlhf",
         headline="mean per-sequence KL (k3)",
         value=k3_mean,
-        unit=unit,
         rows=count,
         inputs=inputs,
         summary=summarize(per_seq["k3"]),
@@ -142,6 +142,8 @@ def rlhf(policy: str | None, ref: str | None, unit: Unit, *, estimator: str = "a
         summary_over="sequences",
         figures=figures,
         per_row=per_row_values,
+        # The objective R − β·KL is in the rewards' units (β·KL in nats, as trainers compute it): never scaled.
+        information={"k1": 1.0, "k2": 1.0, "k3": 1.0, "estimators": 1.0, "exact_kl": 1.0},
     )
 
 

@@ -18,9 +18,6 @@ import numpy as np
 from klcli.errors import DistributionError
 
 KINDS = ("probs", "logprobs", "logits")
-# llama.cpp's decoded base log-probabilities, used exactly as llama-perplexity uses them (see _from_llama).
-LLAMA_KIND = "llama-logprobs"
-LLAMA_CUTOFF = -16.0
 
 
 def logsumexp(x: np.ndarray) -> np.ndarray:
@@ -93,7 +90,7 @@ class LogRows:
     raw: np.ndarray | None = None
     _weights: np.ndarray | None = None
     _mass: np.ndarray | None = None
-    normalised: bool = True  # False for llama.cpp's quantised rows, which are used as they are
+    normalised: bool = True  # False for rows used as stored (see as_log_rows' as_stored_below)
     precise: Callable[[], LogRows] | None = None  # set on --precision fast rows only
 
     @property
@@ -163,6 +160,7 @@ def as_log_rows(
     normalize: bool = False,
     epsilon: float = 0.0,
     fast: bool = False,
+    as_stored_below: float | None = None,
 ) -> LogRows:
     """Validate a block of rows of the given kind and bring it into log space.
 
@@ -170,8 +168,8 @@ def as_log_rows(
     ----------
     block : ndarray, shape (rows, outcomes)
         The values as read, in any float dtype; accumulated in float64.
-    kind : {'probs', 'logprobs', 'logits', 'llama-logprobs'}
-        The last is llama.cpp's decoded base log-probabilities, used as llama.cpp uses them.
+    kind : {'probs', 'logprobs', 'logits'}
+        What the values are.
     label : str
         How errors name this input (e.g. ``"P (p.csv)"``).
     first_row : int
@@ -186,6 +184,11 @@ def as_log_rows(
         For float32 logits (untempered, unsmoothed): leave them as they are,
         for the float32 kernel of ``--precision fast`` (see LogRows); other
         rows ignore it.
+    as_stored_below : float, optional
+        For log-probabilities that are used as stored (a quantised dump, which
+        sums to 1 only to its rounding): not validated nor renormalised, and
+        entries at or below this value left out of expectations over this
+        side (their weights are 0).
 
     Raises
     ------
@@ -206,6 +209,8 @@ def as_log_rows(
     if block.dtype == np.float16:  # NumPy's float16 arithmetic is slow; float32 holds every half exactly
         block = widen_half(block)
     values = block if kind == "logits" else np.asarray(block, dtype=np.float64)
+    if as_stored_below is not None and kind == "logprobs":
+        return _as_stored(values, as_stored_below)
     if kind == "probs":
         rows = _from_probs(values, label, first_row, normalize, tolerance)
     elif kind == "logprobs":
@@ -216,8 +221,6 @@ def as_log_rows(
             return LogRows(block, None, precise=lambda: _from_logits(block, label, first_row, 1.0))
         rows = _from_logits(block, label, first_row, temperature)
         temperature = 1.0
-    elif kind == LLAMA_KIND:
-        return _from_llama(values)
     else:  # the CLI only offers KINDS; this guards the Python API
         raise DistributionError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     if temperature != 1.0:
@@ -231,17 +234,11 @@ def as_log_rows(
     return rows
 
 
-def _from_llama(values: np.ndarray) -> LogRows:
-    """llama.cpp's decoded log-probabilities, as ``llama-perplexity --kl-divergence`` uses them.
-
-    Not renormalised (they sum to 1 only to the 16-bit quantisation), and
-    entries at or below −16 nats are left out of expectations over this side
-    (their weights are 0), as llama.cpp skips them when it sums its KL — so
-    klcli's figures for a base file are llama.cpp's own.
-    """
+def _as_stored(values: np.ndarray, floor: float) -> LogRows:
+    """Log-probabilities used as stored: not renormalised, entries at or below ``floor`` weighing 0."""
     values = np.asarray(values, dtype=np.float64)
     weights = np.exp(values)
-    weights[values <= LLAMA_CUTOFF] = 0.0
+    weights[values <= floor] = 0.0
     return LogRows(values, np.zeros(values.shape[0]), _weights=weights, _mass=np.ones(values.shape[0]),
                    normalised=False)
 

@@ -51,6 +51,7 @@ def token_nll(
     first_position: int = 0,
     kind: str = "logits",
     fast: bool = False,
+    as_stored_below: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-position cross-entropy of ``labels`` under ``softmax(logits / T)``, in nats.
 
@@ -58,6 +59,7 @@ def token_nll(
     (1 − ε)·NLL + ε·mean over the vocabulary of −log p. ``fast`` (``--precision
     fast``) forms log Σ e^z in float32 arithmetic for float32 or float16 logits
     (see :func:`klcli.core.fast.log_normaliser`); other inputs ignore it.
+    ``as_stored_below`` is passed to :func:`~klcli.core.logspace.as_log_rows`.
 
     Returns
     -------
@@ -73,7 +75,7 @@ def token_nll(
     ([0.69314718056, 0.287682072452], [True, True])
     """
     rows = as_log_rows(np.asarray(logits), kind, label=label, first_row=first_position, temperature=temperature,
-                       fast=fast and not label_smoothing)
+                       fast=fast and not label_smoothing, as_stored_below=as_stored_below)
     if rows.fast:  # --precision fast: log Z in float32 arithmetic, unless a row leaves its safe range
         log_mass, error = log_normaliser(rows.shifted)
         rows = LogRows(rows.shifted, log_mass) if np.all(np.isfinite(error)) else rows.precise()

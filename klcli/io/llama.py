@@ -25,6 +25,12 @@ import numpy as np
 from klcli.errors import InputError
 from klcli.io.source import Source
 
+# How these files' values are read, as llama-perplexity --kl-divergence reads them: decoded log-probabilities
+# used as stored (they sum to 1 only to the 16-bit quantisation), entries at or below −16 nats left out of the
+# sums over the base side — so klcli's figures for a base file are llama.cpp's own.
+LLAMA_KIND = "llama-logprobs"
+LLAMA_CUTOFF = -16.0
+
 MAGIC = b"_logits_"
 
 
@@ -93,6 +99,7 @@ def open_llama_base(path: str, operand: str) -> Source:
         yield np.asarray(tokens[:, first : first + rows_per_chunk], dtype=np.int64).reshape(-1, 1)
 
     source = Source(operand, path, "llama-kl-base", (n_chunk * rows_per_chunk, n_vocab), "quantized-uint16", blocks)
-    source.forced_kind = "llama-logprobs"
+    source.forced_kind = LLAMA_KIND
+    source.kernel_options = {"kind": "logprobs", "as_stored_below": LLAMA_CUTOFF}
     source.labels = labels
     return source

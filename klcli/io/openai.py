@@ -39,9 +39,9 @@ ABSENT = -9999.0  # OpenAI's sentinel for "not among the top 20"
 TAILS = ("bucket", "renormalize")
 
 
-def is_logprobs_json(operand: str) -> bool:
+def is_logprobs_json(operand) -> bool:
     """Whether an operand names an OpenAI-style logprobs file (by its extension)."""
-    path = operand if os.path.exists(operand) else None
+    path = operand if isinstance(operand, str) and os.path.exists(operand) else None
     return path is not None and os.path.splitext(path)[1].lower() in EXTENSIONS
 
 

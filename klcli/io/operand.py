@@ -10,42 +10,116 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from klcli.errors import InputError
 from klcli.io.source import Source
 
-# By extension; a file with another extension is recognised by its magic bytes.
-FORMATS = {
-    ".npy": "npy",
-    ".npz": "npz",
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".feather": "arrow",
-    ".arrow": "arrow",
-    ".ipc": "arrow",
-    ".safetensors": "safetensors",
-    ".json": "openai",
-    ".jsonl": "openai",
-}
-MAGIC = ((b"\x93NUMPY", "npy"), (b"PK\x03\x04", "npz"), (b"PAR1", "parquet"), (b"ARROW1", "arrow"),
-         (b"_logits_", "llama"))
-SUPPORTED = ".npy .npz .csv .tsv .parquet .feather .arrow .safetensors .json .jsonl"
+
+def _npy(path: str, operand: str, selector: str | None) -> Source:
+    from klcli.io.numpy_files import open_npy
+
+    return open_npy(path, operand)
+
+
+def _npz(path: str, operand: str, selector: str | None) -> Source:
+    from klcli.io.numpy_files import open_npz
+
+    return open_npz(path, operand, selector)
+
+
+def _csv(path: str, operand: str, selector: str | None) -> Source:
+    from klcli.io.tables import open_csv
+
+    return open_csv(path, operand, selector, delimiter=",")
+
+
+def _tsv(path: str, operand: str, selector: str | None) -> Source:
+    from klcli.io.tables import open_csv
+
+    return open_csv(path, operand, selector, delimiter="\t")
+
+
+def _parquet(path: str, operand: str, selector: str | None) -> Source:
+    from klcli.io.tables import open_parquet
+
+    return open_parquet(path, operand, selector)
+
+
+def _arrow(path: str, operand: str, selector: str | None) -> Source:
+    from klcli.io.tables import open_arrow
+
+    return open_arrow(path, operand, selector)
+
+
+def _safetensors(path: str, operand: str, selector: str | None) -> Source:
+    from klcli.io.safetensors import open_safetensors
+
+    return open_safetensors(path, operand, selector)
+
+
+def _openai(path: str, operand: str, selector: str | None) -> Source:
+    from klcli.io.openai import open_sampled_logprobs
+
+    return open_sampled_logprobs(path, operand)
+
+
+def _llama(path: str, operand: str, selector: str | None) -> Source:
+    from klcli.io.llama import open_llama_base
+
+    return open_llama_base(path, operand)
+
+
+@dataclass(frozen=True)
+class Reader:
+    """One file format: its extensions (the first ``listed`` of them named in messages), magic bytes, opener."""
+
+    format: str
+    extensions: tuple[str, ...]
+    listed: int  # how many of ``extensions`` the supported-format list names
+    magic: bytes | None
+    open: Callable[[str, str, str | None], Source]  # (path, operand, selector)
+    selects: bool = True  # whether FILE:SELECTOR picks an array or column (False: the file holds one array)
+
+
+# Every format klcli reads. The supported-format list, the extension table and the magic sniffing are derived
+# from it; a file with an unknown extension is recognised by its magic bytes, and a llama.cpp base file by its
+# magic whatever it is called.
+READERS = (
+    Reader("npy", (".npy",), 1, b"\x93NUMPY", _npy, selects=False),
+    Reader("npz", (".npz",), 1, b"PK\x03\x04", _npz),
+    Reader("csv", (".csv",), 1, None, _csv),
+    Reader("tsv", (".tsv",), 1, None, _tsv),
+    Reader("parquet", (".parquet", ".pq"), 1, b"PAR1", _parquet),
+    Reader("arrow", (".feather", ".arrow", ".ipc"), 2, b"ARROW1", _arrow),
+    Reader("safetensors", (".safetensors",), 1, None, _safetensors),
+    Reader("openai", (".json", ".jsonl"), 2, None, _openai, selects=False),
+    Reader("llama", (), 0, b"_logits_", _llama, selects=False),
+)
+BY_FORMAT = {reader.format: reader for reader in READERS}
+FORMATS = {extension: reader.format for reader in READERS for extension in reader.extensions}
+MAGIC = tuple((reader.magic, reader.format) for reader in READERS if reader.magic is not None)
+SUPPORTED = " ".join(extension for reader in READERS for extension in reader.extensions[: reader.listed])
 
 _INLINE = re.compile(r"^[\s0-9eE+\-.,;]*(?:(?:inf|nan)[\s0-9eE+\-.,;]*)*$", re.IGNORECASE)
 
 
-def open_operand(operand: str, role: str = "", *, stdin=None) -> Source:
-    """Open one operand for reading; ``role`` ("P", "Q", …) prefixes messages."""
+def open_operand(operand, role: str = "", *, stdin=None) -> Source:
+    """Open one operand for reading; ``role`` ("P", "Q", …) prefixes messages.
+
+    From Python, an operand may also be an array (anything ``numpy.asarray`` takes, other than a string).
+    """
     source = _open(operand, stdin)
     source.role = role
     return source
 
 
-def _open(operand: str, stdin) -> Source:
+def _open(operand, stdin) -> Source:
+    if not isinstance(operand, str):
+        return open_array(operand)
     if operand == "-":
         return _open_stdin(stdin if stdin is not None else sys.stdin.buffer)
     if os.path.exists(operand):
@@ -71,36 +145,11 @@ def _open_file(path: str, operand: str, selector: str | None) -> Source:
     if fmt is None:
         raise InputError(f"{path}: unknown file type {os.path.splitext(path)[1] or '(no extension)'!r}; "
                          f"klcli reads {SUPPORTED} (rename the file to its format's extension)")
-    if selector is not None and fmt in ("npy", "llama", "openai"):
+    reader = BY_FORMAT[fmt]
+    if selector is not None and not reader.selects:
         raise InputError(f"{path}: the file holds one array; drop the ':{selector}'")
     try:
-        if fmt == "npy":
-            from klcli.io.numpy_files import open_npy
-
-            return open_npy(path, operand)
-        if fmt == "npz":
-            from klcli.io.numpy_files import open_npz
-
-            return open_npz(path, operand, selector)
-        if fmt == "safetensors":
-            from klcli.io.safetensors import open_safetensors
-
-            return open_safetensors(path, operand, selector)
-        if fmt == "llama":
-            from klcli.io.llama import open_llama_base
-
-            return open_llama_base(path, operand)
-        if fmt == "openai":
-            from klcli.io.openai import open_sampled_logprobs
-
-            return open_sampled_logprobs(path, operand)
-        from klcli.io import tables
-
-        if fmt == "parquet":
-            return tables.open_parquet(path, operand, selector)
-        if fmt == "arrow":
-            return tables.open_arrow(path, operand, selector)
-        return tables.open_csv(path, operand, selector, delimiter="," if fmt == "csv" else "\t")
+        return reader.open(path, operand, selector)
     except (PermissionError, IsADirectoryError) as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
 
@@ -166,7 +215,28 @@ def _open_inline(operand: str) -> Source:
                   lambda block_rows: iter([array.reshape(-1, array.shape[-1])]))
 
 
-def read_array(operand: str, role: str) -> tuple[np.ndarray, Source]:
+def open_array(values, name: str = "array") -> Source:
+    """An in-memory array as an operand: its rows in blocks (a number is one row of one value).
+
+    Examples
+    --------
+    >>> source = open_array([[0.5, 0.5], [0.9, 0.1]])
+    >>> source.shape, [block.shape for block in source.blocks(1)]
+    ((2, 2), [(1, 2), (1, 2)])
+    """
+    array = np.atleast_1d(np.asarray(values))
+    if array.dtype.kind not in "fiub":
+        raise InputError(f"{name}: holds {array.dtype} values; klcli reads numbers")
+    rows = array.reshape(-1, array.shape[-1]) if array.ndim > 1 else array.reshape(1, -1)
+
+    def blocks(block_rows: int):
+        for start in range(0, rows.shape[0], block_rows):
+            yield rows[start : start + block_rows]
+
+    return Source(name, None, "array", tuple(array.shape), str(array.dtype), blocks)
+
+
+def read_array(operand, role: str) -> tuple[np.ndarray, Source]:
     """An operand read whole, in its stored shape (for small parameter arrays)."""
     source = open_operand(operand, role)
     blocks = [np.asarray(block) for block in source.blocks(1 << 16)]
@@ -177,7 +247,7 @@ def read_array(operand: str, role: str) -> tuple[np.ndarray, Source]:
     return rows.reshape(shape), source
 
 
-def read_columns(operand: str, role: str) -> tuple[dict[str, np.ndarray], Source]:
+def read_columns(operand, role: str) -> tuple[dict[str, np.ndarray], Source]:
     """Every column of a table operand, by name, each as a 1-D float array (small tables)."""
     source = open_operand(operand, role)
     if source.format not in ("csv", "tsv", "parquet", "arrow") or source.path is None:

@@ -94,6 +94,9 @@ class Source:
     role: str = ""
     # A format that fixes how its values are read (llama.cpp's quantised log-probs are renormalised as logits).
     forced_kind: str | None = None
+    # How the kernels must treat this format's values, as keyword options of core.logspace.as_log_rows
+    # (llama.cpp's base files: log-probabilities used as stored, entries at or below −16 nats left out).
+    kernel_options: dict = field(default_factory=dict)
     # A format that carries the observed tokens, one per row (llama.cpp base files).
     labels: Callable[[int], Iterator[np.ndarray]] | None = field(default=None, repr=False)
 

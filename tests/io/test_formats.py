@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from klcli.core.stream import paired_blocks
+from klcli.engine import paired_blocks
 from klcli.errors import ShapeError
 from klcli.io.operand import open_operand, parse_inline
 from tests.conftest import FORMATS, write_table

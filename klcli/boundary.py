@@ -1,0 +1,93 @@
+"""The process boundary: tuning the process, running the Typer app, and the one place errors become exit codes.
+
+``main`` turns every error into one ``klcli: error: …`` line and an
+:class:`~klcli.errors.ExitStatus`; a traceback is shown only with
+``KLCLI_DEBUG=1``. ``run`` is the console-script entry point.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from klcli.errors import ExitStatus, KlcliError
+
+
+def _error(message: str) -> None:
+    lines = str(message).strip().splitlines() or ["unknown error"]
+    print(f"klcli: error: {lines[0]}", file=sys.stderr)
+    if len(lines) > 1:
+        print(f"klcli: {' '.join(line.strip() for line in lines[1:])}", file=sys.stderr)
+
+
+def tune_process() -> None:
+    """Settings for block-wise NumPy work, made before NumPy is imported.
+
+    klcli runs its own threads over blocks of rows; BLAS threads on top of them
+    only spin and steal the cores (``np.vecdot`` calls BLAS), so BLAS gets one
+    thread unless the user chose otherwise. And glibc hands each multi-MiB
+    temporary back to the kernel when freed, so every block would page-fault
+    its buffers in anew; keeping them in the heap (mallopt) avoids that.
+    """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: blocks up to 32 MiB come from the heap
+            libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: keep up to 256 MiB of freed heap
+        except (OSError, AttributeError):
+            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run klcli; return the exit status (SPEC §5). Tracebacks only with ``KLCLI_DEBUG=1``."""
+    tune_process()
+    import typer
+
+    from klcli.cli import app
+
+    debug = os.environ.get("KLCLI_DEBUG") == "1"
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="klcli", standalone_mode=False)
+        if code == ExitStatus.INTERRUPTED:  # Typer turns Ctrl-C into a silent exit 130
+            print("klcli: interrupted", file=sys.stderr)
+        return code if isinstance(code, int) else ExitStatus.OK
+    except typer.Exit as done:
+        return done.exit_code
+    except KlcliError as exc:
+        if debug:
+            raise
+        _error(str(exc))
+        return exc.exit_code
+    except typer.TyperException as exc:  # Typer's own usage errors: bad option, missing argument
+        if debug:
+            raise
+        message = exc.format_message().rstrip(".")
+        if message:  # (no command at all has already printed the help)
+            _error(f"{message} (see klcli --help)")
+        return getattr(exc, "exit_code", ExitStatus.ERROR) or ExitStatus.ERROR
+    except (KeyboardInterrupt, typer.Abort):
+        print("klcli: interrupted", file=sys.stderr)
+        return ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        from klcli.output import quiet_broken_pipe
+
+        quiet_broken_pipe()
+        return ExitStatus.OK
+    except MemoryError:
+        _error("out of memory; the input is too large for this machine's memory")
+        return ExitStatus.ERROR
+    except Exception as exc:  # a bug: still one line, with the way to the traceback
+        if debug:
+            raise
+        _error(f"internal error: {type(exc).__name__}: {exc} (run with KLCLI_DEBUG=1 for the traceback, "
+               "and please report it)")
+        return ExitStatus.ERROR
+
+
+def run() -> None:
+    """The console-script entry point."""
+    sys.exit(int(main()))
