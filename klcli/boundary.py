@@ -44,10 +44,13 @@ def tune_process() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run klcli; return the exit status (SPEC §5). Tracebacks only with ``KLCLI_DEBUG=1``."""
     tune_process()
-    import typer
+    try:
+        import typer
 
-    from klcli.cli import app
-
+        from klcli.cli import app
+    except KeyboardInterrupt:  # Ctrl-C while starting up
+        print("klcli: interrupted", file=sys.stderr)
+        return ExitStatus.INTERRUPTED
     debug = os.environ.get("KLCLI_DEBUG") == "1"
     command = typer.main.get_command(app)
     try:

@@ -311,20 +311,22 @@ def gaussian_command(
     params: Annotated[Optional[str], typer.Argument(
         metavar="[PARAMS]", help="A table with columns mu1, mu2 and one of sigma/var/logvar for each side: one "
         "univariate KL per row.", show_default=False)] = None,
-    mu1: parameter("--mu1", "Mean of P: a number, a vector of k (diagonal), or (n, k) rows. [default: 0]") = None,
-    sigma1: parameter("--sigma1", "Standard deviation(s) of P. [default: 1]") = None,
-    var1: parameter("--var1", "Variance(s) of P, instead of --sigma1.") = None,
-    logvar1: parameter("--logvar1", "Log-variance(s) of P, instead of --sigma1.") = None,
-    cov1: parameter("--cov1", "Covariance of P, (k, k) or (n, k, k) (.npy, .npz:key, CSV), for the full form.") = None,
-    mu2: parameter("--mu2", "Mean of Q. [default: 0]") = None,
-    sigma2: parameter("--sigma2", "Standard deviation(s) of Q. [default: 1]") = None,
-    var2: parameter("--var2", "Variance(s) of Q, instead of --sigma2.") = None,
-    logvar2: parameter("--logvar2", "Log-variance(s) of Q, instead of --sigma2.") = None,
-    cov2: parameter("--cov2", "Covariance of Q, (k, k) or (n, k, k), for the full form.") = None,
+    mu1: Optional[str] = parameter("--mu1", "Mean of P: a number, a vector of k (diagonal), or (n, k) rows. "
+                                   "[default: 0]"),
+    sigma1: Optional[str] = parameter("--sigma1", "Standard deviation(s) of P. [default: 1]"),
+    var1: Optional[str] = parameter("--var1", "Variance(s) of P, instead of --sigma1."),
+    logvar1: Optional[str] = parameter("--logvar1", "Log-variance(s) of P, instead of --sigma1."),
+    cov1: Optional[str] = parameter("--cov1", "Covariance of P, (k, k) or (n, k, k) (.npy, .npz:key, CSV), for the "
+                                    "full form."),
+    mu2: Optional[str] = parameter("--mu2", "Mean of Q. [default: 0]"),
+    sigma2: Optional[str] = parameter("--sigma2", "Standard deviation(s) of Q. [default: 1]"),
+    var2: Optional[str] = parameter("--var2", "Variance(s) of Q, instead of --sigma2."),
+    logvar2: Optional[str] = parameter("--logvar2", "Log-variance(s) of Q, instead of --sigma2."),
+    cov2: Optional[str] = parameter("--cov2", "Covariance of Q, (k, k) or (n, k, k), for the full form."),
     vae: Annotated[bool, typer.Option("--vae", help="The VAE regulariser D(N(μ, diag e^logvar) ‖ N(0, I)) per row "
                                       "of --mu and --logvar.")] = False,
-    mu: parameter("--mu", "With --vae: the encoder means, (n, k).") = None,
-    logvar: parameter("--logvar", "With --vae: the encoder log-variances, (n, k).") = None,
+    mu: Optional[str] = parameter("--mu", "With --vae: the encoder means, (n, k)."),
+    logvar: Optional[str] = parameter("--logvar", "With --vae: the encoder log-variances, (n, k)."),
     direction: DirectionOpt = Direction.forward,
     delivery=None,
 ) -> None:

@@ -123,7 +123,7 @@ def main_page(group) -> str:
 
 def build_pages() -> dict[str, str]:
     """Every page, by file name."""
-    group = typer.main.get_command(app)
+    group = typer.main.get_group(app)
     pages = {"klcli.1": main_page(group)}
     for name, command in sorted(group.commands.items()):
         pages[f"klcli-{name}.1"] = command_page(name, command)

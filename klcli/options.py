@@ -128,8 +128,9 @@ DirectionOpt = Annotated[Direction, typer.Option(
 
 
 def parameter(option: str, meaning: str):
-    return Annotated[Optional[str], typer.Option(option, metavar="X", help=meaning, show_default=False,
-                                                 rich_help_panel="Gaussian parameters (numbers, vectors or files)")]
+    """A Gaussian parameter option, given as the parameter's default (``name: Optional[str] = parameter(…)``)."""
+    return typer.Option(None, option, metavar="X", help=meaning, show_default=False,
+                        rich_help_panel="Gaussian parameters (numbers, vectors or files)")
 
 
 

@@ -10,6 +10,7 @@ import io
 import json
 import math
 import time
+from typing import Any
 
 from klcli.core.stats import SUMMARY_KEYS
 from klcli.result import Result, json_safe
@@ -183,8 +184,8 @@ class Progress:
     def __init__(self, total: int | None, enabled: bool, description: str = "rows"):
         self.total, self.enabled, self.description = total, enabled, description
         self.started = time.monotonic()
-        self._bar = None
-        self._task = None
+        self._bar: Any = None  # a rich Progress, once shown
+        self._task: Any = None
 
     def update(self, done: int) -> None:
         if not self.enabled:

@@ -84,3 +84,26 @@ def write_table(path: Path, values: np.ndarray, fmt: str) -> str:
 
 
 FORMATS = ("npy", "npz", "csv", "tsv", "parquet", "feather")
+
+
+# The slow tier (`python -m pytest -m slow`; the README's test command and CI run every tier): precision on
+# 32,000-wide logits, fuzzing, signals and README examples through the shell, whole processes on big inputs.
+SLOW = (
+    "tests/reliability/test_precision.py",
+    "tests/reliability/test_fast_precision.py",
+    "tests/reliability/test_fuzz.py",
+    "tests/reliability/test_stress.py",
+    "tests/reliability/test_corpus.py",
+    "tests/reliability/test_signals.py::test_sigint_while_running",
+    "tests/test_docs.py::test_readme_examples",
+    "tests/test_docs.py::test_shell_completion",
+    "tests/cli/test_process.py::test_closed_pipe",
+    "tests/cli/test_process.py::test_installed_console_script",
+    "tests/cli/test_process.py::test_module_entry_point",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.startswith(SLOW):
+            item.add_marker(pytest.mark.slow)

@@ -38,19 +38,20 @@ def _label_stream(labels: Source):
 def compare(base_operand, test_operand, reading: Reading, *, labels=None,
             top_k: int = 5, worst: int = 10, ignore_index: int = -100, progress=None, tail: str = "bucket") -> Result:
     base, test, extras = open_pair(base_operand, test_operand, ("BASE", "TEST"), tail)
-    sources = [base, test] + (open_operands((labels, "labels")) if labels else [])
+    sources = [base, test] + (open_operands((labels, "labels")) if labels is not None else [])
     _check_shapes(base, test)
     if labels is None and base.labels is not None:  # a llama.cpp base file carries its tokens
         sources.append(Source(base.operand, base.path, base.format, base.shape[:-1], "int32", base.labels,
                               role="labels"))
         labels = base.operand
-    label_rows = Rows(_label_stream(sources[2])) if labels else None
+    label_rows = Rows(_label_stream(sources[2])) if len(sources) > 2 else None
     pairs = paired_blocks(base.blocks(rows_per_block(base.outcomes or 1)),
                           test.blocks(rows_per_block(test.outcomes or 1)),
                           block_rows=rows_per_block, p_label=base.label, q_label=test.label, broadcast=False)
     def items():
         for start, base_block, test_block in pairs:
-            ids = _take_labels(label_rows, sources[2], start, base_block.shape, ignore_index) if labels else None
+            ids = None if label_rows is None else _take_labels(label_rows, sources[2], start, base_block.shape,
+                                                                ignore_index)
             yield start, base_block, test_block, ids
 
     def work(item):
@@ -68,9 +69,8 @@ def compare(base_operand, test_operand, reading: Reading, *, labels=None,
         raise ShapeError(f"{sources[2].label} hold {total} labels but the logits have {rows} positions; "
                          "give one label per position")
     vocab = base.outcomes or test.outcomes
-    result = _report(stats, rows, vocab, top_k, worst,
-                     describe_inputs(sources, [reading.p_kind, reading.q_kind] + (["labels"] if labels else []),
-                                     [rows] * len(sources)))
+    kinds = [reading.p_kind, reading.q_kind] + (["labels"] if label_rows is not None else [])
+    result = _report(stats, rows, vocab, top_k, worst, describe_inputs(sources, kinds, [rows] * len(sources)))
     result.figures.update(extras)
     return result
 

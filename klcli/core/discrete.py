@@ -205,7 +205,7 @@ def js_from_ratio(d: np.ndarray, probs_p: np.ndarray, probs_q: np.ndarray,
 # --- the Python API: plain arrays in, per-row arrays out -------------------
 
 
-def _pair(p, q, kind: str):
+def _pair(p, q, kind: str) -> tuple[LogRows, LogRows]:
     p_rows = as_log_rows(np.atleast_2d(np.asarray(p, dtype=np.float64)), kind, label="P")
     q_rows = as_log_rows(np.atleast_2d(np.asarray(q, dtype=np.float64)), kind, label="Q")
     return p_rows, q_rows

@@ -12,7 +12,7 @@ import os
 import warnings
 import zipfile
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Protocol, cast
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -23,7 +23,17 @@ from klcli.io.source import Source, first_line
 NPY_MAGIC = b"\x93NUMPY"
 
 
-def _read_header(stream: BinaryIO, name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+
+class ByteStream(Protocol):
+    """What the .npy stream reader needs: a file, standard input's buffer, or a member of a zip archive."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+    def tell(self) -> int: ...
+
+def _read_header(stream: ByteStream, name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
     """The (shape, fortran_order, dtype) of an ``.npy`` stream positioned at its start."""
     try:
         with warnings.catch_warnings():  # numpy parses the header as a Python literal; odd bytes warn
@@ -102,7 +112,7 @@ def open_npy(path: str, operand: str) -> Source:
 
 
 def _stream_blocks(
-    stream: BinaryIO, name: str, shape: tuple[int, ...], fortran: bool, dtype: np.dtype, block_rows: int
+    stream: ByteStream, name: str, shape: tuple[int, ...], fortran: bool, dtype: np.dtype, block_rows: int
 ) -> Iterator[np.ndarray]:
     """Read an ``.npy`` body from a stream, block by block, with ``readinto``."""
     total = math.prod(shape)
@@ -124,8 +134,8 @@ def _stream_blocks(
         yield np.empty((0, outcomes), dtype=dtype)
 
 
-def _fill(stream: BinaryIO, target: np.ndarray, name: str, done: int, total: int) -> None:
-    view = memoryview(target).cast("B")
+def _fill(stream: ByteStream, target: np.ndarray, name: str, done: int, total: int) -> None:
+    view = target.data.cast("B")
     filled = 0
     while filled < len(view):
         try:
@@ -138,7 +148,7 @@ def _fill(stream: BinaryIO, target: np.ndarray, name: str, done: int, total: int
         filled += got
 
 
-def open_npy_stream(stream: BinaryIO, name: str, operand: str, *, fmt: str, size: int | None = None) -> Source:
+def open_npy_stream(stream: ByteStream, name: str, operand: str, *, fmt: str, size: int | None = None) -> Source:
     """``.npy`` bytes from a stream (standard input, or a member of an ``.npz``)."""
     shape, fortran, dtype = _read_header(stream, name)
     if size is not None:
@@ -167,6 +177,7 @@ def open_npz(path: str, operand: str, key: str | None) -> Source:
         member = archive.open(info)
     except Exception as exc:  # noqa: BLE001 — as above
         raise InputError(f"{name}: cannot be read ({first_line(exc)})") from None
-    source = open_npy_stream(member, name, operand, fmt="npz", size=info.file_size)
+    # (a zipfile.ZipExtFile, typed as IO[bytes], reads into buffers too)
+    source = open_npy_stream(cast(ByteStream, member), name, operand, fmt="npz", size=info.file_size)
     source.path = path
     return source

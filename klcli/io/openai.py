@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -201,8 +202,12 @@ def aligned_pair(p_path: str, q_path: str, p_operand: str, q_operand: str, tail:
         dense_q[row, : len(values_q) - 1], dense_q[row, -1] = values_q[:-1], values_q[-1]
     sources = []
     for operand, path, dense in ((p_operand, p_path, dense_p), (q_operand, q_path, dense_q)):
-        source = Source(operand, path, "openai-logprobs", dense.shape, "float64",
-                        lambda _rows, dense=dense: iter([dense]))
+        source = Source(operand, path, "openai-logprobs", dense.shape, "float64", _whole(dense))
         source.forced_kind = "probs"
         sources.append(source)
     return sources[0], sources[1], mismatches
+
+
+def _whole(rows: np.ndarray) -> Callable[[int], Iterator[np.ndarray]]:
+    """A reader of ``rows`` as one block."""
+    return lambda _block_rows: iter([rows])

@@ -118,6 +118,8 @@ def open_operand(operand, role: str = "", *, stdin=None) -> Source:
 
 
 def _open(operand, stdin) -> Source:
+    if isinstance(operand, (int, float)) and not isinstance(operand, bool):
+        operand = repr(operand)  # a Python number is the inline number it prints as
     if not isinstance(operand, str):
         return open_array(operand)
     if operand == "-":

@@ -199,25 +199,29 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def outputs(folder: Path) -> dict[str, dict]:
-    """Run every case in ``folder`` (made here: ``bench/`` data and a ``samples`` link), with relative operands.
-
-    Relative paths keep the outputs, and the tables' column widths, the same in every checkout.
-    """
+def prepare(folder: Path) -> dict[str, str]:
+    """Make ``bench/`` data and a ``samples`` link in ``folder``; the bench operands, relative to ``folder``."""
     (folder / "bench").mkdir()
     make_bench(folder / "bench")
     (folder / "samples").symlink_to(ROOT / "sample_data")
+    return {name: os.path.relpath(path, folder) for name, path in make_bench_names(folder / "bench").items()}
+
+
+def run_case(folder: Path, argv: list[str]) -> dict:
+    """One case, run in ``folder`` with relative operands (so outputs and tables' widths match in any checkout)."""
     here = os.getcwd()
     os.chdir(folder)
     try:
-        bench = {name: os.path.relpath(path, folder) for name, path in make_bench_names(folder / "bench").items()}
-        found = {}
-        for name, argv in cases("samples", bench).items():
-            code, out, err = run_cli(argv)
-            found[name] = {"argv": argv, "format": fmt_of(argv), "code": code, "out": out, "err": err}
+        code, out, err = run_cli(argv)
     finally:
         os.chdir(here)
-    return found
+    return {"argv": argv, "format": fmt_of(argv), "code": code, "out": out, "err": err}
+
+
+def outputs(folder: Path) -> dict[str, dict]:
+    """Every case's output, run in ``folder`` (see :func:`prepare`)."""
+    bench = prepare(folder)
+    return {name: run_case(folder, argv) for name, argv in cases("samples", bench).items()}
 
 
 def main() -> None:

@@ -10,6 +10,19 @@ import time
 import pytest
 
 
+def _wait_until_reading_a_pipe(pid: int) -> None:
+    """The readiness handshake: the kernel says the process is blocked reading a pipe (its standard input)."""
+    wchan = f"/proc/{pid}/wchan"
+    try:
+        open(wchan).read()
+    except OSError:
+        pytest.skip("no /proc/PID/wchan on this system to see that klcli is reading")
+    deadline = time.monotonic() + 60
+    while "pipe_read" not in open(wchan).read():
+        assert time.monotonic() < deadline, "klcli never started reading its standard input"
+        time.sleep(0.005)
+
+
 def test_sigint_while_running_exits_130_and_keeps_the_old_output(tmp_path):
     target = tmp_path / "result.json"
     target.write_text("old result\n")
@@ -17,7 +30,7 @@ def test_sigint_while_running_exits_130_and_keeps_the_old_output(tmp_path):
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdin.write(b"0.5,0.5\n")  # …and then nothing: klcli is still reading when interrupted
     process.stdin.flush()
-    time.sleep(1.5)
+    _wait_until_reading_a_pipe(process.pid)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130
