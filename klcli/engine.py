@@ -57,7 +57,8 @@ def merge(partials: Iterable[Partial]) -> Partial:
     """One partial for adjacent partials given in any order: arrays concatenated in row order, counts added.
 
     Raises ``ValueError`` if the partials overlap or leave a gap (they must
-    cover consecutive rows), or if they hold different statistics.
+    cover consecutive rows), or if they hold different statistics (a partial
+    with no ``values`` at all — a block whose rows were all left out — adds none).
 
     Examples
     --------
@@ -75,14 +76,20 @@ def merge(partials: Iterable[Partial]) -> Partial:
         if after.start != before.stop:
             raise ValueError(f"partials do not cover consecutive rows: {before.start}–{before.stop} then "
                              f"{after.start}–{after.stop}")
+    # A block that kept no values (every row left out) has none to add; the others must agree on what they hold.
+    with_values = [part for part in ordered if part.values]
     for part in ordered[1:]:
-        if part.per_row.keys() != first.per_row.keys() or part.values.keys() != first.values.keys():
+        if part.per_row.keys() != first.per_row.keys():
             raise ValueError("partials hold different statistics; only partials of one run merge")
+    for part in with_values[1:]:
+        if part.values.keys() != with_values[0].values.keys():
+            raise ValueError("partials hold different statistics; only partials of one run merge")
+    names = with_values[0].values if with_values else {}
     return Partial(
         first.start,
         ordered[-1].stop,
         {name: _concatenate([part.per_row[name] for part in ordered]) for name in first.per_row},
-        {name: _concatenate([part.values[name] for part in ordered]) for name in first.values},
+        {name: _concatenate([part.values[name] for part in with_values]) for name in names},
         {name: sum(part.counts.get(name, 0) for part in ordered)
          for name in dict.fromkeys(name for part in ordered for name in part.counts)},
     )

@@ -89,6 +89,10 @@ def test_merge_refuses_gaps_overlaps_and_different_statistics():
     with pytest.raises(ValueError, match="different statistics"):
         engine.merge([a, engine.Partial(2, 3, {"js": np.zeros(1)})])
     assert engine.merge([]).rows == 0
+    empty = engine.Partial(2, 5)  # a block whose rows were all left out keeps no values
+    kept = engine.merge([engine.Partial(0, 2, values={"kl": np.ones(2)}), empty,
+                         engine.Partial(5, 6, values={"kl": np.zeros(1)})])
+    assert kept.values["kl"].tolist() == [1.0, 1.0, 0.0] and kept.rows == 6
 
 
 def test_ordered_map_keeps_order_and_reports_the_first_error_first():
