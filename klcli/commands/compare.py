@@ -132,8 +132,8 @@ def compare(base_operand: str, test_operand: str, reading: Reading, unit: Unit, 
         if progress is not None:
             progress.update(rows)
     if marks is not None and (total := marks.drain()) != rows:
-        what = "labels" if with_labels else "mask values"
-        raise ShapeError(f"{counter.label} hold {total} {what} but the logits have {rows} positions; "
+        what, verb = ("labels", "hold") if with_labels else ("mask values", "holds")
+        raise ShapeError(f"{counter.label} {verb} {total} {what} but the logits have {rows} positions; "
                          f"give one {what[:-1]} per position")
     if not pieces:
         why = _left_out_why(with_labels, mask_source, shift, ignore_index)
@@ -167,10 +167,10 @@ def _take_marks(marks: Rows, source: Source, start: int, shape: tuple, ignore_in
     """The next block's labels (checked against the vocabulary), or its mask as 0/1."""
     count, vocab = shape
     taken = marks.take(count)
-    what = "labels" if with_labels else "mask values"
+    what, verb = ("labels", "hold") if with_labels else ("mask values", "holds")
     if taken is None or taken.shape[0] != count:
         have = marks.drain()
-        raise ShapeError(f"{source.label} hold {have} {what} but the logits have more than {have} positions; "
+        raise ShapeError(f"{source.label} {verb} {have} {what} but the logits have more than {have} positions; "
                          f"give one {what[:-1]} per position")
     ids = taken[:, 0]
     if with_labels:

@@ -298,7 +298,7 @@ def test_padding_errors_and_usage(cli, padded):
     assert bad.code == 2 and "position 0 holds 0.5" in bad.err and "1 (score the position) or 0" in bad.err
     np.save(folder / "short_mask.npy", np.ones(B * T - 1))
     short = cli(*args, "--mask", folder / "short_mask.npy")
-    assert short.code == 2 and "127 mask values but the logits have more than 127 positions" in short.err
+    assert short.code == 2 and "holds 127 mask values but the logits have more than 127 positions" in short.err
     shift = cli(*args, "--shift")
     assert shift.code == 2 and "--shift" in shift.err and "--labels" in shift.err
     np.save(folder / "none.npy", np.zeros(B * T, dtype=np.int8))
@@ -322,3 +322,21 @@ def test_errors_name_the_input_row(cli, padded):
               "--json").json()
     real = np.flatnonzero(labels != -100)
     assert doc["value"] == pytest.approx(_numpy_reference(broken, test, real)["kl"].mean(), rel=1e-9)
+
+
+def test_shift_moves_the_mask_with_its_labels(cli, padded):
+    """With --shift a mask 0 at position t+1 drops position t, as a label of --ignore-index there would."""
+    base, test, labels, folder = padded
+    mask = np.ones(B * T, dtype=bool)
+    mask[5::7] = False
+    np.save(folder / "holes.npy", mask)
+    masked = np.where(mask, labels, -100).reshape(B, T)
+    next_label = np.full((B, T), -100)
+    next_label[:, :-1] = masked[:, 1:]
+    next_label = next_label.reshape(-1)
+    kept = np.flatnonzero(next_label != -100)
+    doc = cli("compare", folder / "base.npy", folder / "test.npy", "--labels", folder / "labels.npy", "--mask",
+              folder / "holes.npy", "--shift", "--json").json()
+    ref = _numpy_reference(base, test, kept, next_label)
+    _assert_report(doc, ref, kept)
+    assert doc["ppl_base"] == pytest.approx(math.exp(ref["nll_base"].mean()), rel=1e-9)
