@@ -30,6 +30,7 @@ from klcli.options import (
     KindOpt,
     LabelsOpt,
     LogitsOpt,
+    MaskOpt,
     NoProgressOpt,
     NormalizeOpt,
     OutputOpt,
@@ -356,6 +357,8 @@ def compare_command(
                                               "and vocabulary.", show_default=False)],
     labels: LabelsOpt = None,
     ignore_index: IgnoreIndexOpt = -100,
+    mask: MaskOpt = None,
+    shift: ShiftOpt = False,
     top_k: Annotated[int, typer.Option("--top-k", min=1, metavar="K",
                                        help="K of the top-k overlap |topk(base) ∩ topk(test)| / K.")] = 5,
     worst: Annotated[int, typer.Option("--worst", min=0, metavar="N",
@@ -378,7 +381,9 @@ def compare_command(
 
     Per position: KL both ways, JS divergence, total variation, top-1 agreement and top-k overlap; with
     --labels, each model's perplexity, their ratio, and Δp = p_test(label) − p_base(label) — the statistics of
-    llama.cpp's --kl-divergence, for any framework's logits, as JSON with gates.
+    llama.cpp's --kl-divergence, for any framework's logits, as JSON with gates. Positions whose label is
+    --ignore-index, that --mask marks 0, or (with --shift) that end a sequence are left out of every statistic;
+    rows (argmax, worst) are still numbered as in the input.
 
     Examples:
 
@@ -390,10 +395,11 @@ def compare_command(
 
     both = kind or Kind.logits
     reading = _reading(None, False, base_kind or both, test_kind or both, False, 0.0, temperature, threads)
-    operands = [base_model, test_model] + ([labels] if labels else [])
+    operands = [base_model, test_model] + [o for o in (labels, mask) if o]
     _finish(delivery, lambda progress: compare.compare(base_model, test_model, reading, delivery.unit, labels=labels,
-                                                       top_k=top_k, worst=worst, ignore_index=ignore_index,
-                                                       progress=progress, tail=_tail(tail)), operands)
+                                                       mask=mask, shift=shift, top_k=top_k, worst=worst,
+                                                       ignore_index=ignore_index, progress=progress,
+                                                       tail=_tail(tail)), operands)
 
 
 @app.command("rlhf")

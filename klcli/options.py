@@ -82,6 +82,11 @@ ShiftOpt = Annotated[bool, typer.Option(
     "--shift", help="Causal-LM dumps: position t predicts token t+1 (logits[:, :-1] against labels[:, 1:], as "
     "Hugging Face computes the loss).", rich_help_panel=TOKENS)]
 
+MaskOpt = Annotated[Optional[str], typer.Option(
+    "--mask", metavar="FILE", help="Which positions to score: one 1/0 (or boolean) per position, shape (N) or "
+    "(B, T) (.npy, FILE:COLUMN, inline), e.g. an attention mask. With --labels, a 0 acts as --ignore-index on "
+    "that position's label (labels AND mask).", rich_help_panel=TOKENS, show_default=False)]
+
 # --- output ----------------------------------------------------------------
 
 BaseOpt = Annotated[str, typer.Option(

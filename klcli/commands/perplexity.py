@@ -42,13 +42,21 @@ class TokenReading:
 
 @dataclass
 class TokenScores:
-    """Per-token losses (nats) of the counted tokens, and per-sequence sums."""
+    """Per-token losses (nats) of the counted tokens, and per-sequence sums.
+
+    ``at`` is each counted token's position in the input, 0-based over every
+    position read (ignored ones and padding included; row·T + column for a
+    2-D padded array), so that ``argmax`` names the input's position (SPEC §4).
+    ``sequence_sums`` and ``sequence_tokens`` cover every sequence read, 0
+    tokens for one that is all padding.
+    """
 
     losses: np.ndarray
     sequence_sums: np.ndarray
     sequence_tokens: np.ndarray
     positions: int
     inputs: list[dict]
+    at: np.ndarray | None = None
 
 
 class _Sequences:
@@ -62,11 +70,15 @@ class _Sequences:
         if not ids.size:
             return
         size = int(ids.max()) + 1
+        self.grow(size)
+        self.sums[:size] += np.bincount(ids, weights=losses, minlength=size)
+        self.tokens[:size] += np.bincount(ids, minlength=size)
+
+    def grow(self, size: int) -> None:
+        """Room for ``size`` sequences (one read but all padding keeps 0 tokens)."""
         if size > self.sums.size:
             self.sums = np.concatenate([self.sums, np.zeros(size - self.sums.size)])
             self.tokens = np.concatenate([self.tokens, np.zeros(size - self.tokens.size, dtype=np.int64)])
-        self.sums[:size] += np.bincount(ids, weights=losses, minlength=size)
-        self.tokens[:size] += np.bincount(ids, minlength=size)
 
 
 def _sequence_length(shape: tuple) -> int | None:
@@ -130,7 +142,7 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
             yield ids
 
     stream = shifted_labels(label_blocks(), length, reading.ignore_index) if reading.shift else label_blocks()
-    sequences, kept, positions = _Sequences(), [], 0
+    sequences, kept, kept_at, positions = _Sequences(), [], [], 0
     blocks = block_losses(logits, stream, labels.label, ignore_index=reading.ignore_index,
                           temperature=reading.temperature, label_smoothing=reading.label_smoothing,
                           threads=reading.threads, fast=reading.precision == "fast")
@@ -139,16 +151,22 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
             at = start + np.arange(loss.size)
             sequences.add((at // length if length else np.zeros_like(at))[counted], loss[counted])
             kept.append(loss[counted])
+            kept_at.append(at[counted])
             positions += loss.size
             if progress is not None:
                 progress.update(positions)
     except RowCountError as exc:
         raise ShapeError(f"{labels.label} (shape {labels.shape_text}) do not match the {logits.label} "
                          f"(shape {logits.shape_text}): {exc}") from None
+    sequences.grow(-(-positions // length) if length else int(positions > 0))
     inputs = [dict(logits.describe(positions), kind=logits.forced_kind or "logits"),
               dict(labels.describe(positions), kind="labels")]
-    return TokenScores(np.concatenate(kept) if kept else np.zeros(0), sequences.sums, sequences.tokens, positions,
-                       inputs)
+    return TokenScores(_joined(kept), sequences.sums, sequences.tokens, positions, inputs,
+                       _joined(kept_at, np.int64))
+
+
+def _joined(parts: list[np.ndarray], dtype=np.float64) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 
 def _token_losses(values: np.ndarray, kind: str, label: str, first_row: int, padded: bool) -> np.ndarray:
@@ -188,7 +206,7 @@ def _from_logprobs(operand: str, reading: TokenReading, progress) -> TokenScores
         from klcli.io.tables import group_codes
 
         groups = group_codes(source, reading.group)
-    sequences, kept, positions, row = _Sequences(), [], 0, 0
+    sequences, kept, kept_at, positions, row, read = _Sequences(), [], [], 0, 0, 0
     for block in source.blocks(rows_per_block(source.outcomes or 1)):
         losses = _token_losses(block, reading.kind, source.label, row, padded)
         counted = ~np.isnan(losses)
@@ -201,13 +219,15 @@ def _from_logprobs(operand: str, reading: TokenReading, progress) -> TokenScores
             ids = np.broadcast_to((row + np.arange(block.shape[0]))[:, None], block.shape)
         sequences.add(ids[counted], losses[counted])
         kept.append(losses[counted])
+        kept_at.append((read + np.arange(losses.size)).reshape(losses.shape)[counted])
         positions += int(counted.sum())
         row += block.shape[0]
+        read += losses.size
         if progress is not None:
             progress.update(positions)
+    sequences.grow(int(groups.max()) + 1 if groups is not None and groups.size else row if padded else int(row > 0))
     inputs = [dict(source.describe(row), kind=reading.kind)]
-    return TokenScores(np.concatenate(kept) if kept else np.zeros(0), sequences.sums, sequences.tokens, positions,
-                       inputs)
+    return TokenScores(_joined(kept), sequences.sums, sequences.tokens, positions, inputs, _joined(kept_at, np.int64))
 
 
 def token_scores(operand: str, reading: TokenReading, progress=None) -> TokenScores:
@@ -222,19 +242,25 @@ def token_scores(operand: str, reading: TokenReading, progress=None) -> TokenSco
     return scores
 
 
+def _sequence_means(scores: TokenScores) -> np.ndarray:
+    """Each sequence's mean loss per token; NaN (null) for a sequence with no counted token."""
+    with np.errstate(invalid="ignore"):
+        return scores.sequence_sums / scores.sequence_tokens
+
+
 def perplexity(operand: str, reading: TokenReading, unit: Unit, *, progress=None) -> Result:
     """Corpus perplexity exp(Σ NLL / Σ tokens), per-token NLL statistics and per-sequence figures."""
     scores = token_scores(operand, reading, progress)
     total, tokens = float(np.sum(scores.losses)), int(scores.losses.size)
     corpus = corpus_perplexity(total, tokens)
     per_token = unit.from_nats(scores.losses)
-    summary = summarize(per_token)
+    summary = summarize(per_token, scores.at)
     with_tokens = scores.sequence_tokens > 0
     per_sequence = sequence_perplexities(scores.sequence_sums, scores.sequence_tokens)
-    per_row = {
-        "nll": unit.from_nats(scores.sequence_sums[with_tokens] / scores.sequence_tokens[with_tokens]),
-        "perplexity": per_sequence[with_tokens],
-        "tokens": scores.sequence_tokens[with_tokens],
+    per_row = {  # one row per sequence read; null for a sequence that is all padding (it is not counted)
+        "nll": unit.from_nats(_sequence_means(scores)),
+        "perplexity": per_sequence,
+        "tokens": scores.sequence_tokens,
     }
     warnings = []
     if not math.isfinite(corpus):
@@ -269,12 +295,11 @@ def token_cross_entropy(operand: str, reading: TokenReading, unit: Unit, *, prog
     """``xent LOGITS --labels IDS``: PyTorch's ``cross_entropy`` (mean over counted tokens)."""
     scores = token_scores(operand, reading, progress)
     per_token = unit.from_nats(scores.losses)
-    summary = summarize(per_token)
+    summary = summarize(per_token, scores.at)
     figures = {"tokens": int(per_token.size), "label_smoothing": reading.label_smoothing,
                "precision": reading.precision}
     if not reading.label_smoothing:
         figures["perplexity"] = corpus_perplexity(float(np.sum(scores.losses)), int(scores.losses.size))
-    with_tokens = scores.sequence_tokens > 0
     return Result(
         command="xent",
         headline="mean token cross-entropy",
@@ -287,7 +312,7 @@ def token_cross_entropy(operand: str, reading: TokenReading, unit: Unit, *, prog
         summary_over="tokens",
         figures=figures,
         per_row={
-            "cross_entropy": unit.from_nats(scores.sequence_sums[with_tokens] / scores.sequence_tokens[with_tokens]),
-            "tokens": scores.sequence_tokens[with_tokens],
+            "cross_entropy": unit.from_nats(_sequence_means(scores)),
+            "tokens": scores.sequence_tokens,
         },
     )
