@@ -175,24 +175,33 @@ def _shaped(values: np.ndarray, shape: tuple[int, ...]):
 
 
 def _log_rows(values: np.ndarray, label: str, kind: str, batch: tuple[int, ...], *, temperature: float,
-              normalize: bool, epsilon: float = 0.0) -> LogRows:
-    """One side's distributions (outcomes last), validated as its own rows, then spread over ``batch``.
+              normalize: bool, epsilon: float = 0.0):
+    """One side's distributions (outcomes last) as a function ``(start, stop) → LogRows`` of output rows.
 
-    Rows are numbered in C order over the leading axes, in error messages too.
-    A single distribution stays one row (the kernels broadcast it); others are
-    repeated to the broadcast shape.
+    Rows are validated as the side's own rows, numbered in C order over its
+    leading axes (in error messages too), block by block as the CLI reads a
+    file, so memory stays bounded. A single distribution is converted once
+    and stays one row (the kernels broadcast it); a side that broadcasts
+    otherwise is converted whole and its rows repeated to ``batch``.
     """
     own = values.shape[:-1]
-    rows = as_log_rows(values.reshape(-1, values.shape[-1]), kind, label=label, temperature=temperature,
-                       normalize=normalize, epsilon=epsilon)
-    if own == batch or math.prod(own) == 1:
-        return rows
+    flat = values.reshape(-1, values.shape[-1])
+
+    def convert(block: np.ndarray, first_row: int) -> LogRows:
+        return as_log_rows(block, kind, label=label, first_row=first_row, temperature=temperature,
+                           normalize=normalize, epsilon=epsilon)
+
+    if own == batch:
+        return lambda start, stop: convert(flat[start:stop], start)
+    rows = convert(flat, 0)
+    if math.prod(own) == 1:
+        return lambda start, stop: rows
     index = np.broadcast_to(np.arange(math.prod(own)).reshape(own), batch).reshape(-1)
-    return _take_rows(rows, index)
+    return lambda start, stop: _take_rows(rows, index[start:stop])
 
 
 def _pair(p, q, *, kind, p_kind, q_kind, axis, temperature, normalize, epsilon=0.0):
-    """P and Q as LogRows over their broadcast leading shape, and that shape (None: nothing to compute)."""
+    """P and Q as row-block functions (see :func:`_log_rows`), their broadcast leading shape, and the outcomes."""
     kind = _choice(kind, "kind", KINDS)
     kinds = (kind if p_kind is None else _choice(p_kind, "p_kind", KINDS),
              kind if q_kind is None else _choice(q_kind, "q_kind", KINDS))
@@ -208,10 +217,25 @@ def _pair(p, q, *, kind, p_kind, q_kind, axis, temperature, normalize, epsilon=0
         raise ShapeError(f"p of shape {np.shape(p)} and q of shape {np.shape(q)} do not broadcast against each "
                          f"other (outside axis {axis})") from None
     if math.prod(batch) == 0:
-        return None, None, batch
+        return None, None, batch, p_values.shape[-1]
     p_rows = _log_rows(p_values, "p", kinds[0], batch, **options)
     q_rows = _log_rows(q_values, "q", kinds[1], batch, **options)
-    return p_rows, q_rows, batch
+    return p_rows, q_rows, batch, p_values.shape[-1]
+
+
+def _per_row(kernel, sides, batch: tuple[int, ...], outcomes: int, scale: float):
+    """``kernel(*LogRows)`` over blocks of about a million values (as the CLI's), in the leading shape."""
+    from klcli.io.source import rows_per_block
+
+    if math.prod(batch) == 0:
+        return _shaped(np.zeros(0), batch)
+    total, step = math.prod(batch), rows_per_block(outcomes)
+    parts = []
+    for start in range(0, total, step):
+        stop = min(start + step, total)
+        values = np.asarray(kernel(*(side(start, stop) for side in sides)), dtype=np.float64)
+        parts.append(np.broadcast_to(values, (stop - start,)))  # two single rows give one value
+    return _shaped(np.concatenate(parts) / scale, batch)
 
 
 _ROW_OPTIONS = """kind : {'probs', 'logprobs', 'logits'}, optional
@@ -283,13 +307,10 @@ def kl(p, q, *, kind="probs", axis=-1, base=None, temperature=1.0, normalize=Fal
     """
     scale = _log_base(base)
     direction = _choice(direction, "direction", _DIRECTIONS)
-    p_rows, q_rows, batch = _pair(p, q, kind=kind, p_kind=p_kind, q_kind=q_kind, axis=axis, temperature=temperature,
-                                  normalize=normalize, epsilon=epsilon)
-    if p_rows is None:
-        return _shaped(np.zeros(0), batch)
-    if direction == "reverse":
-        p_rows, q_rows = q_rows, p_rows
-    return _shaped(kl_rows(p_rows, q_rows) / scale, batch)
+    p_rows, q_rows, batch, outcomes = _pair(p, q, kind=kind, p_kind=p_kind, q_kind=q_kind, axis=axis,
+                                            temperature=temperature, normalize=normalize, epsilon=epsilon)
+    sides = (q_rows, p_rows) if direction == "reverse" else (p_rows, q_rows)
+    return _per_row(kl_rows, sides, batch, outcomes, scale)
 
 
 def cross_entropy(p, q, *, kind="probs", axis=-1, base=None, temperature=1.0, normalize=False, epsilon=0.0,
@@ -325,13 +346,11 @@ def cross_entropy(p, q, *, kind="probs", axis=-1, base=None, temperature=1.0, no
     """
     scale = _log_base(base)
     direction = _choice(direction, "direction", _DIRECTIONS)
-    p_rows, q_rows, batch = _pair(p, q, kind=kind, p_kind=p_kind, q_kind=q_kind, axis=axis, temperature=temperature,
-                                  normalize=normalize, epsilon=epsilon)
-    if p_rows is None:
-        return _shaped(np.zeros(0), batch)
-    if direction == "reverse":
-        p_rows, q_rows = q_rows, p_rows
-    return _shaped((entropy_rows(p_rows) + kl_rows(p_rows, q_rows)) / scale, batch)
+    p_rows, q_rows, batch, outcomes = _pair(p, q, kind=kind, p_kind=p_kind, q_kind=q_kind, axis=axis,
+                                            temperature=temperature, normalize=normalize, epsilon=epsilon)
+    sides = (q_rows, p_rows) if direction == "reverse" else (p_rows, q_rows)
+    return _per_row(lambda first, second: entropy_rows(first) + kl_rows(first, second), sides, batch,
+                    outcomes, scale)
 
 
 def entropy(p, *, kind="probs", axis=-1, base=None, temperature=1.0, normalize=False):
@@ -367,7 +386,7 @@ def entropy(p, *, kind="probs", axis=-1, base=None, temperature=1.0, normalize=F
         return _shaped(np.zeros(0), batch)
     rows = _log_rows(values, "p", kind, batch, temperature=_temperature(temperature),
                      normalize=_flag(normalize, "normalize"))
-    return _shaped(entropy_rows(rows) / scale, batch)
+    return _per_row(entropy_rows, (rows,), batch, values.shape[-1], scale)
 
 
 def js(p, q, *, weights=(0.5, 0.5), distance=False, kind="probs", axis=-1, base=None, temperature=1.0,
@@ -409,12 +428,11 @@ def js(p, q, *, weights=(0.5, 0.5), distance=False, kind="probs", axis=-1, base=
     scale = _log_base(base)
     pair = _weights(weights)
     distance = _flag(distance, "distance")
-    p_rows, q_rows, batch = _pair(p, q, kind=kind, p_kind=p_kind, q_kind=q_kind, axis=axis, temperature=temperature,
-                                  normalize=normalize, epsilon=epsilon)
-    if p_rows is None:
-        return _shaped(np.zeros(0), batch)
-    divergence = js_rows(p_rows, q_rows, pair) / scale
-    return _shaped(np.sqrt(np.maximum(divergence, 0.0)) if distance else divergence, batch)
+    p_rows, q_rows, batch, outcomes = _pair(p, q, kind=kind, p_kind=p_kind, q_kind=q_kind, axis=axis,
+                                            temperature=temperature, normalize=normalize, epsilon=epsilon)
+    divergence = _per_row(lambda first, second: js_rows(first, second, pair), (p_rows, q_rows), batch,
+                          outcomes, scale)
+    return np.sqrt(np.maximum(divergence, 0.0)) if distance else divergence
 
 
 for _function in (kl, cross_entropy, entropy, js):

@@ -168,3 +168,16 @@ def test_counts_with_normalize_and_integer_input():
 def test_empty_leading_axis():
     assert klcli.kl(np.zeros((0, 3)), [0.2, 0.3, 0.5]).shape == (0,)
     assert klcli.entropy(np.zeros((2, 0, 3))).shape == (2, 0)
+
+
+def test_many_blocks_match_scipy_and_name_the_row():
+    """Inputs above a block (about a million values) are taken block by block, as the CLI reads files."""
+    rng = np.random.default_rng(9)
+    p = rng.dirichlet(np.ones(5000), size=(3, 100)).astype(np.float32)  # 300 rows: two blocks of ≤ 209
+    q = rng.dirichlet(np.ones(5000), size=(1, 100))  # broadcast along the first axis
+    pb, qb = np.broadcast_arrays(p.astype(np.float64), q)
+    np.testing.assert_allclose(klcli.kl(p, q), stats.entropy(pb, qb, axis=-1), rtol=RTOL)
+    bad = p.copy()
+    bad[2, 50, 0] += 0.5  # row 2·100 + 50, in the second block
+    with pytest.raises(ValueError, match="^p: row 250 sums to"):
+        klcli.kl(bad, q)
