@@ -570,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     except KlcliError as exc:
         if debug:
             raise
-        _error(str(exc))
+        _error(exc.cli_message())
         return exc.exit_code
     except typer.TyperException as exc:  # Typer's own usage errors: bad option, missing argument
         if debug:

@@ -275,8 +275,9 @@ def _from_probs(values, label, first_row, normalize, tolerance) -> LogRows:
         row, col = np.argwhere(negative)[0]
         raise DistributionError(
             f"{label}: row {first_row + row} has a negative probability {float(values[row, col])!r} "
-            f"at column {col}; probabilities must be >= 0 (pass --kind logits or --kind logprobs "
-            "if these are scores)"
+            f"at column {col}; probabilities must be >= 0",
+            hint="pass --kind logits or --kind logprobs if these are scores",
+            api_hint="pass kind='logits' or kind='logprobs' if these are scores", form="{message} ({hint})",
         )
     sums = np.sum(values, axis=1)
     if normalize:
@@ -325,8 +326,9 @@ def _require_unit_sums(sums, label, first_row, tolerance) -> None:
     if off.any():
         row = int(np.flatnonzero(off)[0])
         raise DistributionError(
-            f"{label}: row {first_row + row} sums to {float(sums[row])!r}, not 1 (tolerance {tolerance:g}); "
-            "pass --normalize for counts or weights, or --kind logits if these are logits"
+            f"{label}: row {first_row + row} sums to {float(sums[row])!r}, not 1 (tolerance {tolerance:g})",
+            hint="pass --normalize for counts or weights, or --kind logits if these are logits",
+            api_hint="pass normalize=True for counts or weights, or kind='logits' if these are logits",
         )
 
 

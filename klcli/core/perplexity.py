@@ -83,7 +83,8 @@ def token_nll(
     if outside.any():
         index = int(np.flatnonzero(outside)[0])
         raise InputError(f"{label}: the label at position {first_position + index} is {int(labels[index])}, outside "
-                         f"the vocabulary [0, {vocab}) (ignored positions use --ignore-index {ignore_index})")
+                         f"the vocabulary [0, {vocab})", hint=f"ignored positions use --ignore-index {ignore_index}",
+                         api_hint=f"ignored positions use ignore_index={ignore_index}", form="{message} ({hint})")
     # log p[label] = z[label] − log Σ e^z: the label's logit read directly, never log(softmax(z)).
     picked = rows.shifted[np.arange(rows.rows), np.where(counted, labels, 0)]
     loss = rows.offset - picked

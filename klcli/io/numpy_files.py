@@ -91,14 +91,18 @@ def open_npy(path: str, operand: str) -> Source:
         offset = stream.tell()
     _check_size(path, shape, dtype, os.path.getsize(path) - offset)
 
+    def mapped() -> np.ndarray:
+        if math.prod(shape) == 0:  # nothing to map (mmap refuses an empty range)
+            return np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
         if math.prod(shape) == 0:
             yield np.empty((0, shape[-1]), dtype=dtype)
             return
-        mapped = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
-        yield from _slices(_as_rows(mapped), block_rows)
+        yield from _slices(_as_rows(mapped()), block_rows)
 
-    return Source(operand, path, "npy", shape, str(dtype), blocks)
+    return Source(operand, path, "npy", shape, str(dtype), blocks, array=mapped)
 
 
 def _stream_blocks(

@@ -172,7 +172,8 @@ def _distribution(known: dict[str, float], shared: list[str], tail: str, where: 
         return probabilities + [1.0 - listed]
     # (Listed mass above 1 is rounding in the file: the shared tokens are then all there is.)
     if listed <= 0:
-        raise InputError(f"{where}: the two files share no token here; --tail renormalize needs at least one")
+        raise InputError(f"{where}: the two files share no token here", hint="--tail renormalize needs at least one",
+                         api_hint="tail='renormalize' needs at least one")
     return [p / listed for p in probabilities] + [0.0]
 
 

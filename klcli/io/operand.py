@@ -169,12 +169,17 @@ def _open_inline(operand: str) -> Source:
 def read_array(operand: str, role: str) -> tuple[np.ndarray, Source]:
     """An operand read whole, in its stored shape (for small parameter arrays)."""
     source = open_operand(operand, role)
+    return whole_array(source), source
+
+
+def whole_array(source: Source) -> np.ndarray:
+    """An opened source's values gathered from its blocks, in its stored shape (a text column as a vector)."""
     blocks = [np.asarray(block) for block in source.blocks(1 << 16)]
     rows = np.concatenate(blocks) if blocks else np.empty((0, source.shape[-1] or 0))
     shape = tuple(rows.shape[0] if s is None else s for s in source.shape)
     if len(shape) == 1 and source.shape[0] is None:  # a text column gathered as one vector
         shape = (rows.size,)
-    return rows.reshape(shape), source
+    return rows.reshape(shape)
 
 
 def read_columns(operand: str, role: str) -> tuple[dict[str, np.ndarray], Source]:

@@ -90,11 +90,16 @@ def open_safetensors(path: str, operand: str, selector: str | None) -> Source:
         raise InputError(f"{path}: has no tensor {selector!r}; it holds: {', '.join(names) or 'none'}")
     dtype, shape, offset, dtype_name = _tensor(path, header, selector, data_start)
 
-    def blocks(block_rows: int) -> Iterator[np.ndarray]:
-        mapped = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape) if math.prod(shape) else \
+    def mapped() -> np.ndarray:
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape) if math.prod(shape) else \
             np.empty(shape, dtype=dtype)
-        for block in as_row_blocks(mapped, block_rows):
+
+    def blocks(block_rows: int) -> Iterator[np.ndarray]:
+        for block in as_row_blocks(mapped(), block_rows):
             yield widen_bf16(block) if dtype_name == "BF16" else block
 
+    def whole() -> np.ndarray:
+        return widen_bf16(mapped()) if dtype_name == "BF16" else mapped()
+
     reported = "bfloat16" if dtype_name == "BF16" else str(dtype)
-    return Source(operand, path, "safetensors", shape, reported, blocks)
+    return Source(operand, path, "safetensors", shape, reported, blocks, array=whole)

@@ -96,6 +96,9 @@ class Source:
     forced_kind: str | None = None
     # A format that carries the observed tokens, one per row (llama.cpp base files).
     labels: Callable[[int], Iterator[np.ndarray]] | None = field(default=None, repr=False)
+    # A format whose bytes are the array (.npy, safetensors): the whole array in its stored shape, at once
+    # (a read-only memory map; bfloat16 is widened to a float32 copy). None: read it block by block.
+    array: Callable[[], np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:

@@ -98,6 +98,8 @@ def _layout_of(schema, path: str, selector: str | None, first_length) -> Layout:
     """``choose_layout`` for a binary table, whose damaged schema pyarrow reports in its own ways."""
     try:
         return choose_layout(schema, path, selector, first_length)
+    except InputError:  # klcli's own (a ValueError too): already names the problem
+        raise
     except (KeyError, IndexError, *_read_errors()) as exc:
         raise InputError(f"{path}: has a damaged schema ({first_line(exc)})") from None
 
@@ -169,6 +171,8 @@ def open_parquet(path: str, operand: str, selector: str | None) -> Source:
         batches = read_ahead(parquet.iter_batches(batch_size=block_rows, columns=layout.columns, use_threads=False))
         try:
             yield from _blocks_from_batches(batches, layout, path, block_rows)
+        except InputError:
+            raise
         except _read_errors() as exc:
             raise InputError(f"{path}: cannot be read ({first_line(exc)})") from None
 
@@ -206,6 +210,8 @@ def open_arrow(path: str, operand: str, selector: str | None) -> Source:
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
         try:
             yield from _blocks_from_batches(iter(batches), layout, path, block_rows)
+        except InputError:
+            raise
         except _read_errors() as exc:
             raise InputError(f"{path}: cannot be read ({first_line(exc)})") from None
 
@@ -300,6 +306,8 @@ def open_csv(path: str | None, operand: str, selector: str | None, *, delimiter:
             for block in _blocks_from_batches(batches(), layout, name, block_rows):
                 produced = produced or block.size > 0
                 yield block
+        except InputError:
+            raise
         except _read_errors() as exc:
             whole = data if data is not None else Path(path).read_bytes()
             message = _locate_problem(whole, name, delimiter, has_header, len(names), selected)
