@@ -7,11 +7,12 @@ import math
 import numpy as np
 
 from klcli.commands.common import Reading, describe_inputs, open_operands, open_pair
-from klcli.core.compare import agreement_stderr, label_stats, paired_difference, position_stats
-from klcli.core.perplexity import as_token_ids
+from klcli.core.compare import agreement_stderr, label_stats, nll_correlation, paired_difference, position_stats
+from klcli.core.perplexity import INF_PERPLEXITY as _INF_PERPLEXITY
+from klcli.core.perplexity import as_token_ids, perplexity_of
 from klcli.core.stats import summarize
 from klcli.core.stream import Rows, available_cores, ordered_map, paired_blocks
-from klcli.errors import ShapeError
+from klcli.errors import InputError, ShapeError
 from klcli.io.source import Source, rows_per_block
 from klcli.result import Result
 from klcli.units import Unit
@@ -74,6 +75,9 @@ def compare(base_operand: str, test_operand: str, reading: Reading, unit: Unit, 
         raise ShapeError(f"{sources[2].label} hold {total} labels but the logits have {rows} positions; "
                          "give one label per position")
     stats = {name: np.concatenate(parts) for name, parts in pieces.items()}
+    if labels and not stats["counted"].any():
+        raise InputError(f"{sources[2].label}: no tokens were counted (every label is --ignore-index {ignore_index}); "
+                         "there is nothing to score")
     vocab = base.outcomes or test.outcomes
     result = _report(stats, rows, vocab, top_k, worst, unit,
                      describe_inputs(sources, [reading.p_kind, reading.q_kind] + (["labels"] if labels else []),
@@ -127,6 +131,7 @@ def _report(stats, rows, vocab, top_k, worst, unit: Unit, inputs) -> Result:
     }
     per_row = {"kl": scaled["kl"], "kl_reverse": scaled["kl_reverse"], "js": scaled["js"], "tv": stats["tv"],
                "top1_agree": agree, "topk_overlap": stats["topk_overlap"]}
+    warnings: list[str] = []
     if "label" in stats:
         counted = stats["counted"]
         nll_base, nll_test = stats["nll_base"][counted], stats["nll_test"][counted]
@@ -136,14 +141,16 @@ def _report(stats, rows, vocab, top_k, worst, unit: Unit, inputs) -> Result:
         delta["rms"] = float(np.sqrt(np.mean(delta_p**2)))
         figures.update({
             "tokens": int(counted.sum()),
-            "ppl_base": math.exp(float(np.mean(nll_base))),
-            "ppl_test": math.exp(float(np.mean(nll_test))),
-            "ppl_ratio": math.exp(ln_ratio),
+            "ppl_base": perplexity_of(float(np.mean(nll_base))),
+            "ppl_test": perplexity_of(float(np.mean(nll_test))),
+            "ppl_ratio": perplexity_of(ln_ratio),
             "ln_ppl_ratio": ln_ratio,
             "ln_ppl_ratio_stderr": ln_ratio_stderr,
-            "nll_correlation": float(np.corrcoef(nll_base, nll_test)[0, 1]) if nll_base.size > 1 else None,
+            "nll_correlation": nll_correlation(nll_base, nll_test),
         })
         metrics["delta_p"] = delta
+        if not (math.isfinite(figures["ppl_base"]) and math.isfinite(figures["ppl_test"])):
+            warnings.append(_INF_PERPLEXITY)
         per_row.update({"nll_base": unit.from_nats(stats["nll_base"]), "nll_test": unit.from_nats(stats["nll_test"]),
                         "delta_p": stats["delta_p"]})
     # The worst positions: largest D(base‖test), ties by lower row (a stable sort of −kl).
@@ -165,4 +172,5 @@ def _report(stats, rows, vocab, top_k, worst, unit: Unit, inputs) -> Result:
         metrics=metrics,
         figures=figures,
         per_row=per_row,
+        warnings=warnings,
     )

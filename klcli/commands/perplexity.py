@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from klcli.commands.common import open_operands
+from klcli.commands.common import effective_precision, open_operands
 from klcli.core.perplexity import (
     IGNORE_INDEX,
+    INF_PERPLEXITY,
     as_token_ids,
     corpus_perplexity,
     sequence_perplexities,
@@ -49,6 +50,8 @@ class TokenScores:
     sequence_tokens: np.ndarray
     positions: int
     inputs: list[dict]
+    precision: str = "precise"  # what the losses were computed at (--precision fast only where it applies)
+    notes: list[str] = field(default_factory=list)
 
 
 class _Sequences:
@@ -147,8 +150,10 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
                          f"(shape {logits.shape_text}): {exc}") from None
     inputs = [dict(logits.describe(positions), kind=logits.forced_kind or "logits"),
               dict(labels.describe(positions), kind="labels")]
+    precision, notes = effective_precision(reading.precision, [logits], ["logits"], temperature=reading.temperature,
+                                           smoothing=reading.label_smoothing)
     return TokenScores(np.concatenate(kept) if kept else np.zeros(0), sequences.sums, sequences.tokens, positions,
-                       inputs)
+                       inputs, precision, notes)
 
 
 def _token_losses(values: np.ndarray, kind: str, label: str, first_row: int, padded: bool) -> np.ndarray:
@@ -206,8 +211,9 @@ def _from_logprobs(operand: str, reading: TokenReading, progress) -> TokenScores
         if progress is not None:
             progress.update(positions)
     inputs = [dict(source.describe(row), kind=reading.kind)]
+    precision, notes = effective_precision(reading.precision, [source], [reading.kind])
     return TokenScores(np.concatenate(kept) if kept else np.zeros(0), sequences.sums, sequences.tokens, positions,
-                       inputs)
+                       inputs, precision, notes)
 
 
 def token_scores(operand: str, reading: TokenReading, progress=None) -> TokenScores:
@@ -238,7 +244,7 @@ def perplexity(operand: str, reading: TokenReading, unit: Unit, *, progress=None
     }
     warnings = []
     if not math.isfinite(corpus):
-        warnings.append("perplexity is inf: a token has probability 0 (or a loss beyond float range)")
+        warnings.append(INF_PERPLEXITY)
     return Result(
         command="perplexity",
         headline="corpus perplexity",
@@ -258,9 +264,10 @@ def perplexity(operand: str, reading: TokenReading, unit: Unit, *, progress=None
             "tokens": tokens,
             "sequences": int(with_tokens.sum()),
             "mean_sequence_perplexity": float(np.mean(per_sequence[with_tokens])),
-            "precision": reading.precision,
+            "precision": scores.precision,
         },
         per_row=per_row,
+        notes=scores.notes,
         warnings=warnings,
     )
 
@@ -271,9 +278,12 @@ def token_cross_entropy(operand: str, reading: TokenReading, unit: Unit, *, prog
     per_token = unit.from_nats(scores.losses)
     summary = summarize(per_token)
     figures = {"tokens": int(per_token.size), "label_smoothing": reading.label_smoothing,
-               "precision": reading.precision}
+               "precision": scores.precision}
+    warnings = []
     if not reading.label_smoothing:
         figures["perplexity"] = corpus_perplexity(float(np.sum(scores.losses)), int(scores.losses.size))
+        if not math.isfinite(figures["perplexity"]):
+            warnings.append(INF_PERPLEXITY)
     with_tokens = scores.sequence_tokens > 0
     return Result(
         command="xent",
@@ -290,4 +300,6 @@ def token_cross_entropy(operand: str, reading: TokenReading, unit: Unit, *, prog
             "cross_entropy": unit.from_nats(scores.sequence_sums[with_tokens] / scores.sequence_tokens[with_tokens]),
             "tokens": scores.sequence_tokens[with_tokens],
         },
+        notes=scores.notes,
+        warnings=warnings,
     )
