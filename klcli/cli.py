@@ -43,6 +43,7 @@ from klcli.options import (
     TailOpt,
     TemperatureOpt,
     ThreadsOpt,
+    finite,
 )
 
 app = typer.Typer(
@@ -204,8 +205,9 @@ def xent_command(
     ignore_index: IgnoreIndexOpt = -100,
     shift: ShiftOpt = False,
     label_smoothing: Annotated[float, typer.Option(
-        "--label-smoothing", metavar="EPS", min=0.0, max=1.0, help="With --labels: PyTorch's label smoothing, "
-        "(1−EPS)·NLL + EPS·mean over the vocabulary of −log p.", rich_help_panel="Tokens and labels")] = 0.0,
+        "--label-smoothing", metavar="EPS", min=0.0, max=1.0, callback=finite,
+        help="With --labels: PyTorch's label smoothing, (1−EPS)·NLL + EPS·mean over the vocabulary of −log p.",
+        rich_help_panel="Tokens and labels")] = 0.0,
     kind: KindOpt = None,
     logits: LogitsOpt = False,
     p_kind: PKindOpt = None,
@@ -421,7 +423,8 @@ def rlhf_command(
     reward: Annotated[Optional[str], typer.Option(
         "--reward", metavar="R", help="One reward per sequence (a number, inline values or a file): adds the "
         "objective R − β·KL.", show_default=False)] = None,
-    beta: Annotated[float, typer.Option("--beta", metavar="B", help="The KL coefficient β of the objective.")] = 0.1,
+    beta: Annotated[float, typer.Option("--beta", metavar="B", callback=finite,
+                                        help="The KL coefficient β of the objective.")] = 0.1,
     policy_logits: Annotated[Optional[str], typer.Option(
         "--policy-logits", metavar="FILE", help="The policy's logits at the same positions, for the exact KL over "
         "the vocabulary.", show_default=False)] = None,

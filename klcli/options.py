@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from typing import Annotated, Optional
 
 import typer
+
+
+def finite(value: float | None) -> float | None:
+    """A float option's callback: NaN and ±inf are usage errors (``min=`` and ``> 0`` checks let NaN through)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value!r} is not a finite number")
+    return value
 
 READING = "Reading the inputs"
 OUTPUT = "Output"
@@ -46,11 +54,11 @@ NormalizeOpt = Annotated[bool, typer.Option(
     "--normalize", help="Rescale each row to sum 1 (counts, weights) instead of requiring it.",
     rich_help_panel=READING)]
 EpsilonOpt = Annotated[float, typer.Option(
-    "--epsilon", min=0.0, metavar="E",
+    "--epsilon", min=0.0, metavar="E", callback=finite,
     help="Add E to every probability of P and Q, then renormalise (keeps KL finite where Q has zeros).",
     rich_help_panel=READING)]
 TemperatureOpt = Annotated[float, typer.Option(
-    "--temperature", "-T", metavar="T",
+    "--temperature", "-T", metavar="T", callback=finite,
     help="Divide log-probabilities (logits) by T > 0 before normalising, as in distillation.",
     rich_help_panel=READING)]
 

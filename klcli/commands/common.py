@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from klcli.core import fast
 from klcli.core.logspace import LogRows, as_log_rows
 from klcli.core.stats import summarize
 from klcli.core.stream import available_cores, ordered_map, paired_blocks
@@ -32,6 +33,12 @@ class Reading:
                            temperature=self.temperature, normalize=self.normalize, epsilon=self.epsilon,
                            fast=self.precision == "fast")
 
+    def effective_precision(self, sources: list[Source], kinds: list[str],
+                            smoothing: float = 0.0) -> tuple[str, list[str]]:
+        """The precision the figures were computed at, and a note where ``--precision fast`` could not apply."""
+        return effective_precision(self.precision, sources, kinds, temperature=self.temperature,
+                                   smoothing=smoothing, epsilon=self.epsilon)
+
     def notes(self) -> list[str]:
         notes = []
         if self.epsilon:
@@ -40,6 +47,20 @@ class Reading:
         if self.temperature != 1.0:
             notes.append(f"distributions tempered: softmax(log p / {self.temperature:g})")
         return notes
+
+
+def effective_precision(precision: str, sources: list[Source], kinds: list[str], *, temperature: float = 1.0,
+                        smoothing: float = 0.0, epsilon: float = 0.0) -> tuple[str, list[str]]:
+    """``fast`` only where its float32 kernel applies to every input; otherwise ``precise``, with a note saying why."""
+    if precision != "fast":
+        return precision, []
+    for source, kind in zip(sources, kinds):
+        reason = fast.not_applicable(source.forced_kind or kind, source.dtype, temperature=temperature,
+                                     smoothing=smoothing, epsilon=epsilon)
+        if reason is not None:
+            return "precise", [f"--precision fast does not apply to {reason} ({source.label}): computed at the "
+                               "default precision (float64)"]
+    return precision, []
 
 
 def open_operands(*operands: tuple[str, str]) -> list[Source]:

@@ -8,8 +8,9 @@ import numpy as np
 
 from klcli.commands.common import Reading, describe_inputs, open_operands, open_pair
 from klcli.commands.perplexity import _sequence_length
-from klcli.core.compare import agreement_stderr, label_stats, paired_difference, position_stats
-from klcli.core.perplexity import as_token_ids, shifted_labels
+from klcli.core.compare import agreement_stderr, label_stats, nll_correlation, paired_difference, position_stats
+from klcli.core.perplexity import INF_PERPLEXITY as _INF_PERPLEXITY
+from klcli.core.perplexity import as_token_ids, perplexity_of, shifted_labels
 from klcli.core.positions import as_position_mask, kept_log_rows, kept_rows, masked_labels
 from klcli.core.stats import summarize
 from klcli.core.stream import Rows, available_cores, ordered_map, paired_blocks
@@ -220,6 +221,7 @@ def _report(stats, rows, vocab, top_k, worst, unit: Unit, inputs) -> Result:
     per_row = {"kl": _spread(scaled["kl"], at, rows), "kl_reverse": _spread(scaled["kl_reverse"], at, rows),
                "js": _spread(scaled["js"], at, rows), "tv": _spread(stats["tv"], at, rows),
                "top1_agree": agree_per_row, "topk_overlap": _spread(stats["topk_overlap"], at, rows)}
+    warnings: list[str] = []
     if "label" in stats:
         nll_base, nll_test, delta_p = stats["nll_base"], stats["nll_test"], stats["delta_p"]
         ln_ratio, ln_ratio_stderr = paired_difference(nll_test, nll_base)
@@ -227,14 +229,16 @@ def _report(stats, rows, vocab, top_k, worst, unit: Unit, inputs) -> Result:
         delta["rms"] = float(np.sqrt(np.mean(delta_p**2)))
         figures.update({
             "tokens": scored,
-            "ppl_base": math.exp(float(np.mean(nll_base))),
-            "ppl_test": math.exp(float(np.mean(nll_test))),
-            "ppl_ratio": math.exp(ln_ratio),
+            "ppl_base": perplexity_of(float(np.mean(nll_base))),
+            "ppl_test": perplexity_of(float(np.mean(nll_test))),
+            "ppl_ratio": perplexity_of(ln_ratio),
             "ln_ppl_ratio": ln_ratio,
             "ln_ppl_ratio_stderr": ln_ratio_stderr,
-            "nll_correlation": float(np.corrcoef(nll_base, nll_test)[0, 1]) if nll_base.size > 1 else None,
+            "nll_correlation": nll_correlation(nll_base, nll_test),
         })
         metrics["delta_p"] = delta
+        if not (math.isfinite(figures["ppl_base"]) and math.isfinite(figures["ppl_test"])):
+            warnings.append(_INF_PERPLEXITY)
         per_row.update({"nll_base": _spread(unit.from_nats(nll_base), at, rows),
                         "nll_test": _spread(unit.from_nats(nll_test), at, rows),
                         "delta_p": _spread(delta_p, at, rows)})
@@ -257,4 +261,5 @@ def _report(stats, rows, vocab, top_k, worst, unit: Unit, inputs) -> Result:
         metrics=metrics,
         figures=figures,
         per_row=per_row,
+        warnings=warnings,
     )

@@ -48,6 +48,8 @@ def kl(p: str, q: str, reading: Reading, unit: Unit, *, direction: str = "forwar
     metrics = summaries(per_row)
     head, headline = headline_of(direction)
     notes = reading.notes()
+    precision, precision_notes = reading.effective_precision([p_source, q_source], [reading.p_kind, reading.q_kind])
+    notes += precision_notes
     if t2_scale:
         notes.append(f"scaled by T² = {scale:g} (Hinton et al. 2015's distillation loss)")
     warnings = []
@@ -64,7 +66,7 @@ def kl(p: str, q: str, reading: Reading, unit: Unit, *, direction: str = "forwar
         inputs=_inputs([p_source, q_source], reading, run),
         summary=metrics[head],
         metrics=metrics,
-        figures={"direction": direction, "precision": reading.precision,
+        figures={"direction": direction, "precision": precision,
                  **({"t2_scale": scale} if t2_scale else {}), **extras},
         per_row=per_row,
         notes=notes,

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from klcli.commands.common import by_direction, headline_of, summaries
-from klcli.core.gaussian import cholesky, kl_diagonal, kl_full, kl_standard_normal, log_variance
+from klcli.core.gaussian import (
+    ILL_CONDITIONED,
+    cholesky,
+    condition_number,
+    finite_means,
+    kl_diagonal,
+    kl_full,
+    kl_standard_normal,
+    log_variance,
+)
 from klcli.errors import InputError, ShapeError, UsageError
 from klcli.io.operand import read_array, read_columns
 from klcli.result import Result
@@ -43,6 +53,7 @@ class _Params:
     logvar: np.ndarray | None
     chol: np.ndarray | None
     spread_option: str = "--sigma"
+    cov: np.ndarray | None = None  # as given, for the full form's Σ1 − Σ2
 
 
 def _rows(array: np.ndarray, option: str) -> np.ndarray:
@@ -63,7 +74,8 @@ def _load(side: Side, inputs: list[dict]) -> tuple[_Params, dict[str, tuple]]:
         shapes[option] = array.shape
         return array
 
-    mu = _rows(load(f"--mu{side.index}", side.mu), f"--mu{side.index}") if side.mu else np.zeros((1, 1))
+    mu = (finite_means(_rows(load(f"--mu{side.index}", side.mu), f"--mu{side.index}"), label=f"--mu{side.index}")
+          if side.mu else np.zeros((1, 1)))
     scale = side.scale()
     if scale is None:
         return _Params(mu, np.zeros((1, 1)), None, f"--sigma{side.index}"), shapes
@@ -77,7 +89,8 @@ def _load(side: Side, inputs: list[dict]) -> tuple[_Params, dict[str, tuple]]:
         values = values[None]
     if values.ndim != 3 or values.shape[-1] != values.shape[-2]:
         raise ShapeError(f"{option}: a covariance is (k, k) or (n, k, k), got shape {values.shape}")
-    return _Params(mu, None, cholesky(values, label=f"{option} ({'P' if side.index == 1 else 'Q'})"), option), shapes
+    chol = cholesky(values, label=f"{option} ({'P' if side.index == 1 else 'Q'})")
+    return _Params(mu, None, chol, option, np.asarray(values, dtype=np.float64)), shapes
 
 
 def _common_shape(arrays: dict[str, np.ndarray]) -> tuple[int, int]:
@@ -94,11 +107,12 @@ def _common_shape(arrays: dict[str, np.ndarray]) -> tuple[int, int]:
     return n, k
 
 
-def _full_factor(params: _Params, n: int, k: int) -> np.ndarray:
+def _full_factor(params: _Params, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The Cholesky factor and the covariance of a side, (n, k, k) each."""
     if params.chol is not None:
-        return np.broadcast_to(params.chol, (n, k, k))
-    sigma = np.broadcast_to(np.exp(0.5 * params.logvar), (n, k))
-    return sigma[:, :, None] * np.eye(k)
+        return np.broadcast_to(params.chol, (n, k, k)), np.broadcast_to(params.cov, (n, k, k))
+    logvar = np.broadcast_to(params.logvar, (n, k))
+    return np.exp(0.5 * logvar)[:, :, None] * np.eye(k), np.exp(logvar)[:, :, None] * np.eye(k)
 
 
 def _kl_rows(first: _Params, second: _Params) -> tuple[np.ndarray, str, int]:
@@ -115,12 +129,14 @@ def _kl_rows(first: _Params, second: _Params) -> tuple[np.ndarray, str, int]:
         forward = kl_diagonal(mu1, np.broadcast_to(first.logvar, (n, k)), mu2, np.broadcast_to(second.logvar, (n, k)))
         backward = kl_diagonal(mu2, np.broadcast_to(second.logvar, (n, k)), mu1, np.broadcast_to(first.logvar, (n, k)))
         return np.stack([forward, backward]), "univariate" if k == 1 else "diagonal", k
-    chol1, chol2 = _full_factor(first, n, k), _full_factor(second, n, k)
+    (chol1, cov1), (chol2, cov2) = _full_factor(first, n, k), _full_factor(second, n, k)
     mu1, mu2 = np.broadcast_to(first.mu, (n, k)), np.broadcast_to(second.mu, (n, k))
-    return np.stack([kl_full(mu1, chol1, mu2, chol2), kl_full(mu2, chol2, mu1, chol1)]), "full", k
+    return (np.stack([kl_full(mu1, chol1, mu2, chol2, cov1, cov2), kl_full(mu2, chol2, mu1, chol1, cov2, cov1)]),
+            "full", k)
 
 
-def _result(kl_pair: np.ndarray, unit: Unit, direction: str, form: str, dims: int, inputs: list[dict]) -> Result:
+def _result(kl_pair: np.ndarray, unit: Unit, direction: str, form: str, dims: int, inputs: list[dict],
+            warnings: list[str] | None = None) -> Result:
     forward, backward = unit.from_nats(kl_pair[0]), unit.from_nats(kl_pair[1])
     per_row = by_direction(direction, lambda: forward, lambda: backward)
     metrics = summaries(per_row)
@@ -136,7 +152,21 @@ def _result(kl_pair: np.ndarray, unit: Unit, direction: str, form: str, dims: in
         metrics=metrics,
         figures={"form": form, "dimensions": dims, "direction": direction},
         per_row=per_row,
+        warnings=warnings or [],
     )
+
+
+def _conditioning(params: _Params) -> list[str]:
+    """A note for a covariance so ill-conditioned that the full form's figure loses digits to it."""
+    if params.cov is None:
+        return []
+    condition = condition_number(params.cov)
+    worst = int(np.argmax(condition))
+    if not condition[worst] >= ILL_CONDITIONED:
+        return []
+    digits = min(16, int(math.log10(condition[worst])) if math.isfinite(condition[worst]) else 16)
+    return [f"{params.spread_option}: matrix {worst} has condition number {float(condition[worst]):.3g}; the "
+            f"full-covariance KL may have lost about {digits} of float64's 16 significant digits to it"]
 
 
 def gaussian(first: Side, second: Side, unit: Unit, *, direction: str = "forward") -> Result:
@@ -145,7 +175,7 @@ def gaussian(first: Side, second: Side, unit: Unit, *, direction: str = "forward
     params1, _ = _load(first, inputs)
     params2, _ = _load(second, inputs)
     kl_pair, form, dims = _kl_rows(params1, params2)
-    return _result(kl_pair, unit, direction, form, dims, inputs)
+    return _result(kl_pair, unit, direction, form, dims, inputs, _conditioning(params1) + _conditioning(params2))
 
 
 def gaussian_table(operand: str, unit: Unit, *, direction: str = "forward") -> Result:
@@ -159,7 +189,7 @@ def gaussian_table(operand: str, unit: Unit, *, direction: str = "forward") -> R
             raise InputError(f"{source.label}: needs exactly one of the columns sigma{index}, var{index}, "
                              f"logvar{index} (mu{index} is 0 when absent); its columns are: {found}")
         label = f"{source.label}: column {spreads[0]}{index}"
-        mu = columns.get(f"mu{index}", np.zeros(1))[:, None]
+        mu = finite_means(columns.get(f"mu{index}", np.zeros(1))[:, None], label=f"{source.label}: column mu{index}")
         log_var = log_variance(columns[f"{spreads[0]}{index}"][:, None], spreads[0], label=label)
         params.append(_Params(mu, log_var, None, f"{spreads[0]}{index}"))
     kl_pair, form, _ = _kl_rows(*params)
@@ -176,7 +206,8 @@ def vae(mu: str, logvar: str, unit: Unit) -> Result:
         arrays[option] = _rows(array, option)
     n, k = _common_shape(arrays)
     log_var = log_variance(np.broadcast_to(arrays["--logvar"], (n, k)), "logvar", label="--logvar")
-    per_row = {"kl": unit.from_nats(kl_standard_normal(np.broadcast_to(arrays["--mu"], (n, k)), log_var))}
+    means = finite_means(np.broadcast_to(arrays["--mu"], (n, k)), label="--mu")
+    per_row = {"kl": unit.from_nats(kl_standard_normal(means, log_var))}
     metrics = summaries(per_row)
     return Result(
         command="gaussian",

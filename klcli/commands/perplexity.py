@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from klcli.commands.common import open_operands
+from klcli.commands.common import effective_precision, open_operands
 from klcli.core.perplexity import (
     IGNORE_INDEX,
+    INF_PERPLEXITY,
     as_token_ids,
     corpus_perplexity,
     sequence_perplexities,
@@ -57,6 +58,8 @@ class TokenScores:
     positions: int
     inputs: list[dict]
     at: np.ndarray | None = None
+    precision: str = "precise"  # what the losses were computed at (--precision fast only where it applies)
+    notes: list[str] = field(default_factory=list)
 
 
 class _Sequences:
@@ -161,8 +164,10 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
     sequences.grow(-(-positions // length) if length else int(positions > 0))
     inputs = [dict(logits.describe(positions), kind=logits.forced_kind or "logits"),
               dict(labels.describe(positions), kind="labels")]
+    precision, notes = effective_precision(reading.precision, [logits], ["logits"], temperature=reading.temperature,
+                                           smoothing=reading.label_smoothing)
     return TokenScores(_joined(kept), sequences.sums, sequences.tokens, positions, inputs,
-                       _joined(kept_at, np.int64))
+                       _joined(kept_at, np.int64), precision, notes)
 
 
 def _joined(parts: list[np.ndarray], dtype=np.float64) -> np.ndarray:
@@ -227,7 +232,9 @@ def _from_logprobs(operand: str, reading: TokenReading, progress) -> TokenScores
             progress.update(positions)
     sequences.grow(int(groups.max()) + 1 if groups is not None and groups.size else row if padded else int(row > 0))
     inputs = [dict(source.describe(row), kind=reading.kind)]
-    return TokenScores(_joined(kept), sequences.sums, sequences.tokens, positions, inputs, _joined(kept_at, np.int64))
+    precision, notes = effective_precision(reading.precision, [source], [reading.kind])
+    return TokenScores(_joined(kept), sequences.sums, sequences.tokens, positions, inputs, _joined(kept_at, np.int64),
+                       precision, notes)
 
 
 def token_scores(operand: str, reading: TokenReading, progress=None) -> TokenScores:
@@ -264,7 +271,7 @@ def perplexity(operand: str, reading: TokenReading, unit: Unit, *, progress=None
     }
     warnings = []
     if not math.isfinite(corpus):
-        warnings.append("perplexity is inf: a token has probability 0 (or a loss beyond float range)")
+        warnings.append(INF_PERPLEXITY)
     return Result(
         command="perplexity",
         headline="corpus perplexity",
@@ -284,9 +291,10 @@ def perplexity(operand: str, reading: TokenReading, unit: Unit, *, progress=None
             "tokens": tokens,
             "sequences": int(with_tokens.sum()),
             "mean_sequence_perplexity": float(np.mean(per_sequence[with_tokens])),
-            "precision": reading.precision,
+            "precision": scores.precision,
         },
         per_row=per_row,
+        notes=scores.notes,
         warnings=warnings,
     )
 
@@ -297,9 +305,12 @@ def token_cross_entropy(operand: str, reading: TokenReading, unit: Unit, *, prog
     per_token = unit.from_nats(scores.losses)
     summary = summarize(per_token, scores.at)
     figures = {"tokens": int(per_token.size), "label_smoothing": reading.label_smoothing,
-               "precision": reading.precision}
+               "precision": scores.precision}
+    warnings = []
     if not reading.label_smoothing:
         figures["perplexity"] = corpus_perplexity(float(np.sum(scores.losses)), int(scores.losses.size))
+        if not math.isfinite(figures["perplexity"]):
+            warnings.append(INF_PERPLEXITY)
     return Result(
         command="xent",
         headline="mean token cross-entropy",
@@ -315,4 +326,6 @@ def token_cross_entropy(operand: str, reading: TokenReading, unit: Unit, *, prog
             "cross_entropy": unit.from_nats(_sequence_means(scores)),
             "tokens": scores.sequence_tokens,
         },
+        notes=scores.notes,
+        warnings=warnings,
     )
