@@ -30,7 +30,7 @@ class Reading:
     def log_rows(self, block: np.ndarray, kind: str, source: Source, first_row: int) -> LogRows:
         return as_log_rows(block, source.forced_kind or kind, label=source.label, first_row=first_row,
                            temperature=self.temperature, normalize=self.normalize, epsilon=self.epsilon,
-                           fast=self.precision == "fast")
+                           fast=self.precision == "fast", stored=source.dtype)
 
     def notes(self) -> list[str]:
         notes = []
