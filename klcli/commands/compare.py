@@ -38,6 +38,8 @@ def _label_stream(labels: Source):
 def compare(base_operand: str, test_operand: str, reading: Reading, unit: Unit, *, labels: str | None = None,
             top_k: int = 5, worst: int = 10, ignore_index: int = -100, progress=None, tail: str = "bucket") -> Result:
     base, test, extras = open_pair(base_operand, test_operand, ("BASE", "TEST"), tail)
+    base = reading.checked(base, reading.p_kind, reading.p_kind_given)
+    test = reading.checked(test, reading.q_kind, reading.q_kind_given)
     sources = [base, test] + (open_operands((labels, "labels")) if labels else [])
     _check_shapes(base, test)
     if labels is None and base.labels is not None:  # a llama.cpp base file carries its tokens
@@ -79,6 +81,7 @@ def compare(base_operand: str, test_operand: str, reading: Reading, unit: Unit, 
                      describe_inputs(sources, [reading.p_kind, reading.q_kind] + (["labels"] if labels else []),
                                      [rows] * len(sources)))
     result.figures.update(extras)
+    result.notes.extend(reading.notes())
     return result
 
 

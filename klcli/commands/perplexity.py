@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from klcli.commands.common import open_operands
+from klcli.commands.common import logits_checked, open_operands
 from klcli.core.perplexity import (
     IGNORE_INDEX,
     as_token_ids,
@@ -24,6 +24,9 @@ from klcli.io.source import Source, rows_per_block
 from klcli.result import Result
 from klcli.units import Unit
 
+LOGITS_FIX = ("if these are probabilities, save their logarithm (numpy.log: log-probabilities are valid "
+              "logits) and pass that")
+
 
 @dataclass(frozen=True)
 class TokenReading:
@@ -38,6 +41,8 @@ class TokenReading:
     group: str | None = None
     threads: int = 0  # 0: every core available to the process
     precision: str = "precise"  # or "fast": log Σ e^z in float32 arithmetic for float32/float16 logits
+    kind_given: bool = True  # False where logits are the command's default (perplexity LOGITS, xent --labels)
+    observed: list = field(default_factory=list, compare=False)  # notes made while reading
 
 
 @dataclass
@@ -107,6 +112,8 @@ def block_losses(logits: Source, label_stream: Iterable[np.ndarray], labels_labe
 
 def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
     (logits,) = open_operands((operand, "logits"))
+    logits = logits_checked(logits, given=reading.kind_given, notes=reading.observed,
+                            fix=f"{LOGITS_FIX}, or pass --kind logits to read them as logits anyway")
     if reading.labels is not None:
         (labels,) = open_operands((reading.labels, "labels"))
     elif logits.labels is not None:  # a llama.cpp base file carries its tokens
@@ -261,6 +268,7 @@ def perplexity(operand: str, reading: TokenReading, unit: Unit, *, progress=None
             "precision": reading.precision,
         },
         per_row=per_row,
+        notes=list(reading.observed),
         warnings=warnings,
     )
 
@@ -290,4 +298,5 @@ def token_cross_entropy(operand: str, reading: TokenReading, unit: Unit, *, prog
             "cross_entropy": unit.from_nats(scores.sequence_sums[with_tokens] / scores.sequence_tokens[with_tokens]),
             "tokens": scores.sequence_tokens[with_tokens],
         },
+        notes=list(reading.observed),
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from klcli.commands.common import Reading, open_operands, run_pairs
-from klcli.commands.perplexity import block_losses
+from klcli.commands.common import Reading, logits_checked, open_operands, run_pairs
+from klcli.commands.perplexity import LOGITS_FIX, block_losses
 from klcli.core.discrete import kl_rows
 from klcli.core.perplexity import as_token_ids
 from klcli.core.rlhf import ESTIMATORS, mean_and_stderr, per_sequence, token_estimates
@@ -25,6 +25,7 @@ def _tokens(operand: str, role: str, group: str | None):
 def _tokens_from_logits(logits_operand: str, labels: str, role: str, ignore_index: int, threads: int):
     """The sampled tokens' log-probabilities read off a model's logits: log_softmax(z)[label], NaN where ignored."""
     (logits,) = open_operands((logits_operand, role))
+    logits = logits_checked(logits, given=False, fix=LOGITS_FIX, notes=[])
     label_array, label_source = read_array(labels, "labels")
     ids = as_token_ids(label_array, label=label_source.label, first_position=0)
     values = np.full(ids.size, np.nan)
@@ -148,7 +149,8 @@ def rlhf(policy: str | None, ref: str | None, unit: Unit, *, estimator: str = "a
 def _exact(policy_logits: str, ref_logits: str, counted: np.ndarray, ids: np.ndarray, count: int, threads: int):
     """Σ over a sequence's positions of D(π‖π_ref) over the whole vocabulary."""
     policy_source, ref_source = open_operands((policy_logits, "--policy-logits"), (ref_logits, "--ref-logits"))
-    run = run_pairs(policy_source, ref_source, Reading("logits", "logits", threads=threads),
+    run = run_pairs(policy_source, ref_source, Reading("logits", "logits", threads=threads, p_kind_given=False,
+                                                            q_kind_given=False, kind_fix=LOGITS_FIX),
                     lambda p, q: {"kl": kl_rows(p, q)})
     per_position = run.per_row["kl"]
     if per_position.size != counted.size:

@@ -411,6 +411,26 @@ def unit_sum_misses(sums: np.ndarray, values: np.ndarray, kind: str, stored: str
                     dtype=np.int64)
 
 
+def looks_like_probabilities(block: np.ndarray, stored: str | None = None) -> bool:
+    """Whether every row of ``block`` is a valid probability vector: entries in [0, 1] summing to 1 (SPEC §3).
+
+    A real model's logits essentially never pass (they are negative, or exceed 1, or miss a unit sum), so
+    a block that does, read as logits, is probabilities read as the wrong kind.
+
+    Examples
+    --------
+    >>> looks_like_probabilities(np.array([[0.2, 0.8], [0.5, 0.5]])), looks_like_probabilities(np.array([[0.2, 0.9]]))
+    (True, False)
+    """
+    if block.ndim != 2 or block.size == 0:
+        return False
+    stored = stored or block.dtype.name
+    values = np.asarray(block, dtype=np.float64)
+    if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+        return False
+    return unit_sum_misses(values.sum(axis=1), values, "probs", stored).size == 0
+
+
 def _require_unit_sums(sums, values, kind, label, first_row, stored) -> None:
     off = unit_sum_misses(sums, values, kind, stored)
     if off.size:

@@ -1,0 +1,139 @@
+"""Real model dumps through the CLI: probabilities passed where logits are the default, and error hints."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from tests import torchlike
+
+
+@pytest.fixture
+def softmax_pair(tmp_path):
+    rng = np.random.default_rng(11)
+    z = rng.normal(0, 2, (40, 2000))
+    y = z + rng.normal(0, 0.5, z.shape)
+    p, q = torchlike.softmax(z), torchlike.softmax(y)
+    np.save(tmp_path / "p.npy", p)
+    np.save(tmp_path / "q.npy", q)
+    np.save(tmp_path / "ids.npy", rng.integers(0, 2000, 40))
+    wide_p, wide_q = (np.asarray(a, np.float64) / np.asarray(a, np.float64).sum(1, keepdims=True) for a in (p, q))
+    truth = float(np.mean(np.sum(wide_p * np.log(wide_p / wide_q), axis=1)))
+    return tmp_path, truth
+
+
+def test_compare_refuses_probabilities_read_as_logits_by_default(cli, softmax_pair):
+    folder, truth = softmax_pair
+    run = cli("compare", folder / "p.npy", folder / "q.npy", "-q")  # printed ~1e-8 with exit 0 before
+    assert run.code == 2 and run.out == ""
+    assert run.err == (f"klcli: error: BASE ({folder / 'p.npy'}): every row of its first block is a probability "
+                       "vector (entries in [0, 1] summing to 1), but it would be read as logits, which gives wrong "
+                       "figures; pass --kind probs (or --base-kind/--test-kind probs) if these are probabilities\n")
+    run = cli("compare", folder / "p.npy", folder / "q.npy", "--kind", "probs", "-q")
+    assert run.code == 0 and float(run.out) == pytest.approx(truth, rel=1e-9)
+    run = cli("compare", folder / "p.npy", folder / "q.npy", "--base-kind", "probs", "--test-kind", "probs", "-q")
+    assert run.code == 0 and float(run.out) == pytest.approx(truth, rel=1e-9)
+    # Only TEST is probabilities: named as TEST.
+    np.save(folder / "z.npy", np.random.default_rng(3).normal(0, 2, (40, 2000)).astype(np.float32))
+    run = cli("compare", folder / "z.npy", folder / "q.npy", "-q")
+    assert run.code == 2 and run.err.startswith(f"klcli: error: TEST ({folder / 'q.npy'}): every row")
+
+
+def test_explicit_logits_are_read_as_asked_with_a_note(cli, softmax_pair):
+    folder, truth = softmax_pair
+    run = cli("compare", folder / "p.npy", folder / "q.npy", "--kind", "logits", "--json")
+    assert run.code == 0
+    result = run.json()
+    assert result["value"] < truth / 100  # what the logits reading gives: nearly uniform rows
+    assert any("BASE" in note and "read as logits, as asked" in note for note in result["notes"])
+    run = cli("kl", folder / "p.npy", folder / "q.npy", "--logits", "--json")
+    assert run.code == 0 and any("read as logits, as asked" in note for note in run.json()["notes"])
+
+
+@pytest.mark.parametrize("args", [
+    ("perplexity", "p.npy", "--labels", "ids.npy"),
+    ("xent", "p.npy", "--labels", "ids.npy"),
+    ("rlhf", "--policy-logits", "p.npy", "--ref-logits", "q.npy", "--labels", "ids.npy"),
+])
+def test_every_command_given_logits_by_default_refuses_probabilities(cli, softmax_pair, monkeypatch, args):
+    folder, _ = softmax_pair
+    monkeypatch.chdir(folder)
+    run = cli(*args, "-q")
+    assert run.code == 2
+    assert "every row of its first block is a probability vector" in run.err
+    assert "numpy.log" in run.err
+    if args[0] != "rlhf":
+        explicit = cli(*args, "--kind", "logits", "--json")
+        assert explicit.code == 0 and any("as asked" in note for note in explicit.json()["notes"])
+
+
+def test_real_logits_and_log_probabilities_are_not_mistaken_for_probabilities(cli, softmax_pair, monkeypatch):
+    folder, _ = softmax_pair
+    monkeypatch.chdir(folder)
+    np.save("lp.npy", np.log(np.load("p.npy")))
+    np.save("lq.npy", np.log(np.load("q.npy")))
+    assert cli("compare", "lp.npy", "lq.npy", "-q").code == 0
+    assert cli("perplexity", "lp.npy", "--labels", "ids.npy", "-q").code == 0
+
+
+def test_compare_normalize_and_epsilon(cli, tmp_path):
+    rows = np.array([[0.2, 0.3, 0.5 + 1e-5], [0.25, 0.25, 0.5]])
+    np.save(tmp_path / "off.npy", rows)
+    np.save(tmp_path / "q.npy", np.array([[0.3, 0.3, 0.4], [0.1, 0.0, 0.9]]))
+    run = cli("compare", tmp_path / "off.npy", tmp_path / "q.npy", "--kind", "probs", "-q")
+    assert run.code == 2 and "pass --normalize" in run.err  # an option compare now has
+    run = cli("compare", tmp_path / "off.npy", tmp_path / "q.npy", "--kind", "probs", "--normalize", "--json",
+              "--per-row")
+    assert run.code == 0
+    p = rows / rows.sum(1, keepdims=True)
+    q = np.array([[0.3, 0.3, 0.4], [0.1, 0.0, 0.9]])
+    assert run.json()["per_row"]["kl"][0] == pytest.approx(np.sum(p[0] * np.log(p[0] / q[0])), rel=1e-9)
+    run = cli("compare", tmp_path / "off.npy", tmp_path / "q.npy", "--kind", "probs", "--normalize",
+              "--epsilon", "0.01", "--json", "--per-row")
+    assert run.code == 0
+    smooth_p = (p + 0.01) / (p + 0.01).sum(1, keepdims=True)
+    smooth_q = (q + 0.01) / (q + 0.01).sum(1, keepdims=True)
+    want = np.sum(smooth_p * np.log(smooth_p / smooth_q), axis=1)
+    assert np.allclose(run.json()["per_row"]["kl"], want, rtol=1e-9)
+    assert any("--epsilon 0.01" in note for note in run.json()["notes"])
+
+
+def _options(cli, command: str) -> set[str]:
+    return set(re.findall(r"--[a-z][a-z0-9-]*", cli(command, "--help").out))
+
+
+# Inputs that make each command raise the errors whose messages suggest options.
+_HINTED = {
+    "kl": [("neg.npy", "q.npy"), ("off.npy", "q.npy"), ("lp_bad.npy", "q.npy", "--kind", "logprobs"),
+           ("p.npy", "zero.npy")],
+    "xent": [("neg.npy", "q.npy"), ("off.npy", "q.npy"), ("p.npy", "--labels", "ids.npy")],
+    "js": [("neg.npy", "q.npy"), ("off.npy", "q.npy")],
+    "compare": [("neg.npy", "q.npy", "--kind", "probs"), ("off.npy", "q.npy", "--kind", "probs"), ("p.npy", "q.npy"),
+                ("off.npy", "q.npy", "--base-kind", "probs", "--test-kind", "probs"),
+                ("lp_bad.npy", "q.npy", "--kind", "logprobs")],
+    "perplexity": [("p.npy", "--labels", "ids.npy"), ("p.npy",), ("ids.npy", "--kind", "probs", "--labels", "ids.npy")],
+    "rlhf": [("--policy-logits", "p.npy", "--ref-logits", "q.npy", "--labels", "ids.npy")],
+}
+
+
+@pytest.mark.parametrize("command", sorted(_HINTED))
+def test_every_option_an_error_suggests_is_an_option_of_that_command(cli, tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    p = torchlike.softmax(np.random.default_rng(2).normal(0, 2, (4, 50)))
+    np.save("p.npy", p)
+    np.save("q.npy", torchlike.softmax(np.random.default_rng(3).normal(0, 2, (4, 50))))
+    np.save("neg.npy", np.asarray(p, np.float64) - 0.01)
+    np.save("off.npy", np.asarray(p, np.float64) * (1 + 1e-4))
+    np.save("lp_bad.npy", np.log(np.asarray(p, np.float64)) + 1e-3)
+    zero = np.asarray(p, np.float64).copy()
+    zero[:, 0] = 0
+    np.save("zero.npy", zero / zero.sum(1, keepdims=True))
+    np.save("ids.npy", np.arange(4))
+    options = _options(cli, command)
+    for args in _HINTED[command]:
+        run = cli(command, *args)
+        assert run.code == 2 or run.err, (command, args)
+        suggested = set(re.findall(r"--[a-z][a-z0-9-]*", run.err))
+        assert suggested <= options, (command, args, run.err, suggested - options)
