@@ -137,3 +137,50 @@ def test_every_option_an_error_suggests_is_an_option_of_that_command(cli, tmp_pa
         assert run.code == 2 or run.err, (command, args)
         suggested = set(re.findall(r"--[a-z][a-z0-9-]*", run.err))
         assert suggested <= options, (command, args, run.err, suggested - options)
+
+
+def _torch_zip(path, name="archive"):
+    """The layout torch.save writes (a zip of a pickle and raw storages), without torch."""
+    import pickle
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr(f"{name}/data.pkl", pickle.dumps({"logits": "storage 0"}, protocol=2))
+        archive.writestr(f"{name}/byteorder", "little")
+        archive.writestr(f"{name}/data/0", np.zeros(16, np.float32).tobytes())
+        archive.writestr(f"{name}/version", "3\n")
+        archive.writestr(f"{name}/.data/serialization_id", "0123456789")
+
+
+_TORCH_MESSAGE = ("is a PyTorch checkpoint (torch.save writes pickles), and klcli never unpickles a file (a pickle "
+                  "can run code); save the tensor as an array: numpy.save('x.npy', tensor.float().numpy()), or "
+                  "safetensors.torch.save_file({'x': tensor}, 'x.safetensors')")
+
+
+@pytest.mark.parametrize("name", ["logits.pt", "model.pth", "dump.npz", "weights.bin"])
+def test_a_torch_zip_checkpoint_is_named_not_taken_for_an_npz(cli, tmp_path, name):
+    _torch_zip(tmp_path / name, name.split(".")[0])
+    run = cli("kl", tmp_path / name, "0.5,0.5", "--logits")  # "holds 0 arrays" before
+    assert run.code == 2
+    assert run.err == f"klcli: error: {tmp_path / name}: {_TORCH_MESSAGE}\n"
+
+
+@pytest.mark.parametrize("name", ["legacy.pt", "legacy.pth", "pytorch_model.bin"])
+def test_a_legacy_torch_pickle_is_named(cli, tmp_path, name):
+    import pickle
+
+    (tmp_path / name).write_bytes(pickle.dumps({"a": [1, 2, 3]}, protocol=2))
+    run = cli("compare", tmp_path / name, "0.5,0.5")
+    assert run.code == 2
+    assert run.err == f"klcli: error: {tmp_path / name}: {_TORCH_MESSAGE}\n"
+    (tmp_path / "notes.pt").write_bytes(b"hello")  # not a pickle: the usual unknown-type error
+    assert "unknown file type '.pt'" in cli("kl", tmp_path / "notes.pt", "1").err
+
+
+def test_a_real_torch_save_file_is_named(cli, tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.save(torch.randn(4, 10), tmp_path / "t.pt")
+    torch.save({"logits": torch.randn(4, 10)}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    for name in ("t.pt", "legacy.pt"):
+        run = cli("kl", tmp_path / name, "0.5,0.5")
+        assert run.err == f"klcli: error: {tmp_path / name}: {_TORCH_MESSAGE}\n"
