@@ -195,7 +195,7 @@ def _from_logprobs(operand: str, reading: TokenReading, progress) -> TokenScores
         from klcli.io.tables import group_codes
 
         groups = group_codes(source, reading.group)
-    sequences, kept, positions, row = _Sequences(), [], 0, 0
+    sequences, kept, positions, row, values_read = _Sequences(), [], 0, 0, 0
     for block in source.blocks(rows_per_block(source.outcomes or 1)):
         losses = _token_losses(block, reading.kind, source.label, row, padded)
         counted = ~np.isnan(losses)
@@ -210,9 +210,11 @@ def _from_logprobs(operand: str, reading: TokenReading, progress) -> TokenScores
         kept.append(losses[counted])
         positions += int(counted.sum())
         row += block.shape[0]
+        values_read += block.size
         if progress is not None:
             progress.update(positions)
-    inputs = [dict(source.describe(row), kind=reading.kind)]
+    # A 1-D input (a table column) is one vector: report its length, as a Parquet column's shape does.
+    inputs = [dict(source.describe(row if padded else values_read), kind=reading.kind)]
     return TokenScores(np.concatenate(kept) if kept else np.zeros(0), sequences.sums, sequences.tokens, positions,
                        inputs)
 

@@ -114,7 +114,9 @@ def rlhf(policy: str | None, ref: str | None, unit: Unit, *, estimator: str = "a
         "sequences": count,
     }
     kind = "logprobs" if policy is not None else "logits"
-    inputs = [dict(policy_source.describe(), kind=kind), dict(ref_source.describe(), kind=kind)]
+    # The values' own shape: a text column's length is known only once it has been read.
+    inputs = [dict(policy_source.describe(policy_values.shape[0]), kind=kind),
+              dict(ref_source.describe(ref_values.shape[0]), kind=kind)]
     objective_estimator = "k3" if estimator == "all" else estimator
     per_row_extra: dict[str, np.ndarray] = {}
     rewards = _reward(reward, count)

@@ -184,3 +184,33 @@ def test_a_real_torch_save_file_is_named(cli, tmp_path):
     for name in ("t.pt", "legacy.pt"):
         run = cli("kl", tmp_path / name, "0.5,0.5")
         assert run.err == f"klcli: error: {tmp_path / name}: {_TORCH_MESSAGE}\n"
+
+
+def test_quoted_numbers_are_data_not_a_header(cli, tmp_path):
+    import csv
+
+    rows = [[0.5, 0.5], [0.25, 0.75], [0.1, 0.9]]
+    with open(tmp_path / "quoted.csv", "w", newline="") as handle:
+        csv.writer(handle, quoting=csv.QUOTE_ALL).writerows(rows)
+    with open(tmp_path / "named.csv", "w", newline="") as handle:
+        csv.writer(handle, quoting=csv.QUOTE_ALL).writerows([["heads", "tails"], *rows])
+    q = np.array([0.9, 0.1])
+    want = np.mean([np.sum(np.array(r) * np.log(np.array(r) / q)) for r in rows])
+    for name in ("quoted.csv", "named.csv"):  # quoted.csv: the first row was dropped as a header before
+        run = cli("kl", tmp_path / name, "0.9,0.1", "--json")
+        assert run.code == 0, run.err
+        assert run.json()["rows"] == 3 and run.json()["value"] == pytest.approx(want, rel=1e-12)
+        assert run.json()["inputs"][0]["shape"] == [3, 2]
+    run = cli("kl", f"{tmp_path / 'named.csv'}:tails,heads", "0.1,0.9", "-q")  # quoted names, unquoted
+    assert run.code == 0 and float(run.out) == pytest.approx(want, rel=1e-12)
+
+
+def test_a_one_column_table_reports_the_shape_read(cli, tmp_path):
+    from tests.conftest import SAMPLES
+
+    run = cli("perplexity", f"{SAMPLES / 'token_logprobs.csv'}:logprob", "--kind", "logprobs", "--json")
+    tokens = len((SAMPLES / "token_logprobs.csv").read_text().strip().splitlines()) - 1
+    assert run.json()["inputs"][0]["shape"] == [tokens]  # [1] before
+    (tmp_path / "lp.csv").write_text("policy,ref\n-1.0,-1.2\n-0.5,-0.4\n-2.0,-2.5\n")
+    run = cli("rlhf", f"{tmp_path / 'lp.csv'}:policy", f"{tmp_path / 'lp.csv'}:ref", "--json")
+    assert [entry["shape"] for entry in run.json()["inputs"]] == [[3], [3]]  # [null] before
