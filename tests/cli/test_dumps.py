@@ -214,3 +214,30 @@ def test_a_one_column_table_reports_the_shape_read(cli, tmp_path):
     (tmp_path / "lp.csv").write_text("policy,ref\n-1.0,-1.2\n-0.5,-0.4\n-2.0,-2.5\n")
     run = cli("rlhf", f"{tmp_path / 'lp.csv'}:policy", f"{tmp_path / 'lp.csv'}:ref", "--json")
     assert [entry["shape"] for entry in run.json()["inputs"]] == [[3], [3]]  # [null] before
+
+
+def test_sample_data_holds_every_format(cli):
+    import json
+
+    from tests.conftest import SAMPLES
+
+    # safetensors: the teacher in float32, the student in bfloat16 (its float32 logits rounded to nearest even).
+    teacher = np.load(SAMPLES / "teacher_logits.npy").astype(np.float64)
+    student = torchlike.round_bf16(np.load(SAMPLES / "student_logits.npy")).astype(np.float64)
+    run = cli("kl", f"{SAMPLES / 'models.safetensors'}:teacher", f"{SAMPLES / 'models.safetensors'}:student",
+              "--logits", "--json")
+    assert [entry["dtype"] for entry in run.json()["inputs"]] == ["float32", "bfloat16"]
+    log_p = teacher - np.log(np.exp(teacher).sum(1, keepdims=True))
+    log_q = student - np.log(np.exp(student).sum(1, keepdims=True))
+    want = np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=1))
+    assert run.json()["value"] == pytest.approx(want, rel=1e-9)
+    # OpenAI-style: perplexity is exp of minus the mean sampled log-probability, read straight from the JSON.
+    content = json.loads((SAMPLES / "reference.json").read_text())["choices"][0]["logprobs"]["content"]
+    run = cli("perplexity", SAMPLES / "reference.json", "-q")
+    assert float(run.out) == pytest.approx(np.exp(-np.mean([item["logprob"] for item in content])), rel=1e-12)
+    lines = (SAMPLES / "candidate.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(line)["choices"][0]["logprobs"]["content"] for line in lines)
+    # llama.cpp: the base file is recognised by its magic, carries its 14 scored rows' tokens, and compares.
+    run = cli("compare", SAMPLES / "base.kld", SAMPLES / "ported_logits.npy", "--json")
+    assert run.code == 0 and run.json()["inputs"][0]["format"] == "llama-kl-base"
+    assert run.json()["rows"] == 14 and run.json()["tokens"] == 14
