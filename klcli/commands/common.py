@@ -114,6 +114,8 @@ class PairRun:
     rows: int
     p_rows: int
     q_rows: int
+    p_width: int | None = None  # outcomes per row as read (a text column's length)
+    q_width: int | None = None
 
 
 def run_pairs(
@@ -155,7 +157,7 @@ def run_pairs(
         if progress is not None:
             progress.update(done)
     per_row = {name: np.concatenate(parts) for name, parts in pieces.items()}
-    return PairRun(per_row, done, seen["P"].rows, seen["Q"].rows)
+    return PairRun(per_row, done, seen["P"].rows, seen["Q"].rows, seen["P"].width, seen["Q"].width)
 
 
 class _SideCount:
@@ -163,6 +165,7 @@ class _SideCount:
 
     def __init__(self):
         self.rows = 0
+        self.width = None
         self._last_block = None
         self._converted = None
 
@@ -173,13 +176,16 @@ class _SideCount:
             return self._converted
         self._last_block, self._converted = block, None
         self.rows += block.shape[0]
+        self.width = block.shape[1]
         return block
 
 
-def describe_inputs(sources: list[Source], kinds: list[str], rows: list[int | None]) -> list[dict]:
+def describe_inputs(sources: list[Source], kinds: list[str], rows: list[int | None],
+                    widths: list[int | None] | None = None) -> list[dict]:
+    """The ``inputs`` entries; a 1-D source (one vector, e.g. a table column) is described by its length."""
     entries = []
-    for source, kind, count in zip(sources, kinds, rows):
-        entry = source.describe(count)
+    for source, kind, count, width in zip(sources, kinds, rows, widths or [None] * len(sources)):
+        entry = source.describe(width if len(source.shape) == 1 and width is not None else count)
         entry["kind"] = source.forced_kind or kind
         entries.append(entry)
     return entries

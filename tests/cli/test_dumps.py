@@ -241,3 +241,11 @@ def test_sample_data_holds_every_format(cli):
     run = cli("compare", SAMPLES / "base.kld", SAMPLES / "ported_logits.npy", "--json")
     assert run.code == 0 and run.json()["inputs"][0]["format"] == "llama-kl-base"
     assert run.json()["rows"] == 14 and run.json()["tokens"] == 14
+
+
+def test_a_column_as_one_distribution_reports_its_length(cli):
+    from tests.conftest import SAMPLES
+
+    run = cli("kl", f"{SAMPLES / 'p.csv'}:o0", f"{SAMPLES / 'q.csv'}:o0", "--normalize", "--json")
+    rows = len((SAMPLES / "p.csv").read_text().strip().splitlines()) - 1
+    assert [entry["shape"] for entry in run.json()["inputs"]] == [[rows], [rows]]  # [1] before
