@@ -249,3 +249,9 @@ def test_a_column_as_one_distribution_reports_its_length(cli):
     run = cli("kl", f"{SAMPLES / 'p.csv'}:o0", f"{SAMPLES / 'q.csv'}:o0", "--normalize", "--json")
     rows = len((SAMPLES / "p.csv").read_text().strip().splitlines()) - 1
     assert [entry["shape"] for entry in run.json()["inputs"]] == [[rows], [rows]]  # [1] before
+
+
+def test_a_stray_carriage_return_in_the_first_line_is_still_one_clear_outcome(cli, tmp_path):
+    (tmp_path / "cr.csv").write_bytes(b"\r,b,c\n0.25,0.25,0.5\n0.1,0.6,0.3\n")  # found by the fuzz test
+    run = cli("kl", tmp_path / "cr.csv", "0.2,0.3,0.5")
+    assert "Traceback" not in run.err and (run.code == 0 or run.err.startswith("klcli: error: "))
