@@ -11,6 +11,7 @@ import functools
 import inspect
 import os
 import sys
+from dataclasses import replace
 from typing import Annotated, Optional
 
 import typer
@@ -241,7 +242,8 @@ def xent_command(
         if kind not in (None, Kind.logits) or p_kind not in (None, Kind.logits):
             raise UsageError("--labels scores logits; for per-token log-probabilities use klcli perplexity")
         reading = _token_reading("logits", labels, ignore_index, shift, temperature, label_smoothing=label_smoothing,
-                                 threads=threads, precision=precision)
+                                 threads=threads, precision=precision,
+                                 kind_given=Kind.logits in (kind, p_kind) or logits)
         _finish(delivery, lambda progress: perplexity.token_cross_entropy(p, reading, delivery.unit,
                                                                          progress=progress), [p, labels])
     if q is None:
@@ -300,8 +302,9 @@ def perplexity_command(
                                           "log-probabilities (1-D, FILE:COLUMN, or 2-D padded with NaN).",
                                           show_default=False)],
     labels: LabelsOpt = None,
-    kind: Annotated[Kind, typer.Option(
-        "--kind", help="logits (with --labels), or logprobs / probs of the observed tokens.")] = Kind.logits,
+    kind: Annotated[Optional[Kind], typer.Option(
+        "--kind", help="logits (with --labels), or logprobs / probs of the observed tokens. [default: logits]",
+        show_default=False)] = None,
     ignore_index: IgnoreIndexOpt = -100,
     shift: ShiftOpt = False,
     group: Annotated[Optional[str], typer.Option(
@@ -328,17 +331,17 @@ def perplexity_command(
     """
     from klcli.commands import perplexity
 
-    if group is not None and kind == Kind.logits:
+    if group is not None and kind in (None, Kind.logits):
         raise UsageError("--group goes with --kind logprobs or probs (per-token values in a table column)")
-    reading = _token_reading(kind.value, labels, ignore_index, shift, temperature, group=group, threads=threads,
-                             precision=precision)
+    reading = _token_reading((kind or Kind.logits).value, labels, ignore_index, shift, temperature, group=group,
+                             threads=threads, precision=precision, kind_given=kind is not None)
     operands = [scores] + ([labels] if labels else [])
     _finish(delivery, lambda progress: perplexity.perplexity(scores, reading, delivery.unit, progress=progress),
             operands)
 
 
 def _token_reading(kind, labels, ignore_index, shift, temperature, *, label_smoothing=0.0, group=None, threads=0,
-                   precision="precise"):
+                   precision="precise", kind_given=True):
     from klcli.commands.perplexity import TokenReading
 
     if not temperature > 0:
@@ -347,7 +350,7 @@ def _token_reading(kind, labels, ignore_index, shift, temperature, *, label_smoo
         raise UsageError("--shift aligns logits with the next token's label; it needs --kind logits and --labels")
     return TokenReading(kind=kind, labels=labels, ignore_index=ignore_index, shift=shift, temperature=temperature,
                         label_smoothing=label_smoothing, group=group, threads=threads,
-                        precision=_one_of("--precision", precision, ("precise", "fast")))
+                        precision=_one_of("--precision", precision, ("precise", "fast")), kind_given=kind_given)
 
 
 @app.command("compare")
@@ -374,6 +377,8 @@ def compare_command(
     test_kind: Annotated[Optional[Kind], typer.Option(
         "--test-kind", help="The kind of TEST alone.", rich_help_panel="Reading the inputs",
         show_default=False)] = None,
+    normalize: NormalizeOpt = False,
+    epsilon: EpsilonOpt = 0.0,
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
     tail: TailOpt = "bucket",
@@ -396,7 +401,10 @@ def compare_command(
     from klcli.commands import compare
 
     both = kind or Kind.logits
-    reading = _reading(None, False, base_kind or both, test_kind or both, False, 0.0, temperature, threads)
+    reading = replace(_reading(None, False, base_kind or both, test_kind or both, normalize, epsilon, temperature,
+                               threads),
+                      p_kind_given=bool(base_kind or kind), q_kind_given=bool(test_kind or kind),
+                      kind_fix="pass --kind probs (or --base-kind/--test-kind probs) if these are probabilities")
     operands = [base_model, test_model] + [o for o in (labels, mask) if o]
     _finish(delivery, lambda progress: compare.compare(base_model, test_model, reading, delivery.unit, labels=labels,
                                                        mask=mask, shift=shift, top_k=top_k, worst=worst,

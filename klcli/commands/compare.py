@@ -82,6 +82,8 @@ def compare(base_operand: str, test_operand: str, reading: Reading, unit: Unit, 
     row of the input.
     """
     base, test, extras = open_pair(base_operand, test_operand, ("BASE", "TEST"), tail)
+    base = reading.checked(base, reading.p_kind, reading.p_kind_given)
+    test = reading.checked(test, reading.q_kind, reading.q_kind_given)
     label_source = open_operands((labels, "labels"))[0] if labels else None
     mask_source = open_operands((mask, "mask"))[0] if mask else None
     _check_shapes(base, test)
@@ -151,6 +153,7 @@ def compare(base_operand: str, test_operand: str, reading: Reading, unit: Unit, 
                                 f"({_left_out_why(with_labels, mask_source, shift, ignore_index)}); every statistic "
                                 f"is over the {stats['row'].size} scored positions, rows numbered as in the input")
     result.figures.update(extras)
+    result.notes.extend(reading.notes())
     return result
 
 

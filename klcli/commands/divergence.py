@@ -27,7 +27,8 @@ _SMOOTH_HINT = "P has mass where Q has none; --epsilon E smooths the distributio
 
 
 def _inputs(sources, reading: Reading, run: PairRun) -> list[dict]:
-    return describe_inputs(sources, [reading.p_kind, reading.q_kind], [run.p_rows, run.q_rows])
+    return describe_inputs(sources, [reading.p_kind, reading.q_kind], [run.p_rows, run.q_rows],
+                           [run.p_width, run.q_width])
 
 
 def kl(p: str, q: str, reading: Reading, unit: Unit, *, direction: str = "forward", progress=None,

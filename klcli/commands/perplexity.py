@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from klcli.commands.common import effective_precision, open_operands
+from klcli.commands.common import effective_precision, logits_checked, open_operands
 from klcli.core.perplexity import (
     IGNORE_INDEX,
     INF_PERPLEXITY,
@@ -25,6 +25,9 @@ from klcli.io.source import Source, rows_per_block
 from klcli.result import Result
 from klcli.units import Unit
 
+LOGITS_FIX = ("if these are probabilities, save their logarithm (numpy.log: log-probabilities are valid "
+              "logits) and pass that")
+
 
 @dataclass(frozen=True)
 class TokenReading:
@@ -39,6 +42,8 @@ class TokenReading:
     group: str | None = None
     threads: int = 0  # 0: every core available to the process
     precision: str = "precise"  # or "fast": log Σ e^z in float32 arithmetic for float32/float16 logits
+    kind_given: bool = True  # False where logits are the command's default (perplexity LOGITS, xent --labels)
+    observed: list = field(default_factory=list, compare=False)  # notes made while reading
 
 
 @dataclass
@@ -122,6 +127,8 @@ def block_losses(logits: Source, label_stream: Iterable[np.ndarray], labels_labe
 
 def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
     (logits,) = open_operands((operand, "logits"))
+    logits = logits_checked(logits, given=reading.kind_given, notes=reading.observed,
+                            fix=f"{LOGITS_FIX}, or pass --kind logits to read them as logits anyway")
     if reading.labels is not None:
         (labels,) = open_operands((reading.labels, "labels"))
     elif logits.labels is not None:  # a llama.cpp base file carries its tokens
@@ -167,7 +174,7 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
     precision, notes = effective_precision(reading.precision, [logits], ["logits"], temperature=reading.temperature,
                                            smoothing=reading.label_smoothing)
     return TokenScores(_joined(kept), sequences.sums, sequences.tokens, positions, inputs,
-                       _joined(kept_at, np.int64), precision, notes)
+                       _joined(kept_at, np.int64), precision, notes + list(reading.observed))
 
 
 def _joined(parts: list[np.ndarray], dtype=np.float64) -> np.ndarray:
@@ -231,7 +238,8 @@ def _from_logprobs(operand: str, reading: TokenReading, progress) -> TokenScores
         if progress is not None:
             progress.update(positions)
     sequences.grow(int(groups.max()) + 1 if groups is not None and groups.size else row if padded else int(row > 0))
-    inputs = [dict(source.describe(row), kind=reading.kind)]
+    # A 1-D input (a table column) is one vector: report its length, as a Parquet column's shape does.
+    inputs = [dict(source.describe(row if padded else read), kind=reading.kind)]
     precision, notes = effective_precision(reading.precision, [source], [reading.kind])
     return TokenScores(_joined(kept), sequences.sums, sequences.tokens, positions, inputs, _joined(kept_at, np.int64),
                        precision, notes)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from klcli.commands.common import Reading, open_operands
+from klcli.commands.common import Reading, logits_checked, open_operands
+from klcli.commands.perplexity import LOGITS_FIX
 from klcli.core.discrete import kl_rows
 from klcli.core.perplexity import as_token_ids
 from klcli.core.positions import kept_log_rows, kept_rows
@@ -37,7 +38,9 @@ def _logits_pass(policy_logits: str, ref_logits: str, keep: np.ndarray, ids: np.
     """Per position, from the two models' logits: D(π‖π_ref) over the vocabulary and, with ``ids``, the sampled
     tokens' log-probabilities; NaN where ``keep`` is False. Left-out positions (padding) are not read as logits.
     """
-    policy_source, ref_source = open_operands((policy_logits, "--policy-logits"), (ref_logits, "--ref-logits"))
+    policy_source, ref_source = (logits_checked(source, given=False, fix=LOGITS_FIX, notes=[])
+                                 for source in open_operands((policy_logits, "--policy-logits"),
+                                                             (ref_logits, "--ref-logits")))
     reading = Reading("logits", "logits", threads=threads)
     pairs = paired_blocks(policy_source.blocks(rows_per_block(policy_source.outcomes or 1)),
                           ref_source.blocks(rows_per_block(ref_source.outcomes or 1)),
@@ -189,7 +192,9 @@ def rlhf(policy: str | None, ref: str | None, unit: Unit, *, estimator: str = "a
             raise UsageError("--labels goes with --policy-logits and --ref-logits when POLICY and REF are not given")
         policy_values, sequence, count, policy_source = _tokens(policy, "POLICY", group)
         ref_values, _, _, ref_source = _tokens(ref, "REF", group)
-        inputs = [dict(policy_source.describe(), kind="logprobs"), dict(ref_source.describe(), kind="logprobs")]
+        # The values' own shape: a text column's length is known only once it has been read.
+        inputs = [dict(policy_source.describe(policy_values.shape[0]), kind="logprobs"),
+                  dict(ref_source.describe(ref_values.shape[0]), kind="logprobs")]
         names = (policy_source.label, ref_source.label)
         exact_per_position = None
     if (policy_logits is None) != (ref_logits is None):

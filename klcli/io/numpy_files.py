@@ -151,6 +151,27 @@ def open_npy_stream(stream: BinaryIO, name: str, operand: str, *, fmt: str, size
                   lambda block_rows: _stream_blocks(stream, name, shape, fortran, dtype, block_rows))
 
 
+TORCH_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def torch_checkpoint_error(path: str) -> InputError:
+    return InputError(
+        f"{path}: is a PyTorch checkpoint (torch.save writes pickles), and klcli never unpickles a file (a pickle "
+        "can run code); save the tensor as an array: numpy.save('x.npy', tensor.float().numpy()), or "
+        "safetensors.torch.save_file({'x': tensor}, 'x.safetensors')"
+    )
+
+
+def is_torch_checkpoint(path: str, names: list[str] | None = None) -> bool:
+    """A ``torch.save`` file: a zip holding ``NAME/data.pkl``, or (legacy) a pickle named .pt/.pth/.bin/.ckpt."""
+    if names is not None:
+        return any(name == "data.pkl" or name.endswith("/data.pkl") for name in names)
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return os.path.splitext(path)[1].lower() in TORCH_EXTENSIONS and len(head) == 2 and head[0] == 0x80 \
+        and 2 <= head[1] <= 5
+
+
 def open_npz(path: str, operand: str, key: str | None) -> Source:
     """One array of an ``.npz`` archive, streamed from its (possibly compressed) member."""
     try:
@@ -158,6 +179,8 @@ def open_npz(path: str, operand: str, key: str | None) -> Source:
     except Exception as exc:  # noqa: BLE001 — zipfile fails in many ways on damaged archives
         raise InputError(f"{path}: not a valid .npz archive ({first_line(exc)})") from None
     keys = [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
+    if not keys and is_torch_checkpoint(path, archive.namelist()):
+        raise torch_checkpoint_error(path)
     if key is None:
         if len(keys) != 1:
             listing = ", ".join(keys) if keys else "none"

@@ -69,6 +69,10 @@ def _open_file(path: str, operand: str, selector: str | None) -> Source:
     # llama.cpp base files are recognised by their magic whatever they are called.
     fmt = _sniff(path, only="llama") or FORMATS.get(os.path.splitext(path)[1].lower()) or _sniff(path)
     if fmt is None:
+        from klcli.io.numpy_files import is_torch_checkpoint, torch_checkpoint_error
+
+        if is_torch_checkpoint(path):
+            raise torch_checkpoint_error(path)
         raise InputError(f"{path}: unknown file type {os.path.splitext(path)[1] or '(no extension)'!r}; "
                          f"klcli reads {SUPPORTED} (rename the file to its format's extension)")
     if selector is not None and fmt in ("npy", "llama", "openai"):

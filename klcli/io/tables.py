@@ -237,7 +237,13 @@ def _header(opening: bytes, name: str, delimiter: str) -> tuple[list[str], bool]
     except UnicodeDecodeError:
         what = "CSV" if delimiter == "," else "TSV"
         raise InputError(f"{name}: is not UTF-8 text; is it really a {what} file?") from None
-    cells = [c.strip() for c in text.split(delimiter)]
+    # Cells as the CSV reader sees them, quotes removed: a quoted number ("0.5") is a number, not a name.
+    import csv
+
+    try:
+        cells = [c.strip() for c in next(csv.reader([text], delimiter=delimiter), [""])]
+    except csv.Error:  # a stray carriage return inside the line: judge the cells as they are
+        cells = [c.strip() for c in text.split(delimiter)]
     if all(_is_number(c) for c in cells):
         return [str(i) for i in range(len(cells))], False
     return cells, True
