@@ -16,7 +16,7 @@ def test_error_classes_are_builtin_subclasses():
 
 
 @pytest.mark.parametrize("call,text,hint,api_hint", [
-    (lambda: klcli.kl([0.5, 0.7], [0.5, 0.5]), "p: row 0 sums to 1.2, not 1 (tolerance 1e-06)",
+    (lambda: klcli.kl([0.5, 0.7], [0.5, 0.5]), "p: row 0 sums to 1.2, not 1 (tolerance 1.1e-06 for 2 float64 values)",
      "pass --normalize for counts or weights, or --kind logits if these are logits", "normalize=True"),
     (lambda: klcli.kl([[0.5, 0.5], [0.2, 0.2]], [0.5, 0.5]), "p: row 1 sums to 0.4", "--normalize", "kind='logits'"),
     (lambda: klcli.entropy([-0.5, 1.5]), "p: row 0 has a negative probability -0.5 at column 0; probabilities "
@@ -64,7 +64,8 @@ def test_bad_arguments(call, error, text):
 def test_cli_prints_the_hint_as_before(cli):
     run = cli("kl", "0.5,0.7", "0.5,0.5")
     assert run.code == 2
-    assert run.err == ("klcli: error: P (0.5,0.7): row 0 sums to 1.2, not 1 (tolerance 1e-06); pass --normalize for "
+    assert run.err == ("klcli: error: P (0.5,0.7): row 0 sums to 1.2, not 1 (tolerance 1.1e-06 for 2 float64 "
+                       "values); pass --normalize for "
                        "counts or weights, or --kind logits if these are logits\n")
     run = cli("kl", "1.5,-0.5", "0.5,0.5")
     assert run.err == ("klcli: error: P (1.5,-0.5): row 0 has a negative probability -0.5 at column 1; "
