@@ -9,7 +9,7 @@ import numpy as np
 
 from klcli.core.logspace import LogRows, as_log_rows
 from klcli.core.stats import summarize
-from klcli.core.stream import available_cores, ordered_map, paired_blocks
+from klcli.core.stream import available_cores, ordered_map, paired_blocks, threads_note
 from klcli.errors import UsageError
 from klcli.io.operand import open_operand
 from klcli.io.source import Source, rows_per_block
@@ -39,7 +39,7 @@ class Reading:
                          "and the rows renormalised")
         if self.temperature != 1.0:
             notes.append(f"distributions tempered: softmax(log p / {self.temperature:g})")
-        return notes
+        return notes + threads_note(self.threads)
 
 
 def open_operands(*operands: tuple[str, str]) -> list[Source]:

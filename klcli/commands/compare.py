@@ -10,7 +10,7 @@ from klcli.commands.common import Reading, describe_inputs, open_operands, open_
 from klcli.core.compare import agreement_stderr, label_stats, paired_difference, position_stats
 from klcli.core.perplexity import as_token_ids
 from klcli.core.stats import summarize
-from klcli.core.stream import Rows, available_cores, ordered_map, paired_blocks
+from klcli.core.stream import Rows, available_cores, ordered_map, paired_blocks, threads_note
 from klcli.errors import ShapeError
 from klcli.io.source import Source, rows_per_block
 from klcli.result import Result
@@ -79,6 +79,7 @@ def compare(base_operand: str, test_operand: str, reading: Reading, unit: Unit, 
                      describe_inputs(sources, [reading.p_kind, reading.q_kind] + (["labels"] if labels else []),
                                      [rows] * len(sources)))
     result.figures.update(extras)
+    result.notes += threads_note(reading.threads)
     return result
 
 

@@ -18,7 +18,7 @@ from klcli.core.perplexity import (
     token_nll,
 )
 from klcli.core.stats import summarize
-from klcli.core.stream import available_cores, ordered_map, paired_blocks
+from klcli.core.stream import available_cores, ordered_map, paired_blocks, threads_note
 from klcli.errors import InputError, RowCountError, ShapeError, UsageError
 from klcli.io.source import Source, rows_per_block
 from klcli.result import Result
@@ -262,6 +262,7 @@ def perplexity(operand: str, reading: TokenReading, unit: Unit, *, progress=None
         },
         per_row=per_row,
         warnings=warnings,
+        notes=threads_note(reading.threads),
     )
 
 
@@ -290,4 +291,5 @@ def token_cross_entropy(operand: str, reading: TokenReading, unit: Unit, *, prog
             "cross_entropy": unit.from_nats(scores.sequence_sums[with_tokens] / scores.sequence_tokens[with_tokens]),
             "tokens": scores.sequence_tokens[with_tokens],
         },
+        notes=threads_note(reading.threads),
     )
