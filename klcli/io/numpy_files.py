@@ -46,7 +46,21 @@ def _read_header(stream: BinaryIO, name: str) -> tuple[tuple[int, ...], bool, np
         raise InputError(f"{name}: has dtype {dtype}, not numbers; save it as float32 or float64")
     if len(shape) == 0:
         raise InputError(f"{name}: holds a single number, not a distribution (shape ())")
+    _check_shape(name, tuple(shape))
     return tuple(shape), fortran, dtype
+
+
+MAX_DIMENSIONS = 64  # NumPy's own limit on an array's rank
+
+
+def _check_shape(name: str, shape: tuple) -> None:
+    """A header's shape that NumPy could hold: at most 64 non-negative integer sizes."""
+    if len(shape) > MAX_DIMENSIONS:
+        raise InputError(f"{name}: not a valid .npy file: its header claims {len(shape)} dimensions "
+                         f"(NumPy arrays have at most {MAX_DIMENSIONS})")
+    if any(not isinstance(size, int) or size < 0 for size in shape):
+        raise InputError(f"{name}: not a valid .npy file: its header claims shape {shape}; "
+                         "every size must be a non-negative integer")
 
 
 def _check_size(name: str, shape: tuple[int, ...], dtype: np.dtype, available: int) -> int:
