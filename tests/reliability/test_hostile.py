@@ -14,6 +14,7 @@ import sys
 import threading
 
 import numpy as np
+import pytest
 
 from klcli.core import stream
 
@@ -110,3 +111,80 @@ def test_paths_are_escaped(cli, tmp_path):
     path.write_bytes(b"not an array")
     line = _one_safe_line(cli("kl", path, "0.5,0.5"))
     assert "\\n klcli: error: forged.npy" in line
+
+
+# --- 7: a wide CSV reads in time linear in its columns -------------------------------------------------------
+
+
+def _wide_csv(path, rows, columns, header):
+    values = np.random.default_rng(1).standard_normal((rows, columns))
+    with open(path, "w") as handle:
+        if header:
+            handle.write(",".join(f"c{i}" for i in range(columns)) + "\n")
+        np.savetxt(handle, values, delimiter=",", fmt="%.17g")
+    return values
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_wide_csv_rows_equal_the_numbers_written(tmp_path, header):
+    from klcli.io.operand import open_operand
+
+    values = _wide_csv(tmp_path / "w.csv", 5, 5000, header)
+    source = open_operand(str(tmp_path / "w.csv"))
+    assert source.shape == (None, 5000)
+    np.testing.assert_array_equal(np.concatenate(list(source.blocks(2))), values)
+    picked = open_operand(f"{tmp_path / 'w.csv'}:c3,c4999" if header else f"{tmp_path / 'w.csv'}:3,4999")
+    np.testing.assert_array_equal(np.concatenate(list(picked.blocks(2))), values[:, [3, 4999]])
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("bad", "row 1 (line 3), column 7: 'x' is not a number"),
+    ("short", "row 1 (line 3) has 4999 cells but the header has 5000; every row needs the same columns"),
+    ("empty", "row 1 (line 3), column 7: is empty"),
+])
+def test_wide_csv_errors_name_row_and_column(cli, tmp_path, line, message):
+    _wide_csv(tmp_path / "w.csv", 3, 5000, True)
+    lines = (tmp_path / "w.csv").read_text().splitlines()
+    cells = lines[2].split(",")
+    if line == "bad":
+        cells[7] = "x"
+    elif line == "short":
+        cells = cells[1:]
+    else:
+        cells[7] = ""
+    lines[2] = ",".join(cells)
+    (tmp_path / "w.csv").write_text("\n".join(lines) + "\n")
+    run = cli("kl", tmp_path / "w.csv", tmp_path / "w.csv", "--logits")
+    assert run.code == 2 and run.err == f"klcli: error: {tmp_path / 'w.csv'}: {message}\n"
+
+
+@pytest.mark.slow
+def test_a_50000_column_csv_is_read(cli, tmp_path):
+    values = _wide_csv(tmp_path / "w.csv", 3, 50_000, False)
+    run = cli("xent", tmp_path / "w.csv", tmp_path / "w.csv", "--logits", "--json", "--per-row")
+    assert run.code == 0, run.err
+    shifted = values - values.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(run.json()["per_row"]["cross_entropy"], -(np.exp(log_p) * log_p).sum(axis=1), rtol=1e-9)
+
+
+# --- 16 (part): pyarrow's parse errors become messages that name the fix -------------------------------------
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (b"0.5,0.5\r0.2,0.8\r", "its lines end with a bare carriage return (CR, old Mac style); convert them to "
+                            "newlines, e.g. tr '\\r' '\\n' < IN > OUT"),
+    (b"a,b", "has a header but no rows of numbers (a single line, with no newline)"),
+    (b"\0" * 5000, "holds NUL bytes: it is binary data, not CSV text"),
+])
+def test_csv_parse_problems_name_the_fix(cli, tmp_path, text, message):
+    (tmp_path / "a.csv").write_bytes(text)
+    run = cli("kl", tmp_path / "a.csv", "0.5,0.5")
+    assert run.code == 2 and run.err == f"klcli: error: {tmp_path / 'a.csv'}: {message}\n"
+
+
+def test_a_one_line_csv_without_newline_is_read(cli, tmp_path):
+    (tmp_path / "a.csv").write_bytes(b"0.25,0.75")
+    run = cli("kl", tmp_path / "a.csv", "0.5,0.5", "--json")
+    assert run.code == 0, run.err
+    assert abs(run.json()["value"] - (0.25 * np.log(0.5) + 0.75 * np.log(1.5))) < 1e-15
