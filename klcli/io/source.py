@@ -104,6 +104,30 @@ def read_ahead(items: Iterator, depth: int = 1) -> Iterator:
                 producer.join(0.01)
 
 
+def max_block_bytes() -> int:
+    """The most memory one decoded piece of an input may take: ``KLCLI_MAX_BLOCK_BYTES``, default 256 MiB.
+
+    A piece is what a reader must hold at once: a row, a Fortran-ordered array
+    read whole, a single table column that is one distribution. Sizes are
+    checked against this before anything is decoded, so a small compressed file
+    that claims gigabytes is an error, not an allocation.
+    """
+    import os
+
+    try:
+        return int(os.environ.get("KLCLI_MAX_BLOCK_BYTES", 256 << 20))
+    except ValueError:
+        raise InputError("KLCLI_MAX_BLOCK_BYTES must be a number of bytes") from None
+
+
+def check_piece(name: str, what: str, nbytes: int, fix: str) -> None:
+    """Refuse a piece larger than :func:`max_block_bytes` before it is allocated."""
+    limit = max_block_bytes()
+    if nbytes > limit:
+        raise InputError(f"{name}: {what} would take {nbytes / 2**20:,.0f} MiB decoded, more than the "
+                         f"{limit / 2**20:,.0f} MiB one block may hold (KLCLI_MAX_BLOCK_BYTES); {fix}")
+
+
 def rows_per_block(outcomes: int) -> int:
     return max(1, BLOCK_VALUES // max(1, outcomes))
 

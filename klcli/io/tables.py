@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from klcli.errors import InputError
-from klcli.io.source import Source, first_line, read_ahead
+from klcli.io.source import Source, check_piece, first_line, max_block_bytes, read_ahead
 
 
 @dataclass
@@ -162,6 +162,7 @@ def open_parquet(path: str, operand: str, selector: str | None) -> Source:
         raise InputError(f"{path}: not a valid Parquet file ({first_line(exc)})") from None
 
     def first_length(column: str) -> int:
+        _check_first_row(parquet, path, column)
         try:
             first = next(parquet.iter_batches(batch_size=1, columns=[column]), None)
         except _read_errors() as exc:
@@ -170,6 +171,7 @@ def open_parquet(path: str, operand: str, selector: str | None) -> Source:
 
     layout = _layout_of(schema, path, selector, first_length)
     rows = parquet.metadata.num_rows
+    _check_parquet_sizes(parquet, path, layout, rows)
 
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
         batches = read_ahead(parquet.iter_batches(batch_size=block_rows, columns=layout.columns, use_threads=False))
@@ -182,36 +184,98 @@ def open_parquet(path: str, operand: str, selector: str | None) -> Source:
     return Source(operand, path, "parquet", shape, layout.dtype, blocks)
 
 
+def _leaf_values(parquet, column: str) -> list[tuple[int, int]]:
+    """(rows, leaf values) of ``column`` in each row group, from the file's metadata (nothing decoded)."""
+    metadata = parquet.metadata
+    leaves = [i for i in range(metadata.num_columns)
+              if metadata.schema.column(i).path.split(".")[0] == column]
+    return [(metadata.row_group(g).num_rows, sum(metadata.row_group(g).column(i).num_values for i in leaves))
+            for g in range(metadata.num_row_groups)]
+
+
+def _check_first_row(parquet, path: str, column: str) -> None:
+    """Before the first row of a list column is decoded to learn the width: bound what it can hold."""
+    groups = [(rows, values) for rows, values in _leaf_values(parquet, column) if rows]
+    if groups:
+        rows, values = groups[0]
+        check_piece(path, f"row 0 of column {column!r} (up to {values - rows + 1:,} values)",
+                    (values - rows + 1) * 8, "is the file damaged, or are its rows this long?")
+
+
+def _check_parquet_sizes(parquet, path: str, layout: Layout, rows: int) -> None:
+    """The decoded sizes the metadata implies, checked before any page is decoded (decompression bombs:
+    a constant run compresses, dictionary- and run-length-encoded, to a few bytes per billion values)."""
+    width_bytes = 8  # klcli widens every value to float64
+    if layout.is_vector:
+        check_piece(path, f"column {layout.columns[0]!r}, one distribution of {rows:,} values", rows * width_bytes,
+                    "select several columns, or store the distribution as a row (a list column)")
+        return
+    check_piece(path, f"a row of {layout.width:,} values", layout.width * width_bytes, "is the file damaged?")
+    if layout.is_list:
+        for group, (group_rows, values) in enumerate(_leaf_values(parquet, layout.columns[0])):
+            # (A small excess is a ragged row, reported with its row number as it is read.)
+            if (values - group_rows * layout.width) * width_bytes > max_block_bytes():
+                raise InputError(f"{path}: row group {group} of column {layout.columns[0]!r} holds {values:,} "
+                                 f"values for {group_rows:,} rows, not {layout.width:,} per row; rows must be "
+                                 "equally long")
+
+
 # --- Arrow IPC (Feather v2) ------------------------------------------------
 
 
 def open_arrow(path: str, operand: str, selector: str | None) -> Source:
+    """An Arrow IPC file or stream, its record batches decoded one at a time.
+
+    Batches are never all held: a compressed file (lz4 is ``write_feather``'s
+    default) decodes each batch as it is read, so memory is one batch, as for an
+    uncompressed memory-mapped file. Counting the rows decodes each batch once more.
+    """
     pa = _pa()
-    try:
-        reader = pa.ipc.open_file(pa.memory_map(path, "r"))
-        batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
-        schema = reader.schema
-    except _read_errors():
+
+    def open_batches():
+        """(schema, a function giving a fresh iterator of the batches)."""
+        try:
+            reader = pa.ipc.open_file(pa.memory_map(path, "r"))
+            return reader.schema, lambda: (reader.get_batch(i) for i in range(reader.num_record_batches))
+        except _read_errors():
+            pass
         try:
             with pa.memory_map(path, "r") as mapped:
-                stream = pa.ipc.open_stream(mapped)
-                schema = stream.schema
-                batches = list(stream)
+                schema = pa.ipc.open_stream(mapped).schema
         except _read_errors() as exc:
             raise InputError(f"{path}: not a valid Arrow IPC / Feather v2 file ({first_line(exc)})") from None
 
+        def stream():
+            with pa.memory_map(path, "r") as mapped:
+                yield from pa.ipc.open_stream(mapped)
+
+        return schema, stream
+
+    schema, batches = open_batches()
+
     def first_length(column: str) -> int:
-        for batch in batches:
-            if batch.num_rows:
-                return len(batch.column(batch.schema.get_field_index(column))[0])
+        try:
+            for batch in batches():
+                if batch.num_rows:
+                    return len(batch.column(batch.schema.get_field_index(column))[0])
+        except _read_errors() as exc:
+            raise InputError(f"{path}: cannot be read ({first_line(exc)})") from None
         return 0
 
     layout = _layout_of(schema, path, selector, first_length)
-    rows = sum(b.num_rows for b in batches)
+    try:
+        rows = sum(batch.num_rows for batch in batches())
+    except _read_errors() as exc:
+        raise InputError(f"{path}: not a valid Arrow IPC / Feather v2 file ({first_line(exc)})") from None
+    if layout.is_vector:
+        check_piece(path, f"column {layout.columns[0]!r}, one distribution of {rows:,} values", rows * 8,
+                    "select several columns, or store the distribution as a row (a list column)")
+    else:
+        check_piece(path, f"a row of {layout.width:,} values", layout.width * 8, "is the file damaged?")
 
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
         try:
-            yield from _blocks_from_batches(iter(batches), layout, path, block_rows)
+            yield from _blocks_from_batches(batches(), layout, path, block_rows)
         except _read_errors() as exc:
             raise InputError(f"{path}: cannot be read ({first_line(exc)})") from None
 

@@ -188,3 +188,137 @@ def test_a_one_line_csv_without_newline_is_read(cli, tmp_path):
     run = cli("kl", tmp_path / "a.csv", "0.5,0.5", "--json")
     assert run.code == 0, run.err
     assert abs(run.json()["value"] - (0.25 * np.log(0.5) + 0.75 * np.log(1.5))) < 1e-15
+
+
+# --- 9: a .npy truncated while it is read -------------------------------------------------------------------
+
+TRUNCATE_WHILE_READING = """
+import os, sys
+from klcli.errors import InputError
+from klcli.io.operand import open_operand
+path = sys.argv[1]
+blocks = open_operand(path).blocks(64)
+next(blocks)
+os.truncate(path, os.path.getsize(path) // 2)  # a dump still being written, a rotated file
+try:
+    for block in blocks:
+        float(block.sum())
+except InputError as error:
+    print(error)
+    sys.exit(2)
+"""
+
+
+def test_a_npy_truncated_while_read_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "big.npy"
+    np.save(path, np.ones((4096, 1024), dtype=np.float32))
+    run = subprocess.run([sys.executable, "-c", TRUNCATE_WHILE_READING, str(path)], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2, (run.returncode, run.stderr)  # a memory map died here of SIGBUS (-7)
+    assert run.stdout.startswith(f"{path}: is truncated: ends after ") and "still being written" in run.stdout
+
+
+def test_a_npy_truncated_during_a_cli_run_keeps_the_old_output(tmp_path):
+    path, result = tmp_path / "big.npy", tmp_path / "result.json"
+    np.save(path, np.zeros((8192, 4096), dtype=np.float32))  # 128 MiB
+    result.write_text("old\\n")
+    process = subprocess.Popen([sys.executable, "-m", "klcli", "kl", str(path), str(path), "--logits", "--json",
+                                "-o", str(result), "--threads", "1"], stderr=subprocess.PIPE, text=True)
+    os.truncate(path, os.path.getsize(path) // 3)
+    _, err = process.communicate(timeout=120)
+    # Truncated before it was opened, or while read: either way one clear error naming the file.
+    assert process.returncode == 2, (process.returncode, err)
+    assert err.startswith(f"klcli: error: {path}: is truncated"), err
+    assert result.read_text() == "old\\n"
+
+
+# --- 6: decompression bombs, under an address-space limit ------------------------------------------------------
+
+
+def test_parquet_bomb_of_a_constant_column_is_refused_before_decoding(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    chunk = pa.table({"x": pa.array(np.zeros(1_000_000))})
+    with pq.ParquetWriter(tmp_path / "bomb.parquet", chunk.schema, compression="zstd") as writer:
+        for _ in range(300):  # 300 million constant values: 2.4 GB decoded, a few hundred KB on disk
+            writer.write_table(chunk)
+    assert (tmp_path / "bomb.parquet").stat().st_size < 4 << 20
+    run = klcli_limited("kl", tmp_path / "bomb.parquet", "0.5,0.5")
+    assert_clear_error(run, "column 'x', one distribution of 300,000,000 values would take 2,289 MiB decoded",
+                       "KLCLI_MAX_BLOCK_BYTES")
+
+
+def test_parquet_list_column_claiming_a_huge_row_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    row = pa.array([np.zeros(40_000_000)], type=pa.list_(pa.float64()))
+    pq.write_table(pa.table({"v": row}), tmp_path / "bomb.parquet", compression="zstd")
+    run = klcli_limited("kl", tmp_path / "bomb.parquet", "0.5,0.5")
+    assert_clear_error(run, "row 0 of column 'v' (up to 40,000,000 values) would take 305 MiB decoded")
+
+
+def test_compressed_arrow_streams_batch_by_batch(tmp_path):
+    import pyarrow as pa
+
+    width, batch_rows, batches = 1000, 1000, 150  # 1.2 GB decoded per file, held at once by the old reader
+    values = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(width * batch_rows)), width)
+    batch = pa.record_batch({"logits": values})
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with pa.ipc.new_file(str(tmp_path / "bomb.arrow"), batch.schema, options=options) as writer:
+        for _ in range(batches):
+            writer.write_batch(batch)
+    assert (tmp_path / "bomb.arrow").stat().st_size < 8 << 20
+    run = klcli_limited("kl", tmp_path / "bomb.arrow", tmp_path / "bomb.arrow", "--logits", "--json",
+                        "--threads", "1", timeout=300)
+    assert run.returncode == 0, run.stderr.decode()
+    import json
+
+    result = json.loads(run.stdout)
+    assert result["rows"] == batch_rows * batches and result["value"] == 0.0
+
+
+def test_fortran_npz_bomb_is_refused_naming_the_fix(tmp_path):
+    np.savez_compressed(tmp_path / "bomb.npz", x=np.asfortranarray(np.zeros((20_000, 4_000))))  # 610 MiB decoded
+    assert (tmp_path / "bomb.npz").stat().st_size < 4 << 20
+    run = klcli_limited("kl", tmp_path / "bomb.npz", "0.5,0.5")
+    assert_clear_error(run, "a Fortran-ordered array of shape (20000, 4000) would take 610 MiB decoded",
+                       "save it in C order (np.ascontiguousarray) or as a .npy file")
+
+
+def test_c_order_npz_of_zeros_streams_in_bounded_memory(tmp_path):
+    np.savez_compressed(tmp_path / "zeros.npz", x=np.zeros((20_000, 4_000)))  # 610 MiB decoded
+    run = klcli_limited("kl", tmp_path / "zeros.npz", tmp_path / "zeros.npz", "--logits", "-q", "--threads", "1",
+                        timeout=300)
+    assert run.returncode == 0 and float(run.stdout) == 0.0, run.stderr.decode()
+
+
+# --- 8: standard input in bounded memory ---------------------------------------------------------------------
+
+
+def test_dev_zero_on_standard_input_is_a_quick_clear_error():
+    with open("/dev/zero", "rb") as zeros:
+        run = subprocess.run([sys.executable, "-m", "klcli", "kl", "-", "0.5,0.5"], stdin=zeros, capture_output=True,
+                             preexec_fn=_limited, timeout=60)
+    assert_clear_error(run, "standard input: holds NUL bytes: it is binary data, not CSV text or .npy bytes")
+
+
+def test_endless_csv_on_standard_input_stops_at_the_documented_limit():
+    environment = {**os.environ, "KLCLI_MAX_STDIN_BYTES": "1000000"}
+    run = subprocess.run([sys.executable, "-m", "klcli", "kl", "-", "0.5,0.5"], input=b"0.5,0.5\n" * 200_000,
+                         capture_output=True, env=environment, timeout=60)
+    assert_clear_error(run, "standard input: holds more than 1000000 bytes of text (KLCLI_MAX_STDIN_BYTES)")
+
+
+def test_fortran_npy_on_standard_input_is_bounded(tmp_path):
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.asfortranarray(np.zeros((2, 3))))
+    header = buffer.getvalue()
+    header = header.replace(b"(2, 3)", b"(200000, 400)")  # (same header length: padded by spaces)
+    environment = {**os.environ, "KLCLI_MAX_BLOCK_BYTES": "1000000"}
+    run = subprocess.run([sys.executable, "-m", "klcli", "kl", "-", "0.5,0.5"], input=header[:128] + bytes(1 << 20),
+                         capture_output=True, env=environment, timeout=60)
+    assert_clear_error(run, "standard input: a Fortran-ordered array of shape (200000, 400)")
