@@ -401,6 +401,19 @@ def _wide_problem(line: str, name: str, delimiter: str, width: int, row: int, li
     return f"{name}: row {row} (line {line_number}) is not {width} numbers"
 
 
+def _csv_layout(names: list[str], name: str, selector: str | None) -> Layout:
+    """Every CSV column is read as float64: the layout without a pyarrow schema of every column (seconds at
+    300,000 columns); a selector's columns go through :func:`choose_layout`, the column list checked first."""
+    if selector is None:
+        return Layout(names, False, len(names), "float64")
+    pa = _pa()
+    wanted = [part.strip() for part in selector.split(",") if part.strip()]
+    known = set(names)
+    if not wanted or any(w not in known for w in wanted):
+        return choose_layout(pa.schema([(n, pa.float64()) for n in names]), name, selector)  # (its message)
+    return choose_layout(pa.schema([(w, pa.float64()) for w in dict.fromkeys(wanted)]), name, selector)
+
+
 def open_csv(path: str | None, operand: str, selector: str | None, *, delimiter: str,
              data: bytes | None = None) -> Source:
     """A CSV or TSV file (or standard input's bytes, passed as ``data``)."""
@@ -422,8 +435,7 @@ def open_csv(path: str | None, operand: str, selector: str | None, *, delimiter:
     pa = _pa()
     import pyarrow.csv as pcsv
 
-    schema = pa.schema([(n, pa.float64()) for n in names])
-    layout = choose_layout(schema, name, selector)
+    layout = _csv_layout(names, name, selector)
     position = {column: index for index, column in enumerate(names)}  # (list.index per column was quadratic)
     selected = [position[c] for c in layout.columns]
 
