@@ -177,6 +177,8 @@ def open_parquet(path: str, operand: str, selector: str | None) -> Source:
         batches = read_ahead(parquet.iter_batches(batch_size=block_rows, columns=layout.columns, use_threads=False))
         try:
             yield from _blocks_from_batches(batches, layout, path, block_rows)
+        except MemoryError:  # (pyarrow's ArrowMemoryError is also an ArrowException: not a damaged file)
+            raise
         except _read_errors() as exc:
             raise InputError(f"{path}: cannot be read ({first_line(exc)})") from None
 
@@ -228,7 +230,8 @@ def open_arrow(path: str, operand: str, selector: str | None) -> Source:
 
     Batches are never all held: a compressed file (lz4 is ``write_feather``'s
     default) decodes each batch as it is read, so memory is one batch, as for an
-    uncompressed memory-mapped file. Counting the rows decodes each batch once more.
+    uncompressed memory-mapped file. A file's rows are counted from its metadata;
+    a stream's by decoding each batch once more.
     """
     pa = _pa()
 
@@ -236,7 +239,8 @@ def open_arrow(path: str, operand: str, selector: str | None) -> Source:
         """(schema, a function giving a fresh iterator of the batches)."""
         try:
             reader = pa.ipc.open_file(pa.memory_map(path, "r"))
-            return reader.schema, lambda: (reader.get_batch(i) for i in range(reader.num_record_batches))
+            return reader.schema, lambda: (reader.get_batch(i) for i in range(reader.num_record_batches)), \
+                reader.count_rows  # (from the batches' metadata: nothing decoded)
         except _read_errors():
             pass
         try:
@@ -249,22 +253,26 @@ def open_arrow(path: str, operand: str, selector: str | None) -> Source:
             with pa.memory_map(path, "r") as mapped:
                 yield from pa.ipc.open_stream(mapped)
 
-        return schema, stream
+        return schema, stream, lambda: sum(batch.num_rows for batch in stream())
 
-    schema, batches = open_batches()
+    schema, batches, count_rows = open_batches()
 
     def first_length(column: str) -> int:
         try:
             for batch in batches():
                 if batch.num_rows:
                     return len(batch.column(batch.schema.get_field_index(column))[0])
+        except MemoryError:
+            raise
         except _read_errors() as exc:
             raise InputError(f"{path}: cannot be read ({first_line(exc)})") from None
         return 0
 
     layout = _layout_of(schema, path, selector, first_length)
     try:
-        rows = sum(batch.num_rows for batch in batches())
+        rows = count_rows()
+    except MemoryError:
+        raise
     except _read_errors() as exc:
         raise InputError(f"{path}: not a valid Arrow IPC / Feather v2 file ({first_line(exc)})") from None
     if layout.is_vector:
@@ -276,6 +284,8 @@ def open_arrow(path: str, operand: str, selector: str | None) -> Source:
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
         try:
             yield from _blocks_from_batches(batches(), layout, path, block_rows)
+        except MemoryError:  # (pyarrow's ArrowMemoryError is also an ArrowException: not a damaged file)
+            raise
         except _read_errors() as exc:
             raise InputError(f"{path}: cannot be read ({first_line(exc)})") from None
 

@@ -322,3 +322,25 @@ def test_fortran_npy_on_standard_input_is_bounded(tmp_path):
     run = subprocess.run([sys.executable, "-m", "klcli", "kl", "-", "0.5,0.5"], input=header[:128] + bytes(1 << 20),
                          capture_output=True, env=environment, timeout=60)
     assert_clear_error(run, "standard input: a Fortran-ordered array of shape (200000, 400)")
+
+
+def test_a_single_huge_zstd_arrow_batch_is_one_clear_line_not_an_abort(tmp_path):
+    import pyarrow as pa
+
+    # 15 KB on disk, one 480 MB batch: decoded when read (a per-batch bound before decoding is not built yet),
+    # so under a 1 GiB address space the result is the out-of-memory line, exit 2 — never an abort or traceback.
+    values = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(60_000_000)), 6_000_000)
+    batch = pa.record_batch({"v": values})
+    with pa.ipc.new_file(str(tmp_path / "one.arrow"), batch.schema,
+                         options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
+        writer.write_batch(batch)
+    del values, batch
+
+    def one_gib():
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    run = subprocess.run([sys.executable, "-m", "klcli", "kl", tmp_path / "one.arrow", tmp_path / "one.arrow",
+                          "--logits"], capture_output=True, preexec_fn=one_gib, timeout=120)
+    err = run.stderr.decode()
+    assert run.returncode == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith("klcli: error: ") and "internal error" not in err
