@@ -218,15 +218,36 @@ def test_a_npy_truncated_while_read_is_an_error_naming_it(tmp_path):
     assert run.stdout.startswith(f"{path}: is truncated: ends after ") and "still being written" in run.stdout
 
 
+def _wait_until_reading(pid: int, path: str, seconds: float = 30) -> None:
+    """Until process ``pid`` has ``path`` open or mapped (so truncating it hits a read in progress)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if path in open(f"/proc/{pid}/maps").read():
+                return
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == path:
+                        return
+                except OSError:
+                    continue
+        except OSError:
+            return
+        time.sleep(0.002)
+
+
 def test_a_npy_truncated_during_a_cli_run_keeps_the_old_output(tmp_path):
     path, result = tmp_path / "big.npy", tmp_path / "result.json"
     np.save(path, np.zeros((8192, 4096), dtype=np.float32))  # 128 MiB
     result.write_text("old\\n")
     process = subprocess.Popen([sys.executable, "-m", "klcli", "kl", str(path), str(path), "--logits", "--json",
                                 "-o", str(result), "--threads", "1"], stderr=subprocess.PIPE, text=True)
+    _wait_until_reading(process.pid, str(path))
     os.truncate(path, os.path.getsize(path) // 3)
     _, err = process.communicate(timeout=120)
-    # Truncated before it was opened, or while read: either way one clear error naming the file.
+    # Truncated while read (or, on a slow start, just before it was opened): one clear error naming the file.
     assert process.returncode == 2, (process.returncode, err)
     assert err.startswith(f"klcli: error: {path}: is truncated"), err
     assert result.read_text() == "old\\n"
