@@ -24,17 +24,40 @@ Examples
 from __future__ import annotations
 
 
+def shown(text: str) -> str:
+    """Untrusted text (a path, a member, tensor or column name) made safe to print on a terminal.
+
+    Every character that is not printable — newlines, ESC and the other control
+    characters, Unicode line separators, undecodable bytes — is written as its
+    Python escape, so a crafted name can neither forge a ``klcli:`` line nor
+    send a terminal escape; printable text (accents, CJK) is kept as it is.
+
+    Examples
+    --------
+    >>> shown("a.npz:x")
+    'a.npz:x'
+    >>> print(shown("x\\n klcli: error: forged\\x1b]0;title\\x07"))
+    x\\n klcli: error: forged\\x1b]0;title\\x07
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 class KlcliError(Exception):
     """A problem the user can fix; reported as one ``klcli: error:`` line.
 
     ``form`` says how the CLI joins the fact and its hint (``"{message}; {hint}"``
-    by default, or ``"{message} ({hint})"``).
+    by default, or ``"{message} ({hint})"``). The message is passed through
+    :func:`shown`: whatever file-derived name it quotes, it stays one line with
+    no terminal escapes.
     """
 
     exit_code = 2
 
     def __init__(self, message: str = "", *, hint: str | None = None, api_hint: str | None = None,
                  form: str = "{message}; {hint}"):
+        message = shown(str(message))
         super().__init__(message)
         self.message = message
         self.hint = hint

@@ -68,7 +68,8 @@ TailOpt = Annotated[str, typer.Option(
     "tokens.", rich_help_panel=READING)]
 ThreadsOpt = Annotated[int, typer.Option(
     "--threads", min=0, metavar="N", help="Threads computing blocks of rows; 0 means every core available to the "
-    "process. Results are identical for every N.", rich_help_panel=READING)]
+    "process, and more than that is capped at it (with a note). Results are identical for every N.",
+    rich_help_panel=READING)]
 
 PrecisionOpt = Annotated[str, typer.Option(
     "--precision", metavar="precise|fast", help="precise: float64 arithmetic, every figure within 1e-9 of the "

@@ -10,7 +10,7 @@ import numpy as np
 from klcli.core import fast
 from klcli.core.logspace import LogRows, as_log_rows, looks_like_probabilities
 from klcli.core.stats import summarize
-from klcli.core.stream import available_cores, ordered_map, paired_blocks
+from klcli.core.stream import available_cores, ordered_map, paired_blocks, threads_note
 from klcli.errors import DistributionError, UsageError
 from klcli.io.operand import open_operand
 from klcli.io.source import Source, rows_per_block
@@ -50,7 +50,7 @@ class Reading:
                          "and the rows renormalised")
         if self.temperature != 1.0:
             notes.append(f"distributions tempered: softmax(log p / {self.temperature:g})")
-        return notes + self.observed
+        return notes + self.observed + threads_note(self.threads)
 
     def checked(self, source: Source, kind: str, given: bool) -> Source:
         """``source``, whose logits are checked not to be probabilities (see :func:`logits_checked`)."""

@@ -19,7 +19,7 @@ from klcli.core.perplexity import (
     token_nll,
 )
 from klcli.core.stats import summarize
-from klcli.core.stream import available_cores, ordered_map, paired_blocks
+from klcli.core.stream import available_cores, ordered_map, paired_blocks, threads_note
 from klcli.errors import InputError, RowCountError, ShapeError, UsageError
 from klcli.io.source import Source, rows_per_block
 from klcli.result import Result
@@ -302,7 +302,7 @@ def perplexity(operand: str, reading: TokenReading, unit: Unit, *, progress=None
             "precision": scores.precision,
         },
         per_row=per_row,
-        notes=scores.notes,
+        notes=scores.notes + threads_note(reading.threads),
         warnings=warnings,
     )
 
@@ -334,6 +334,6 @@ def token_cross_entropy(operand: str, reading: TokenReading, unit: Unit, *, prog
             "cross_entropy": unit.from_nats(_sequence_means(scores)),
             "tokens": scores.sequence_tokens,
         },
-        notes=scores.notes,
+        notes=scores.notes + threads_note(reading.threads),
         warnings=warnings,
     )

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from klcli.errors import InputError
-from klcli.io.source import Source, first_line
+from klcli.io.source import Source, check_piece, first_line
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -46,7 +46,21 @@ def _read_header(stream: BinaryIO, name: str) -> tuple[tuple[int, ...], bool, np
         raise InputError(f"{name}: has dtype {dtype}, not numbers; save it as float32 or float64")
     if len(shape) == 0:
         raise InputError(f"{name}: holds a single number, not a distribution (shape ())")
+    _check_shape(name, tuple(shape))
     return tuple(shape), fortran, dtype
+
+
+MAX_DIMENSIONS = 64  # NumPy's own limit on an array's rank
+
+
+def _check_shape(name: str, shape: tuple) -> None:
+    """A header's shape that NumPy could hold: at most 64 non-negative integer sizes."""
+    if len(shape) > MAX_DIMENSIONS:
+        raise InputError(f"{name}: not a valid .npy file: its header claims {len(shape)} dimensions "
+                         f"(NumPy arrays have at most {MAX_DIMENSIONS})")
+    if any(not isinstance(size, int) or size < 0 for size in shape):
+        raise InputError(f"{name}: not a valid .npy file: its header claims shape {shape}; "
+                         "every size must be a non-negative integer")
 
 
 def _check_size(name: str, shape: tuple[int, ...], dtype: np.dtype, available: int) -> int:
@@ -100,6 +114,13 @@ def open_npy(path: str, operand: str) -> Source:
         if math.prod(shape) == 0:
             yield np.empty((0, shape[-1]), dtype=dtype)
             return
+        if not fortran:
+            # Read, not memory-mapped: a file truncated while it is read (a dump still being written) is then a
+            # short read, reported with the file's name, where a memory map dies of SIGBUS. As fast (bench/run.py).
+            with open(path, "rb", buffering=0) as handle:
+                handle.seek(offset)
+                yield from _stream_blocks(handle, path, shape, fortran, dtype, block_rows)
+            return
         yield from _slices(_as_rows(mapped()), block_rows)
 
     return Source(operand, path, "npy", shape, str(dtype), blocks, array=mapped)
@@ -111,6 +132,8 @@ def _stream_blocks(
     """Read an ``.npy`` body from a stream, block by block, with ``readinto``."""
     total = math.prod(shape)
     if fortran:  # column-major rows are scattered through the body: read it whole
+        check_piece(name, f"a Fortran-ordered array of shape {shape}", total * dtype.itemsize,
+                    "its rows cannot be streamed: save it in C order (np.ascontiguousarray) or as a .npy file")
         body = np.empty(total, dtype=dtype)
         _fill(stream, body, name, 0, total)
         yield from _slices(_as_rows(body.reshape(shape, order="F")), block_rows)
@@ -138,7 +161,8 @@ def _fill(stream: BinaryIO, target: np.ndarray, name: str, done: int, total: int
             raise InputError(f"{name}: cannot be read ({first_line(exc)})") from None
         if not got:
             have = done + filled // target.itemsize
-            raise InputError(f"{name}: is truncated: ends after {have} of {total} values")
+            raise InputError(f"{name}: is truncated: ends after {have} of {total} values (was it still being "
+                             "written, or cut short?)")
         filled += got
 
 

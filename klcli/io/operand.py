@@ -125,7 +125,7 @@ def _open_stdin(stream) -> Source:
         from klcli.io.numpy_files import open_npy_stream
 
         return open_npy_stream(stream, "standard input", "-", fmt="stdin-npy")
-    data = stream.read()
+    data = _read_text_input(stream)
     if data.startswith(b"\x93NUMPY"):  # a stream that could not be peeked
         import io
 
@@ -139,6 +139,33 @@ def _open_stdin(stream) -> Source:
     first_line = data.split(b"\n", 1)[0]
     delimiter = "\t" if b"\t" in first_line and b"," not in first_line else ","
     return open_csv(None, "-", None, delimiter=delimiter, data=data)
+
+
+def max_stdin_bytes() -> int:
+    """The most CSV text klcli holds from standard input: ``KLCLI_MAX_STDIN_BYTES``, default 256 MiB."""
+    try:
+        return int(os.environ.get("KLCLI_MAX_STDIN_BYTES", 256 << 20))
+    except ValueError:
+        raise InputError("KLCLI_MAX_STDIN_BYTES must be a number of bytes") from None
+
+
+def _read_text_input(stream) -> bytes:
+    """Standard input's CSV text, read in bounded memory: binary data and endless input are errors.
+
+    (``.npy`` bytes are streamed block by block instead; text is held so a bad row can be located.)
+    """
+    limit = max_stdin_bytes()
+    first = stream.read(1 << 16)
+    if b"\0" in first and not first.startswith(b"\x93NUMPY"):
+        raise InputError("standard input: holds NUL bytes: it is binary data, not CSV text or .npy bytes")
+    parts, size = [first], len(first)
+    while chunk := stream.read(1 << 20):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise InputError(f"standard input: holds more than {limit} bytes of text (KLCLI_MAX_STDIN_BYTES); "
+                             "save it to a file, which klcli reads in streaming, or raise the limit")
+    return b"".join(parts)
 
 
 def parse_inline(text: str) -> np.ndarray:
