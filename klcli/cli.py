@@ -139,6 +139,7 @@ def delivered(command):
         from klcli.output import Delivery
 
         delivery = Delivery.from_options(**{name: options.pop(name) for name in _OUTPUT_OPTIONS})
+        delivery.protected = [value for value in options.values() if isinstance(value, str)]
         return command(**options, delivery=delivery)
 
     parameters = own + added
@@ -539,10 +540,23 @@ def gaussian_command(
 
 
 def _error(message: str) -> None:
+    from klcli.streams import say
+
     lines = str(message).strip().splitlines() or ["unknown error"]
-    print(f"klcli: error: {lines[0]}", file=sys.stderr)
+    say(f"klcli: error: {lines[0]}")
     if len(lines) > 1:
-        print(f"klcli: {' '.join(line.strip() for line in lines[1:])}", file=sys.stderr)
+        say(f"klcli: {' '.join(line.strip() for line in lines[1:])}")
+
+
+def _os_error(exc: OSError) -> tuple[str, int]:
+    """An operating-system error that reached the boundary: what the user can do about it, and the exit code."""
+    import errno
+
+    if exc.errno == errno.ENOMEM:  # a memory map or allocation refused (ulimit -v)
+        return "out of memory; the input is too large for this machine's memory (or its ulimit -v)", 2
+    where = f"{exc.filename}: " if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    return f"{where}{reason[:1].lower() + reason[1:]}", 2
 
 
 def _tune_process() -> None:
@@ -568,13 +582,21 @@ def _tune_process() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run klcli; return the exit code (SPEC §5). Tracebacks only with ``KLCLI_DEBUG=1``."""
+    import signal
+
+    from klcli.streams import say
+
     _tune_process()
     debug = os.environ.get("KLCLI_DEBUG") == "1"
     command = typer.main.get_command(app)
+    try:  # from here Ctrl-C unwinds (finally blocks run, -o's temporary file goes) and ends as exit 130
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread
+        previous = None
     try:
         code = command.main(args=argv, prog_name="klcli", standalone_mode=False)
         if code == 130:  # Typer turns Ctrl-C into a silent exit 130
-            print("klcli: interrupted", file=sys.stderr)
+            say("klcli: interrupted")
         return code if isinstance(code, int) else 0
     except typer.Exit as done:
         return done.exit_code
@@ -591,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
             _error(f"{message} (see klcli --help)")
         return getattr(exc, "exit_code", 2) or 2
     except (KeyboardInterrupt, typer.Abort):
-        print("klcli: interrupted", file=sys.stderr)
+        say("klcli: interrupted")
         return 130
     except BrokenPipeError:
         from klcli.output import quiet_broken_pipe
@@ -601,14 +623,25 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         _error("out of memory; the input is too large for this machine's memory")
         return 2
+    except OSError as exc:  # the system refused: not a bug in klcli
+        if debug:
+            raise
+        message, code = _os_error(exc)
+        _error(message)
+        return code
     except Exception as exc:  # a bug: still one line, with the way to the traceback
         if debug:
             raise
         _error(f"internal error: {type(exc).__name__}: {exc} (run with KLCLI_DEBUG=1 for the traceback, "
                "and please report it)")
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def run() -> None:
-    """The console-script entry point."""
-    sys.exit(main())
+    """The console-script entry point (kept for ``klcli.cli:run``; the real one is :func:`klcli.streams.run`)."""
+    from klcli.streams import run as run_process
+
+    run_process()

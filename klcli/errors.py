@@ -102,3 +102,7 @@ class DistributionError(InputError):
 
 class CheckError(UsageError):
     """A ``--check`` expression that cannot be parsed or names no figure."""
+
+
+class OutputError(KlcliError):
+    """A result that cannot be written where ``-o`` says (a full disk, a read-only folder, a bad name)."""

@@ -113,7 +113,8 @@ QuietOpt = Annotated[bool, typer.Option(
     "--quiet", "-q", help="Print the headline value alone (shortest round-trip repr) and a newline.",
     rich_help_panel=OUTPUT)]
 OutputOpt = Annotated[Optional[str], typer.Option(
-    "--output", "-o", metavar="FILE", help="Write the result to FILE (atomically), not standard output.",
+    "--output", "-o", metavar="FILE",
+    help="Write the result to FILE (atomically; a device or pipe in place; - is standard output).",
     rich_help_panel=OUTPUT, show_default=False)]
 NoProgressOpt = Annotated[bool, typer.Option(
     "--no-progress", help="No progress bar on standard error (it is shown only on a terminal, after ~1 s).",

@@ -342,7 +342,7 @@ def _from_logits(block, label, first_row, temperature) -> LogRows:
     rounding of ~1e-13, which entropies and NLLs of confident rows (values of
     1e-8 and below) inherit in full.
     """
-    scaled = block if temperature == 1.0 else np.divide(block, temperature, dtype=np.float64)
+    scaled = block if temperature == 1.0 else _scaled_by_temperature(block, temperature, label, first_row)
     peak = np.max(scaled, axis=1, keepdims=True)
     if not (np.all(np.isfinite(peak)) and np.isfinite(np.min(scaled))):
         _require_finite(np.asarray(scaled, dtype=np.float64), label, first_row, "logits")
@@ -350,6 +350,23 @@ def _from_logits(block, label, first_row, temperature) -> LogRows:
     weights = np.exp(shifted)
     mass = np.sum(weights, axis=1)
     return LogRows(shifted, np.log(mass), _weights=weights, _mass=mass)
+
+
+def _scaled_by_temperature(block, temperature, label, first_row):
+    """``block / temperature``; a tiny temperature that makes finite logits overflow is the temperature's fault."""
+    with np.errstate(over="ignore"):
+        scaled = np.divide(block, temperature, dtype=np.float64)
+    overflowed = ~np.isfinite(scaled) & np.isfinite(block)
+    if overflowed.any():
+        from klcli.errors import UsageError
+
+        row, col = np.argwhere(overflowed)[0]
+        largest = float(np.max(np.abs(block[np.isfinite(block)])))
+        raise UsageError(
+            f"--temperature {temperature!r}: is too small; {label} row {first_row + row} column {col} divided by it "
+            f"overflows float64; use a temperature of at least {largest / np.finfo(np.float64).max * 2:.3g}"
+        )
+    return scaled
 
 
 def _from_probs(values, label, first_row, normalize, stored) -> LogRows:

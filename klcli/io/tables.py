@@ -97,6 +97,12 @@ def choose_layout(schema, name: str, selector: str | None, first_list_length=Non
     return Layout(wanted, False, len(wanted), dtype)
 
 
+def _undecodable(path: str) -> InputError:
+    """A batch the reader could not allocate: a real batch larger than memory, or a damaged size field."""
+    return InputError(f"{path}: a record batch cannot be decoded in this machine's memory (larger than memory, or "
+                      "a damaged size in the file); write the table in smaller record batches or row groups")
+
+
 def _layout_of(schema, path: str, selector: str | None, first_length) -> Layout:
     """``choose_layout`` for a binary table, whose damaged schema pyarrow reports in its own ways."""
     try:
@@ -179,8 +185,10 @@ def open_parquet(path: str, operand: str, selector: str | None) -> Source:
         batches = read_ahead(parquet.iter_batches(batch_size=block_rows, columns=layout.columns, use_threads=False))
         try:
             yield from _blocks_from_batches(batches, layout, path, block_rows)
-        except (InputError, MemoryError):  # klcli's own; pyarrow's ArrowMemoryError (also an ArrowException)
+        except InputError:  # klcli's own (a ValueError too): already names the problem
             raise
+        except MemoryError:  # pyarrow's ArrowMemoryError too (an ArrowException, but not a damaged-file error)
+            raise _undecodable(path) from None
         except _read_errors() as exc:
             raise InputError(f"{path}: cannot be read ({first_line(exc)})") from None
 
@@ -264,8 +272,10 @@ def open_arrow(path: str, operand: str, selector: str | None) -> Source:
             for batch in batches():
                 if batch.num_rows:
                     return len(batch.column(batch.schema.get_field_index(column))[0])
-        except (InputError, MemoryError):
+        except InputError:  # klcli's own (a ValueError too): already names the problem
             raise
+        except MemoryError:  # pyarrow's ArrowMemoryError too (an ArrowException, but not a damaged-file error)
+            raise _undecodable(path) from None
         except _read_errors() as exc:
             raise InputError(f"{path}: cannot be read ({first_line(exc)})") from None
         return 0
@@ -273,8 +283,10 @@ def open_arrow(path: str, operand: str, selector: str | None) -> Source:
     layout = _layout_of(schema, path, selector, first_length)
     try:
         rows = count_rows()
-    except (InputError, MemoryError):
+    except InputError:  # klcli's own (a ValueError too): already names the problem
         raise
+    except MemoryError:  # pyarrow's ArrowMemoryError too (an ArrowException, but not a damaged-file error)
+        raise _undecodable(path) from None
     except _read_errors() as exc:
         raise InputError(f"{path}: not a valid Arrow IPC / Feather v2 file ({first_line(exc)})") from None
     if layout.is_vector:
@@ -286,8 +298,10 @@ def open_arrow(path: str, operand: str, selector: str | None) -> Source:
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
         try:
             yield from _blocks_from_batches(batches(), layout, path, block_rows)
-        except (InputError, MemoryError):  # klcli's own; pyarrow's ArrowMemoryError (also an ArrowException)
+        except InputError:  # klcli's own (a ValueError too): already names the problem
             raise
+        except MemoryError:  # pyarrow's ArrowMemoryError too (an ArrowException, but not a damaged-file error)
+            raise _undecodable(path) from None
         except _read_errors() as exc:
             raise InputError(f"{path}: cannot be read ({first_line(exc)})") from None
 
