@@ -1,5 +1,6 @@
-"""``python -m klcli``."""
+"""``python -m klcli``: the entry point imports nothing heavy before its signal handling is in place."""
 
-from klcli.boundary import run
+from klcli.streams import run
 
-run()
+if __name__ == "__main__":
+    run()

@@ -14,10 +14,23 @@ from klcli.errors import ExitStatus, KlcliError
 
 
 def _error(message: str) -> None:
+    from klcli.streams import say
+
     lines = str(message).strip().splitlines() or ["unknown error"]
-    print(f"klcli: error: {lines[0]}", file=sys.stderr)
+    say(f"klcli: error: {lines[0]}")
     if len(lines) > 1:
-        print(f"klcli: {' '.join(line.strip() for line in lines[1:])}", file=sys.stderr)
+        say(f"klcli: {' '.join(line.strip() for line in lines[1:])}")
+
+
+def _os_error(exc: OSError) -> tuple[str, int]:
+    """An operating-system error that reached the boundary: what the user can do about it, and the exit code."""
+    import errno
+
+    if exc.errno == errno.ENOMEM:  # a memory map or allocation refused (ulimit -v)
+        return "out of memory; the input is too large for this machine's memory (or its ulimit -v)", ExitStatus.ERROR
+    where = f"{exc.filename}: " if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    return f"{where}{reason[:1].lower() + reason[1:]}", ExitStatus.ERROR
 
 
 def tune_process() -> None:
@@ -43,27 +56,35 @@ def tune_process() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run klcli; return the exit status (SPEC §5). Tracebacks only with ``KLCLI_DEBUG=1``."""
+    import signal
+
+    from klcli.streams import say
+
     tune_process()
     try:
         import typer
 
         from klcli.cli import app
     except KeyboardInterrupt:  # Ctrl-C while starting up
-        print("klcli: interrupted", file=sys.stderr)
+        say("klcli: interrupted")
         return ExitStatus.INTERRUPTED
     debug = os.environ.get("KLCLI_DEBUG") == "1"
     command = typer.main.get_command(app)
+    try:  # from here Ctrl-C unwinds (finally blocks run, -o's temporary file goes) and ends as exit 130
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread
+        previous = None
     try:
         code = command.main(args=argv, prog_name="klcli", standalone_mode=False)
         if code == ExitStatus.INTERRUPTED:  # Typer turns Ctrl-C into a silent exit 130
-            print("klcli: interrupted", file=sys.stderr)
+            say("klcli: interrupted")
         return code if isinstance(code, int) else ExitStatus.OK
     except typer.Exit as done:
         return done.exit_code
     except KlcliError as exc:
         if debug:
             raise
-        _error(str(exc))
+        _error(exc.cli_message())
         return exc.exit_code
     except typer.TyperException as exc:  # Typer's own usage errors: bad option, missing argument
         if debug:
@@ -73,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             _error(f"{message} (see klcli --help)")
         return getattr(exc, "exit_code", ExitStatus.ERROR) or ExitStatus.ERROR
     except (KeyboardInterrupt, typer.Abort):
-        print("klcli: interrupted", file=sys.stderr)
+        say("klcli: interrupted")
         return ExitStatus.INTERRUPTED
     except BrokenPipeError:
         from klcli.output import quiet_broken_pipe
@@ -83,14 +104,25 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         _error("out of memory; the input is too large for this machine's memory")
         return ExitStatus.ERROR
+    except OSError as exc:  # the system refused: not a bug in klcli
+        if debug:
+            raise
+        message, status = _os_error(exc)
+        _error(message)
+        return status
     except Exception as exc:  # a bug: still one line, with the way to the traceback
         if debug:
             raise
         _error(f"internal error: {type(exc).__name__}: {exc} (run with KLCLI_DEBUG=1 for the traceback, "
                "and please report it)")
         return ExitStatus.ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def run() -> None:
-    """The console-script entry point."""
-    sys.exit(int(main()))
+    """The entry point (kept for ``klcli.cli:run``; the console script's is :func:`klcli.streams.run`)."""
+    from klcli.streams import run as run_process
+
+    run_process()

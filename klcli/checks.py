@@ -44,6 +44,9 @@ def parse_check(expr: str) -> Check:
             threshold = float(match.group(3))
         except ValueError:
             threshold = None
+    if threshold is not None and threshold != threshold:  # NaN: every comparison with it is False
+        raise CheckError(f"--check {expr!r}: the threshold is NaN, which no value can be compared with; give a "
+                         "number (inf is allowed: 'value<inf' asserts the figure is finite)")
     if threshold is None:
         raise CheckError(f"--check {expr!r}: write KEY OP NUMBER, e.g. 'value<0.1' or 'kl.p99<=0.2' "
                          f"(OP is one of {' '.join(OPERATORS)})")

@@ -18,14 +18,18 @@ from klcli.boundary import main, run  # noqa: F401  (the entry points, kept impo
 from klcli.options import (
     P_ARG,
     Q_ARG,
+    BaseKindOpt,
+    BetaOpt,
+    CompareKindOpt,
     Direction,
     DirectionOpt,
     EpsilonOpt,
     IgnoreIndexOpt,
-    Kind,
     KindOpt,
+    LabelSmoothingOpt,
     LabelsOpt,
     LogitsOpt,
+    MaskOpt,
     NormalizeOpt,
     PKindOpt,
     PrecisionOpt,
@@ -33,7 +37,11 @@ from klcli.options import (
     ShiftOpt,
     TailOpt,
     TemperatureOpt,
+    TestKindOpt,
     ThreadsOpt,
+    TokenKindOpt,
+    TopKOpt,
+    WorstOpt,
     delivered,
     parameter,
 )
@@ -121,9 +129,7 @@ def xent_command(
     labels: LabelsOpt = None,
     ignore_index: IgnoreIndexOpt = -100,
     shift: ShiftOpt = False,
-    label_smoothing: Annotated[float, typer.Option(
-        "--label-smoothing", metavar="EPS", min=0.0, max=1.0, help="With --labels: PyTorch's label smoothing, "
-        "(1−EPS)·NLL + EPS·mean over the vocabulary of −log p.", rich_help_panel="Tokens and labels")] = 0.0,
+    label_smoothing: LabelSmoothingOpt = 0.0,
     kind: KindOpt = None,
     logits: LogitsOpt = False,
     p_kind: PKindOpt = None,
@@ -189,8 +195,7 @@ def perplexity_command(
                                           "log-probabilities (1-D, FILE:COLUMN, or 2-D padded with NaN).",
                                           show_default=False)],
     labels: LabelsOpt = None,
-    kind: Annotated[Kind, typer.Option(
-        "--kind", help="logits (with --labels), or logprobs / probs of the observed tokens.")] = Kind.logits,
+    kind: TokenKindOpt = None,
     ignore_index: IgnoreIndexOpt = -100,
     shift: ShiftOpt = False,
     group: Annotated[Optional[str], typer.Option(
@@ -226,19 +231,15 @@ def compare_command(
                                               "and vocabulary.", show_default=False)],
     labels: LabelsOpt = None,
     ignore_index: IgnoreIndexOpt = -100,
-    top_k: Annotated[int, typer.Option("--top-k", min=1, metavar="K",
-                                       help="K of the top-k overlap |topk(base) ∩ topk(test)| / K.")] = 5,
-    worst: Annotated[int, typer.Option("--worst", min=0, metavar="N",
-                                       help="How many of the positions with the largest KL to list.")] = 10,
-    kind: Annotated[Optional[Kind], typer.Option(
-        "--kind", help="What both inputs hold: logits, logprobs or probs. [default: logits]",
-        rich_help_panel="Reading the inputs", show_default=False)] = None,
-    base_kind: Annotated[Optional[Kind], typer.Option(
-        "--base-kind", help="The kind of BASE alone.", rich_help_panel="Reading the inputs",
-        show_default=False)] = None,
-    test_kind: Annotated[Optional[Kind], typer.Option(
-        "--test-kind", help="The kind of TEST alone.", rich_help_panel="Reading the inputs",
-        show_default=False)] = None,
+    mask: MaskOpt = None,
+    shift: ShiftOpt = False,
+    top_k: TopKOpt = 5,
+    worst: WorstOpt = 10,
+    kind: CompareKindOpt = None,
+    base_kind: BaseKindOpt = None,
+    test_kind: TestKindOpt = None,
+    normalize: NormalizeOpt = False,
+    epsilon: EpsilonOpt = 0.0,
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
     tail: TailOpt = "bucket",
@@ -248,7 +249,9 @@ def compare_command(
 
     Per position: KL both ways, JS divergence, total variation, top-1 agreement and top-k overlap; with
     --labels, each model's perplexity, their ratio, and Δp = p_test(label) − p_base(label) — the statistics of
-    llama.cpp's --kl-divergence, for any framework's logits, as JSON with gates.
+    llama.cpp's --kl-divergence, for any framework's logits, as JSON with gates. Positions whose label is
+    --ignore-index, that --mask marks 0, or (with --shift) that end a sequence are left out of every statistic;
+    rows (argmax, worst) are still numbered as in the input.
 
     Examples:
 
@@ -257,6 +260,7 @@ def compare_command(
       klcli compare base.npy quant.npy --labels ids.npy --check 'kl.p99<0.2' --check 'top1_agreement>=0.98'
     """
     _go("compare", locals(), "base_model", "test_model")
+
 
 @app.command("rlhf")
 @delivered
@@ -277,7 +281,7 @@ def rlhf_command(
     reward: Annotated[Optional[str], typer.Option(
         "--reward", metavar="R", help="One reward per sequence (a number, inline values or a file): adds the "
         "objective R − β·KL.", show_default=False)] = None,
-    beta: Annotated[float, typer.Option("--beta", metavar="B", help="The KL coefficient β of the objective.")] = 0.1,
+    beta: BetaOpt = 0.1,
     policy_logits: Annotated[Optional[str], typer.Option(
         "--policy-logits", metavar="FILE", help="The policy's logits at the same positions, for the exact KL over "
         "the vocabulary.", show_default=False)] = None,

@@ -236,7 +236,10 @@ def ordered_map(function: Callable, items: Iterable, workers: int) -> Iterator:
     computed in parallel; at most ``2·workers`` items are read ahead, so memory
     stays bounded whatever the input's length. Results come back in input
     order, so an error in an early block is reported before any later one.
+    ``workers`` is capped at the cores available (:func:`worker_count`): every
+    thread holds blocks in flight, so more threads than cores only add memory.
     """
+    workers = worker_count(workers)
     if workers <= 1:
         yield from map(function, items)
         return
@@ -265,3 +268,17 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def worker_count(requested: int) -> int:
+    """The threads to run for ``--threads requested``: 0 means every core; more than the cores is capped."""
+    cores = available_cores()
+    return cores if requested <= 0 else min(requested, cores)
+
+
+def threads_note(requested: int) -> list[str]:
+    """The note a capped ``--threads`` earns (none when it was honoured)."""
+    cores = available_cores()
+    if requested > cores:
+        return [f"--threads {requested} capped at the {cores} cores available to this process"]
+    return []

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from enum import Enum
 from typing import Annotated, Optional
 
 import typer
+
+
+def finite(value: float | None) -> float | None:
+    """A float option's callback: NaN and ±inf are usage errors (``min=`` and ``> 0`` checks let NaN through)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value!r} is not a finite number")
+    return value
 
 READING = "Reading the inputs"
 OUTPUT = "Output"
@@ -48,11 +56,11 @@ NormalizeOpt = Annotated[bool, typer.Option(
     "--normalize", help="Rescale each row to sum 1 (counts, weights) instead of requiring it.",
     rich_help_panel=READING)]
 EpsilonOpt = Annotated[float, typer.Option(
-    "--epsilon", min=0.0, metavar="E",
+    "--epsilon", min=0.0, metavar="E", callback=finite,
     help="Add E to every probability of P and Q, then renormalise (keeps KL finite where Q has zeros).",
     rich_help_panel=READING)]
 TemperatureOpt = Annotated[float, typer.Option(
-    "--temperature", "-T", metavar="T",
+    "--temperature", "-T", metavar="T", callback=finite,
     help="Divide log-probabilities (logits) by T > 0 before normalising, as in distillation.",
     rich_help_panel=READING)]
 
@@ -62,7 +70,8 @@ TailOpt = Annotated[str, typer.Option(
     "tokens.", rich_help_panel=READING)]
 ThreadsOpt = Annotated[int, typer.Option(
     "--threads", min=0, metavar="N", help="Threads computing blocks of rows; 0 means every core available to the "
-    "process. Results are identical for every N.", rich_help_panel=READING)]
+    "process, and more than that is capped at it (with a note). Results are identical for every N.",
+    rich_help_panel=READING)]
 
 PrecisionOpt = Annotated[str, typer.Option(
     "--precision", metavar="precise|fast", help="precise: float64 arithmetic, every figure within 1e-9 of the "
@@ -84,6 +93,11 @@ ShiftOpt = Annotated[bool, typer.Option(
     "--shift", help="Causal-LM dumps: position t predicts token t+1 (logits[:, :-1] against labels[:, 1:], as "
     "Hugging Face computes the loss).", rich_help_panel=TOKENS)]
 
+MaskOpt = Annotated[Optional[str], typer.Option(
+    "--mask", metavar="FILE", help="Which positions to score: one 1/0 (or boolean) per position, shape (N) or "
+    "(B, T) (.npy, FILE:COLUMN, inline), e.g. an attention mask. With --labels, a 0 acts as --ignore-index on "
+    "that position's label (labels AND mask).", rich_help_panel=TOKENS, show_default=False)]
+
 # --- output ----------------------------------------------------------------
 
 BaseOpt = Annotated[str, typer.Option(
@@ -101,7 +115,8 @@ QuietOpt = Annotated[bool, typer.Option(
     "--quiet", "-q", help="Print the headline value alone (shortest round-trip repr) and a newline.",
     rich_help_panel=OUTPUT)]
 OutputOpt = Annotated[Optional[str], typer.Option(
-    "--output", "-o", metavar="FILE", help="Write the result to FILE (atomically), not standard output.",
+    "--output", "-o", metavar="FILE",
+    help="Write the result to FILE (atomically; a device or pipe in place; - is standard output).",
     rich_help_panel=OUTPUT, show_default=False)]
 NoProgressOpt = Annotated[bool, typer.Option(
     "--no-progress", help="No progress bar on standard error (it is shown only on a terminal, after ~1 s).",
@@ -132,6 +147,31 @@ def parameter(option: str, meaning: str):
     return typer.Option(None, option, metavar="X", help=meaning, show_default=False,
                         rich_help_panel="Gaussian parameters (numbers, vectors or files)")
 
+
+
+# perplexity's, xent's and rlhf's own
+TokenKindOpt = Annotated[Optional[Kind], typer.Option(
+    "--kind", help="logits (with --labels), or logprobs / probs of the observed tokens. [default: logits]",
+    show_default=False)]
+LabelSmoothingOpt = Annotated[float, typer.Option(
+    "--label-smoothing", metavar="EPS", min=0.0, max=1.0, callback=finite,
+    help="With --labels: PyTorch's label smoothing, (1−EPS)·NLL + EPS·mean over the vocabulary of −log p.",
+    rich_help_panel=TOKENS)]
+BetaOpt = Annotated[float, typer.Option("--beta", metavar="B", callback=finite,
+                                        help="The KL coefficient β of the objective.")]
+
+# compare's own
+TopKOpt = Annotated[int, typer.Option("--top-k", min=1, metavar="K",
+                                      help="K of the top-k overlap |topk(base) ∩ topk(test)| / K.")]
+WorstOpt = Annotated[int, typer.Option("--worst", min=0, metavar="N",
+                                       help="How many of the positions with the largest KL to list.")]
+CompareKindOpt = Annotated[Optional[Kind], typer.Option(
+    "--kind", help="What both inputs hold: logits, logprobs or probs. [default: logits]",
+    rich_help_panel=READING, show_default=False)]
+BaseKindOpt = Annotated[Optional[Kind], typer.Option(
+    "--base-kind", help="The kind of BASE alone.", rich_help_panel=READING, show_default=False)]
+TestKindOpt = Annotated[Optional[Kind], typer.Option(
+    "--test-kind", help="The kind of TEST alone.", rich_help_panel=READING, show_default=False)]
 
 
 # --- the output group ------------------------------------------------------
@@ -166,6 +206,7 @@ def delivered(command):
         from klcli.output import Delivery
 
         delivery = Delivery.from_options(**{name: options.pop(name) for name in _OUTPUT_OPTIONS})
+        delivery.protected = [value for value in options.values() if isinstance(value, str)]
         return command(**options, delivery=delivery)
 
     parameters = own + added

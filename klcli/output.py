@@ -23,6 +23,8 @@ class Delivery:
     checks: list[Check] = field(default_factory=list)
     unit: Unit = field(default_factory=lambda: Unit.parse("e"))
     progress: bool = True
+    # Every string option of the command: anything the readers may open counts as an input -o must not name.
+    protected: list[str] = field(default_factory=list)
 
     @classmethod
     def from_options(cls, *, fmt, json_flag, per_row, quiet, output, check, no_progress, base="e", bits=False):
@@ -45,7 +47,7 @@ class Delivery:
             output=output,
             checks=[parse_check(expr) for expr in check or []],
             unit=Unit.parse(base),
-            progress=not no_progress and sys.stderr.isatty(),
+            progress=not no_progress and _is_terminal(sys.stderr),
         )
 
     def progress_bar(self, total: int | None = None):
@@ -55,10 +57,12 @@ class Delivery:
 
     def check_target(self, operands: list[str]) -> None:
         """Refuse an ``-o`` path that is one of the inputs (or cannot be written), before any work is done."""
-        if self.output is not None:
+        if self.output not in (None, "-"):
             from klcli.io.output import check_output_path
 
-            check_output_path(self.output, operands)
+            check_output_path(self.output, [*operands, *self.protected])
+        elif 1 in _closed_streams():
+            raise UsageError("standard output is closed (>&-): nowhere to print the result; give -o FILE")
 
     def report(self, result: Result) -> tuple[Result, dict]:
         """The result in the asked unit, and its JSON document with the checks' outcomes.
@@ -74,23 +78,21 @@ class Delivery:
 
     def deliver(self, result: Result) -> int:
         """Print (or write) the result and the notes; return the exit code (0, or 1 if a check failed)."""
-        from klcli import render
-        from klcli.io.output import write_atomically
+        from klcli.streams import say
 
         result, document = self.report(result)
-        to_terminal = self.output is None and sys.stdout.isatty()
-        if self.quiet:
-            text = render.quiet(result)
-        else:
-            text = render.render(result, self.format, per_row=self.per_row,
-                                 color=to_terminal and "NO_COLOR" not in os.environ, document=document)
+        to_stdout = self.output in (None, "-")
+        text = self._text(result, document, to_terminal=to_stdout and _is_terminal(sys.stdout),
+                          encoding=(getattr(sys.stdout, "encoding", None) or "utf-8") if to_stdout else "utf-8")
         for warning in result.warnings:
-            print(f"klcli: note: {warning}", file=sys.stderr)
+            say(f"klcli: note: {warning}")
         for outcome in result.checks:
             if not outcome["passed"]:
-                print(f"klcli: {describe_failure(outcome)}", file=sys.stderr)
-        if self.output is not None:
-            write_atomically(self.output, text)
+                say(f"klcli: {describe_failure(outcome)}")
+        if not to_stdout:
+            from klcli.io.output import write_result
+
+            write_result(self.output, text, stdout=sys.stdout)
         else:
             try:
                 sys.stdout.write(text)
@@ -98,6 +100,35 @@ class Delivery:
             except BrokenPipeError:
                 quiet_broken_pipe()
         return ExitStatus.OK if result.passed else ExitStatus.CHECK_FAILED
+
+    def _text(self, result, document: dict, *, to_terminal: bool, encoding: str) -> str:
+        """The rendered result, in characters ``encoding`` can hold (ASCII boxes and symbols if it must)."""
+        from klcli import render
+
+        if self.quiet:
+            return render.quiet(result)
+        color = to_terminal and "NO_COLOR" not in os.environ
+        text = render.render(result, self.format, per_row=self.per_row, color=color, document=document)
+        try:
+            text.encode(encoding)
+        except (UnicodeEncodeError, LookupError):
+            text = render.render(result, self.format, per_row=self.per_row, color=color, ascii_only=True,
+                                 document=document)
+            text = text.encode(encoding, errors="replace").decode(encoding, errors="replace")
+        return text
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (OSError, ValueError):
+        return False
+
+
+def _closed_streams() -> set[int]:
+    from klcli.streams import CLOSED
+
+    return CLOSED
 
 
 def quiet_broken_pipe() -> None:

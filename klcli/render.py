@@ -69,15 +69,79 @@ def to_ndjson(result: Result) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = None) -> str:
-    """The rich rendering, as text (with ANSI colour only when ``color``)."""
+# A width below this (COLUMNS=0 or 1, a mis-set terminal) is no width at all: tables are drawn at USABLE_WIDTH.
+SMALLEST_WIDTH, USABLE_WIDTH = 20, 80
+# With --format table on a stream that cannot hold Unicode (PYTHONIOENCODING=ascii): the words for the symbols.
+ASCII_SYMBOLS = str.maketrans({"‖": "||", "σ": "sigma", "±": "+/-", "×": "x", "—": "-", "–": "-", "Δ": "delta ",
+                               "π": "pi", "μ": "mu", "Σ": "sum ", "≥": ">=", "≤": "<=", "∩": "&", "½": "1/2",
+                               "²": "^2", "→": "->", "…": "...", "·": "*", "≠": "!=", "√": "sqrt", "∞": "inf"})
+
+
+class _Text(io.StringIO):
+    """A buffer that tells rich which characters the final stream can hold (rich draws ASCII boxes for ascii)."""
+
+    def __init__(self, encoding: str):
+        super().__init__()
+        self._encoding = encoding
+
+    def __getattribute__(self, name: str):
+        # StringIO's ``encoding`` is a read-only slot (None); rich reads it to choose its boxes.
+        if name == "encoding":
+            return object.__getattribute__(self, "_encoding")
+        return super().__getattribute__(name)
+
+
+class _Printer:
+    """Prints tables at the console's width, but never narrower than a table's longest word.
+
+    rich shrinks a table to the width it is given and then cuts its cells
+    (``0.04…``); a figure must never lose a digit, so each table gets at
+    least the width at which every word — every number — fits whole.
+    """
+
+    def __init__(self, console):
+        self.console = console
+        width = console.width
+        self.width = width if width >= SMALLEST_WIDTH else USABLE_WIDTH
+
+    def print(self, table) -> None:
+        self.console.width = 1 << 16
+        needed = self.console.measure(table).minimum
+        self.console.width = max(self.width, needed)
+        self.console.print(table)
+
+
+def _ascii_table(table_class):
+    """rich's Table, with titles, headers and cells translated by :data:`ASCII_SYMBOLS` before layout."""
+
+    def plain(text):
+        return text.translate(ASCII_SYMBOLS) if isinstance(text, str) else text
+
+    class AsciiTable(table_class):
+        def __init__(self, *columns, title=None, **options):
+            super().__init__(*columns, title=plain(title), **options)
+
+        def add_column(self, header="", *args, **options):
+            super().add_column(plain(header), *args, **options)
+
+        def add_row(self, *cells, **options):
+            super().add_row(*(plain(cell) for cell in cells), **options)
+
+    return AsciiTable
+
+
+def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = None,
+             ascii_only: bool = False) -> str:
+    """The rich rendering, as text (with ANSI colour only when ``color``; ASCII only with ``ascii_only``)."""
     from rich import box
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Table as RichTable
 
-    buffer = io.StringIO()
-    console = Console(file=buffer, force_terminal=color, no_color=not color, width=width,
-                      highlight=False, soft_wrap=False)
+    # The same class, with its words spelt in ASCII where the stream cannot hold the symbols.
+    Table = _ascii_table(RichTable) if ascii_only else RichTable  # noqa: N806
+    buffer = _Text("ascii" if ascii_only else "utf-8")
+    console = _Printer(Console(file=buffer, force_terminal=color, no_color=not color, width=width,
+                               highlight=False, soft_wrap=False))
     unit = f" {result.unit.name}" if result.value_has_unit else ""
     head = Table(box=box.SIMPLE_HEAD, show_header=False, title=f"klcli {result.command}", title_justify="left",
                  pad_edge=False)
@@ -147,7 +211,8 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
             verdict = "[green]pass[/green]" if check["passed"] else "[bold red]FAIL[/bold red]"
             checks.add_row(check["expr"], number(check["actual"]), number(check["threshold"]), verdict)
         console.print(checks)
-    return buffer.getvalue()
+    text = buffer.getvalue()
+    return text.translate(ASCII_SYMBOLS) if ascii_only else text
 
 
 def _mean_figures(figures: dict) -> list[tuple[str, dict]]:
@@ -162,14 +227,14 @@ def _mean_figures(figures: dict) -> list[tuple[str, dict]]:
 
 
 def render(result: Result, fmt: str, *, per_row: bool, color: bool = False, width: int | None = None,
-           document: dict | None = None) -> str:
+           ascii_only: bool = False, document: dict | None = None) -> str:
     if fmt == "json":
         return to_json(result, per_row=per_row, document=document)
     if fmt == "csv":
         return to_csv(result)
     if fmt == "ndjson":
         return to_ndjson(result)
-    return to_table(result, per_row=per_row, color=color, width=width)
+    return to_table(result, per_row=per_row, color=color, width=width, ascii_only=ascii_only)
 
 
 class Progress:

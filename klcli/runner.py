@@ -19,7 +19,7 @@ Options are the CLI's long names with ``-`` → ``_``, as Python values::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
@@ -85,7 +85,7 @@ def reading(kind=None, logits=False, p_kind=None, q_kind=None, normalize=False, 
 
 
 def token_reading(kind, labels, ignore_index, shift, temperature, *, label_smoothing=0.0, group=None, threads=0,
-                  precision="precise"):
+                  precision="precise", kind_given=True):
     """The validated reading group of token commands (perplexity, xent --labels)."""
     from klcli.commands.perplexity import TokenReading
 
@@ -97,7 +97,7 @@ def token_reading(kind, labels, ignore_index, shift, temperature, *, label_smoot
         raise UsageError(f"--label-smoothing {label_smoothing:g}: must be in [0, 1]")
     return TokenReading(kind=kind, labels=labels, ignore_index=ignore_index, shift=shift, temperature=temperature,
                         label_smoothing=label_smoothing, group=group, threads=_threads(threads),
-                        precision=one_of("--precision", precision, PRECISIONS))
+                        precision=one_of("--precision", precision, PRECISIONS), kind_given=kind_given)
 
 
 def _listed(*operands) -> list:
@@ -130,7 +130,8 @@ def plan_xent(p, q=None, *, labels=None, ignore_index=-100, shift=False, label_s
         if kind not in (None, "logits") or p_kind not in (None, "logits"):
             raise UsageError("--labels scores logits; for per-token log-probabilities use klcli perplexity")
         tokens = token_reading("logits", labels, ignore_index, shift, temperature, label_smoothing=label_smoothing,
-                               threads=threads, precision=precision)
+                               threads=threads, precision=precision,
+                               kind_given="logits" in (kind, p_kind) or bool(logits))
         return Plan("xent", [p, labels],
                     lambda progress: perplexity.token_cross_entropy(p, tokens, progress=progress))
     if q is None:
@@ -156,35 +157,39 @@ def plan_js(p, q, *, weights=None, kind=None, logits=False, p_kind=None, q_kind=
                                                              tail=tail))
 
 
-def plan_perplexity(scores, *, labels=None, kind="logits", ignore_index=-100, shift=False, group=None,
+def plan_perplexity(scores, *, labels=None, kind=None, ignore_index=-100, shift=False, group=None,
                     temperature=1.0, threads=0, precision="precise") -> Plan:
     from klcli.commands import perplexity
 
     kind = _value(kind)
-    if group is not None and kind == "logits":
+    if group is not None and kind in (None, "logits"):
         raise UsageError("--group goes with --kind logprobs or probs (per-token values in a table column)")
-    tokens = token_reading(kind, labels, ignore_index, shift, temperature, group=group, threads=threads,
-                           precision=precision)
+    tokens = token_reading(kind or "logits", labels, ignore_index, shift, temperature, group=group, threads=threads,
+                           precision=precision, kind_given=kind is not None)
     return Plan("perplexity", _listed(scores, labels),
                 lambda progress: perplexity.perplexity(scores, tokens, progress=progress))
 
 
-def plan_compare(base_model, test_model, *, labels=None, ignore_index=-100, top_k=5, worst=10, kind=None,
-                 base_kind=None, test_kind=None, temperature=1.0, threads=0, tail="bucket") -> Plan:
+def plan_compare(base_model, test_model, *, labels=None, ignore_index=-100, mask=None, shift=False, top_k=5,
+                 worst=10, kind=None, base_kind=None, test_kind=None, normalize=False, epsilon=0.0, temperature=1.0,
+                 threads=0, tail="bucket") -> Plan:
     from klcli.commands import compare
 
     if top_k < 1:
         raise UsageError(f"--top-k {top_k}: must be >= 1")
     if worst < 0:
         raise UsageError(f"--worst {worst}: must be >= 0")
-    both = _value(kind) or "logits"
-    group = reading(None, False, _value(base_kind) or both, _value(test_kind) or both, False, 0.0, temperature,
-                    threads)
+    kind, base_kind, test_kind = _value(kind), _value(base_kind), _value(test_kind)
+    both = kind or "logits"
+    group = replace(reading(None, False, base_kind or both, test_kind or both, normalize, epsilon, temperature,
+                            threads),
+                    p_kind_given=bool(base_kind or kind), q_kind_given=bool(test_kind or kind),
+                    kind_fix="pass --kind probs (or --base-kind/--test-kind probs) if these are probabilities")
     tail = one_of("--tail", tail, TAILS)
-    return Plan("compare", _listed(base_model, test_model, labels),
-                lambda progress: compare.compare(base_model, test_model, group, labels=labels, top_k=top_k,
-                                                 worst=worst, ignore_index=ignore_index, progress=progress,
-                                                 tail=tail))
+    return Plan("compare", _listed(base_model, test_model, labels, mask),
+                lambda progress: compare.compare(base_model, test_model, group, labels=labels, mask=mask,
+                                                 shift=shift, top_k=top_k, worst=worst, ignore_index=ignore_index,
+                                                 progress=progress, tail=tail))
 
 
 def plan_rlhf(policy=None, ref=None, *, estimator="all", group=None, reward=None, beta=0.1, policy_logits=None,

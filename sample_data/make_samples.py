@@ -7,6 +7,9 @@ figures.
 
 from __future__ import annotations
 
+import json
+import math
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +98,98 @@ def main() -> None:
         tokens[row, length:] = -100
     np.savez(HERE / "rlhf.npz", policy=policy, ref=ref, reward=rng.normal(1.0, 0.5, size=6),
              policy_logits=policy_logits, ref_logits=ref_logits, tokens=tokens)
+
+    write_model_formats()
+
+
+def write_safetensors(path: Path, float32: dict[str, np.ndarray], bfloat16: dict[str, np.ndarray]) -> None:
+    """A safetensors file (8-byte header length, JSON header, data) without the safetensors package;
+    bfloat16 tensors are float32 values rounded to nearest even on their upper 16 bits."""
+    header, chunks, offset = {}, [], 0
+    tensors = [(n, "F32", a.astype("<f4").tobytes(), a.shape) for n, a in float32.items()]
+    for name, values in bfloat16.items():
+        bits = np.asarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
+        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype("<u2")
+        tensors.append((name, "BF16", rounded.tobytes(), values.shape))
+    for name, dtype, data, shape in tensors:
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    header["__metadata__"] = {"format": "pt"}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + b"".join(chunks))
+
+
+def write_llama_base(path: Path, logits: np.ndarray, tokens: np.ndarray) -> None:
+    """A llama.cpp KL-divergence base file, as llama-perplexity --kl-divergence-base writes it: the magic, n_ctx,
+    n_vocab, n_chunk, every chunk's tokens, then per scored row the scale and min log-prob (two float32) and
+    the logits quantised to 16 bits over the 16 nats below the top (rows padded to an even vocabulary)."""
+    n_chunk, rows, n_vocab = logits.shape
+    n_ctx = tokens.shape[1]
+    out = [b"_logits_", struct.pack("<iii", n_ctx, n_vocab, n_chunk), tokens.astype("<i4").tobytes()]
+    words = 2 * ((n_vocab + 1) // 2) + 4
+    for z in logits.reshape(-1, n_vocab).astype(np.float64):
+        top = float(z.max())
+        low = max(float(z.min()), top - 16)
+        scale = (top - low) / 65535
+        min_log_prob = low - top - math.log(np.sum(np.exp(z - top)))
+        row = np.zeros(words, dtype="<u2")
+        row[:4] = np.frombuffer(struct.pack("<ff", scale, min_log_prob), dtype="<u2")
+        row[4 : 4 + n_vocab] = np.where(z > low, np.round((z - low) / scale), 0)
+        out.append(row.tobytes())
+    path.write_bytes(b"".join(out))
+
+
+def chat_completion(positions: list[list[tuple[str, float]]], sampled: list[int]) -> dict:
+    """An OpenAI chat completion with logprobs: each position's top tokens (token, log-prob) and the sampled one."""
+    content = []
+    for top, pick in zip(positions, sampled):
+        token, logprob = top[pick]
+        content.append({"token": token, "logprob": logprob, "bytes": list(token.encode()),
+                        "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top]})
+    text = "".join(item["token"] for item in content)
+    return {"id": "chatcmpl-sample", "object": "chat.completion", "model": "sample",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "logprobs": {"content": content, "refusal": None}, "finish_reason": "stop"}]}
+
+
+def write_model_formats() -> None:
+    # safetensors: the teacher's logits in float32 and the student's in bfloat16, as a training run saves them.
+    teacher = np.load(HERE / "teacher_logits.npy")
+    student = np.load(HERE / "student_logits.npy")
+    write_safetensors(HERE / "models.safetensors", {"teacher": teacher}, {"student": student})
+
+    # llama.cpp: a base file of 2 chunks of 16 tokens over a 50-token vocabulary (7 scored rows per chunk),
+    # and another runtime's float32 logits for the same rows, to compare against it.
+    rng = np.random.default_rng(13)
+    n_chunk, n_ctx, n_vocab = 2, 16, 50
+    rows = n_ctx - 1 - n_ctx // 2
+    base = rng.normal(0.0, 2.5, size=(n_chunk, rows, n_vocab))
+    tokens = rng.integers(0, n_vocab, size=(n_chunk, n_ctx))
+    for chunk in range(n_chunk):  # the scored tokens (row j predicts token n_ctx/2 + 1 + j) drawn from the model
+        for j in range(rows):
+            p = np.exp(base[chunk, j] - base[chunk, j].max())
+            tokens[chunk, n_ctx // 2 + 1 + j] = rng.choice(n_vocab, p=p / p.sum())
+    write_llama_base(HERE / "base.kld", base, tokens)
+    ported = base.reshape(-1, n_vocab) + rng.normal(0.0, 0.2, size=(n_chunk * rows, n_vocab))
+    np.save(HERE / "ported_logits.npy", ported.astype(np.float32))
+
+    # OpenAI-style logprobs: a reference model's chat completion (one JSON document) and a candidate's (JSONL,
+    # one completion per line), top 5 tokens at each of 8 positions, over the same words.
+    words = ["The", " cat", " sat", " on", " the", " mat", " a", " dog", " ran", " to", ".", "!"]
+    reference, candidate, picks = [], [], []
+    for _ in range(8):
+        scores = rng.normal(0.0, 1.5, size=len(words))
+        for side, noise in ((reference, 0.0), (candidate, 0.4)):
+            z = scores + rng.normal(0.0, noise, size=len(words))
+            logp = z - z.max() - math.log(np.sum(np.exp(z - z.max())))
+            top = np.argsort(-logp, kind="stable")[:5]
+            side.append([(words[i], round(float(logp[i]), 6)) for i in top])
+        picks.append(0)
+    (HERE / "reference.json").write_text(json.dumps(chat_completion(reference, picks), indent=1) + "\n")
+    lines = [chat_completion(candidate[:4], picks[:4]), chat_completion(candidate[4:], picks[4:])]
+    (HERE / "candidate.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
 if __name__ == "__main__":

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from klcli import engine
-from klcli.core.logspace import LogRows, as_log_rows
+from klcli.core import fast
+from klcli.core.logspace import LogRows, as_log_rows, looks_like_probabilities
 from klcli.core.stats import summarize
-from klcli.errors import UsageError
+from klcli.engine import paired_blocks, threads_note
+from klcli.errors import DistributionError, UsageError
 from klcli.io.operand import open_operand
 from klcli.io.source import Source, rows_per_block
 
@@ -26,11 +28,22 @@ class Reading:
     epsilon: float = 0.0
     threads: int = 0  # 0: every core available to the process
     precision: str = "precise"  # or "fast": float32 arithmetic for float32 logits (kl)
+    p_kind_given: bool = True  # False where the kind is the command's default (compare's logits)
+    q_kind_given: bool = True
+    kind_fix: str = "--kind probs"  # how the command's user says "these are probabilities"
+    observed: list = field(default_factory=list, compare=False)  # notes made while reading
 
     def log_rows(self, block: np.ndarray, kind: str, source: Source, first_row: int) -> LogRows:
         options = {"kind": source.forced_kind or kind, **source.kernel_options}
         return as_log_rows(block, label=source.label, first_row=first_row, temperature=self.temperature,
-                           normalize=self.normalize, epsilon=self.epsilon, fast=self.precision == "fast", **options)
+                           normalize=self.normalize, epsilon=self.epsilon, fast=self.precision == "fast",
+                           stored=source.dtype, **options)
+
+    def effective_precision(self, sources: list[Source], kinds: list[str],
+                            smoothing: float = 0.0) -> tuple[str, list[str]]:
+        """The precision the figures were computed at, and a note where ``--precision fast`` could not apply."""
+        return effective_precision(self.precision, sources, kinds, temperature=self.temperature,
+                                   smoothing=smoothing, epsilon=self.epsilon)
 
     def notes(self) -> list[str]:
         notes = []
@@ -39,7 +52,55 @@ class Reading:
                          "and the rows renormalised")
         if self.temperature != 1.0:
             notes.append(f"distributions tempered: softmax(log p / {self.temperature:g})")
-        return notes
+        return notes + self.observed + threads_note(self.threads)
+
+    def checked(self, source: Source, kind: str, given: bool) -> Source:
+        """``source``, whose logits are checked not to be probabilities (see :func:`logits_checked`)."""
+        if kind != "logits":
+            return source
+        return logits_checked(source, given=given, fix=self.kind_fix, notes=self.observed)
+
+
+def logits_checked(source: Source, *, given: bool, fix: str, notes: list) -> Source:
+    """A source read as logits whose first block is checked not to be probabilities (SPEC §3).
+
+    If every row of the first block is a probability vector, reading it as logits gives wrong figures
+    (softmax of numbers in [0, 1] is nearly uniform): an error naming ``fix`` when logits were only the
+    default, a note when they were asked for. One block decides, so the check streams: a real model's
+    logits row essentially never looks like a probability vector.
+    """
+    if source.forced_kind is not None:
+        return source
+
+    def blocks(rows: int):
+        checked = False
+        for block in source.read_blocks(rows):
+            if not checked and block.shape[0]:
+                checked = True
+                if looks_like_probabilities(block, source.dtype):
+                    what = (f"{source.label}: every row of its first block is a probability vector (entries in "
+                            "[0, 1] summing to 1)")
+                    if not given:
+                        raise DistributionError(f"{what}, but it would be read as logits, which gives wrong "
+                                                f"figures; {fix}")
+                    notes.append(f"{what}; read as logits, as asked")
+            yield block
+
+    return replace(source, read_blocks=blocks)
+
+
+def effective_precision(precision: str, sources: list[Source], kinds: list[str], *, temperature: float = 1.0,
+                        smoothing: float = 0.0, epsilon: float = 0.0) -> tuple[str, list[str]]:
+    """``fast`` only where its float32 kernel applies to every input; otherwise ``precise``, with a note saying why."""
+    if precision != "fast":
+        return precision, []
+    for source, kind in zip(sources, kinds):
+        reason = fast.not_applicable(source.forced_kind or kind, source.dtype, temperature=temperature,
+                                     smoothing=smoothing, epsilon=epsilon)
+        if reason is not None:
+            return "precise", [f"--precision fast does not apply to {reason} ({source.label}): computed at the "
+                               "default precision (float64)"]
+    return precision, []
 
 
 def open_operands(*operands: tuple[str, str]) -> list[Source]:
@@ -76,29 +137,8 @@ class PairRun:
     rows: int
     p_rows: int
     q_rows: int
-
-
-def pair_items(p_source: Source, q_source: Source, reading: Reading, *, broadcast: bool = True):
-    """The paired blocks of two sources, as ``(start, p_side, q_side)``, and the two sides' row counters.
-
-    A single row broadcast against many is converted to log space once, here,
-    before the blocks go to the threads.
-    """
-    seen = {"P": _SideCount(), "Q": _SideCount()}
-    pairs = engine.paired_blocks(p_source.blocks(rows_per_block(p_source.outcomes or 1)),
-                                 q_source.blocks(rows_per_block(q_source.outcomes or 1)),
-                                 block_rows=rows_per_block, p_label=p_source.label, q_label=q_source.label,
-                                 broadcast=broadcast)
-
-    def p_rows(block, start):
-        return reading.log_rows(block, reading.p_kind, p_source, start)
-
-    def q_rows(block, start):
-        return reading.log_rows(block, reading.q_kind, q_source, start)
-
-    items = ((start, seen["P"].pass_on(p_block, start, p_rows), seen["Q"].pass_on(q_block, start, q_rows))
-             for start, p_block, q_block in pairs)
-    return items, seen, p_rows, q_rows
+    p_width: int | None = None  # outcomes per row as read (a text column's length)
+    q_width: int | None = None
 
 
 def run_pairs(
@@ -109,7 +149,18 @@ def run_pairs(
     progress=None,
 ) -> PairRun:
     """Stream both sources block by block through ``kernel`` (one value per row per metric) on the engine."""
-    items, seen, p_rows, q_rows = pair_items(p_source, q_source, reading)
+    seen = {"P": _SideCount(), "Q": _SideCount()}
+    p_source = reading.checked(p_source, reading.p_kind, reading.p_kind_given)
+    q_source = reading.checked(q_source, reading.q_kind, reading.q_kind_given)
+    pairs = paired_blocks(p_source.blocks(rows_per_block(p_source.outcomes or 1)),
+                          q_source.blocks(rows_per_block(q_source.outcomes or 1)),
+                          block_rows=rows_per_block, p_label=p_source.label, q_label=q_source.label)
+
+    def p_rows(block, start):
+        return reading.log_rows(block, reading.p_kind, p_source, start)
+
+    def q_rows(block, start):
+        return reading.log_rows(block, reading.q_kind, q_source, start)
 
     def work(item) -> engine.Partial:
         start, p_side, q_side = item
@@ -118,8 +169,11 @@ def run_pairs(
         figures = {name: np.asarray(values) for name, values in kernel(p_side, q_side).items()}
         return engine.Partial(start, start + max(p_side.rows, q_side.rows), figures)
 
+    # A single row broadcast against many is converted once, here, before the blocks go to the threads.
+    items = ((start, seen["P"].pass_on(p_block, start, p_rows), seen["Q"].pass_on(q_block, start, q_rows))
+             for start, p_block, q_block in pairs)
     merged = engine.run(items, work, threads=reading.threads, progress=progress)
-    return PairRun(merged.per_row, merged.rows, seen["P"].rows, seen["Q"].rows)
+    return PairRun(merged.per_row, merged.rows, seen["P"].rows, seen["Q"].rows, seen["P"].width, seen["Q"].width)
 
 
 class _SideCount:
@@ -127,6 +181,7 @@ class _SideCount:
 
     def __init__(self):
         self.rows = 0
+        self.width = None
         self._last_block = None
         self._converted = None
 
@@ -137,13 +192,16 @@ class _SideCount:
             return self._converted
         self._last_block, self._converted = block, None
         self.rows += block.shape[0]
+        self.width = block.shape[1]
         return block
 
 
-def describe_inputs(sources: list[Source], kinds: list[str], rows: list[int | None]) -> list[dict]:
+def describe_inputs(sources: list[Source], kinds: list[str], rows: list[int | None],
+                    widths: list[int | None] | None = None) -> list[dict]:
+    """The ``inputs`` entries; a 1-D source (one vector, e.g. a table column) is described by its length."""
     entries = []
-    for source, kind, count in zip(sources, kinds, rows):
-        entry = source.describe(count)
+    for source, kind, count, width in zip(sources, kinds, rows, widths or [None] * len(sources)):
+        entry = source.describe(width if len(source.shape) == 1 and width is not None else count)
         entry["kind"] = source.forced_kind or kind
         entries.append(entry)
     return entries

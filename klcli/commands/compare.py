@@ -8,11 +8,14 @@ import numpy as np
 
 from klcli import engine
 from klcli.commands.common import Reading, describe_inputs, open_operands, open_pair
-from klcli.core.compare import agreement_stderr, label_stats, paired_difference, position_stats
-from klcli.core.perplexity import as_token_ids
+from klcli.commands.perplexity import _sequence_length
+from klcli.core.compare import agreement_stderr, label_stats, nll_correlation, paired_difference, position_stats
+from klcli.core.perplexity import INF_PERPLEXITY as _INF_PERPLEXITY
+from klcli.core.perplexity import as_token_ids, perplexity_of, shifted_labels
+from klcli.core.positions import as_position_mask, kept_log_rows, kept_rows, masked_labels
 from klcli.core.stats import summarize
 from klcli.engine import Rows, paired_blocks
-from klcli.errors import ShapeError
+from klcli.errors import InputError, ShapeError, UsageError
 from klcli.io.source import Source, rows_per_block
 from klcli.result import Result
 
@@ -27,124 +30,220 @@ def _check_shapes(base: Source, test: Source) -> None:
                          "compare needs the same positions and vocabulary")
 
 
-def _label_stream(labels: Source):
+def _id_blocks(labels: Source):
     position = 0
     for block in labels.blocks(rows_per_block(1)):
         ids = as_token_ids(block, label=labels.label, first_position=position)
         position += ids.size
-        yield ids.reshape(-1, 1)
+        yield ids
 
 
-def compare(base_operand, test_operand, reading: Reading, *, labels=None,
-            top_k: int = 5, worst: int = 10, ignore_index: int = -100, progress=None, tail: str = "bucket") -> Result:
+def _mask_blocks(mask: Source):
+    position = 0
+    for block in mask.blocks(rows_per_block(1)):
+        keep = as_position_mask(block, label=mask.label, first_position=position)
+        position += keep.size
+        yield keep
+
+
+def _masked(ids_blocks, mask: Source, labels: Source, ignore_index: int):
+    """The labels with every position ``--mask`` marks 0 set to the ignore index (labels AND mask)."""
+    marks = Rows(block.reshape(-1, 1) for block in _mask_blocks(mask))
+    for ids in ids_blocks:
+        keep = marks.take(ids.size)
+        if keep is None or keep.shape[0] != ids.size:
+            raise ShapeError(f"{mask.label} holds {marks.drain()} values but {labels.label} hold more; give one "
+                             "mask value per position")
+        yield masked_labels(ids, keep[:, 0], ignore_index)
+    if (total := marks.drain()) != marks.taken:
+        raise ShapeError(f"{mask.label} holds {total} values but {labels.label} hold {marks.taken}; give one mask "
+                         "value per position")
+
+
+def _position_stream(labels: Source | None, mask: Source | None, shift: bool, length: int | None,
+                     ignore_index: int):
+    """Per position, its label (ignore index where left out), or without labels the mask as 0/1."""
+    if labels is None:
+        return (keep.astype(np.int64).reshape(-1, 1) for keep in _mask_blocks(mask))
+    stream = _id_blocks(labels)
+    if mask is not None:
+        stream = _masked(stream, mask, labels, ignore_index)
+    if shift:
+        stream = shifted_labels(stream, length, ignore_index)
+    return (ids.reshape(-1, 1) for ids in stream)
+
+
+def compare(base_operand, test_operand, reading: Reading, *, labels=None, mask=None, shift: bool = False,
+            top_k: int = 5, worst: int = 10, ignore_index: int = -100,
+            progress=None, tail: str = "bucket") -> Result:
+    """The drift report over the scored positions: those whose label is not ``ignore_index`` and ``mask`` keeps.
+
+    Left-out positions are not read as distributions (padding may hold anything); every reported row is the
+    row of the input.
+    """
     base, test, extras = open_pair(base_operand, test_operand, ("BASE", "TEST"), tail)
-    sources = [base, test] + (open_operands((labels, "labels")) if labels is not None else [])
+    base = reading.checked(base, reading.p_kind, reading.p_kind_given)
+    test = reading.checked(test, reading.q_kind, reading.q_kind_given)
+    label_source = open_operands((labels, "labels"))[0] if labels is not None else None
+    mask_source = open_operands((mask, "mask"))[0] if mask is not None else None
     _check_shapes(base, test)
     if labels is None and base.labels is not None:  # a llama.cpp base file carries its tokens
-        sources.append(Source(base.operand, base.path, base.format, base.shape[:-1], "int32", base.labels,
-                              role="labels"))
-        labels = base.operand
-    label_rows = Rows(_label_stream(sources[2])) if len(sources) > 2 else None
+        label_source = Source(base.operand, base.path, base.format, base.shape[:-1], "int32", base.labels,
+                              role="labels")
+    if shift and label_source is None:
+        raise UsageError("--shift scores position t against label t+1; it needs --labels IDS")
+    sources = [base, test] + [s for s in (label_source, mask_source) if s is not None]
+    counter = label_source or mask_source
+    marks = None
+    if counter is not None:
+        marks = Rows(_position_stream(label_source, mask_source, shift, _sequence_length(base.shape), ignore_index))
+    with_labels = label_source is not None
     pairs = paired_blocks(base.blocks(rows_per_block(base.outcomes or 1)),
                           test.blocks(rows_per_block(test.outcomes or 1)),
                           block_rows=rows_per_block, p_label=base.label, q_label=test.label, broadcast=False)
     def items():
         for start, base_block, test_block in pairs:
-            ids = None if label_rows is None else _take_labels(label_rows, sources[2], start, base_block.shape,
-                                                                ignore_index)
-            yield start, base_block, test_block, ids
+            marked = None if marks is None else _take_marks(marks, counter, start, base_block.shape, ignore_index,
+                                                            with_labels, shift)
+            yield start, base_block, test_block, marked
 
     def work(item):
-        start, base_block, test_block, ids = item
-        base_rows = reading.log_rows(base_block, reading.p_kind, base, start)
-        test_rows = reading.log_rows(test_block, reading.q_kind, test, start)
+        start, base_block, test_block, marked = item
+        count = base_block.shape[0]
+        keep = None if marked is None else (marked != ignore_index if with_labels else marked == 1)
+        if keep is not None and keep.all():
+            keep = None
+        if keep is not None and not keep.any():
+            return engine.Partial(start, start + count)
+        base_rows = kept_log_rows(lambda b, at: reading.log_rows(b, reading.p_kind, base, at), base_block, keep,
+                                  start)
+        test_rows = kept_log_rows(lambda b, at: reading.log_rows(b, reading.q_kind, test, at), test_block, keep,
+                                  start)
         figures = position_stats(base_rows, test_rows, top_k)
-        if ids is not None:
-            figures.update(_label_figures(base_rows, test_rows, ids, ignore_index))
-        return engine.Partial(start, start + base_block.shape[0], figures)
+        figures["row"] = kept_rows(keep, start, count)
+        if with_labels:
+            ids = marked if keep is None else marked[keep]
+            figures.update(label=ids, **label_stats(base_rows, test_rows, ids))
+        return engine.Partial(start, start + count, values=figures)
 
     merged = engine.run(items(), work, threads=reading.threads, progress=progress)
-    rows, stats = merged.rows, merged.per_row
-    if label_rows is not None and (total := label_rows.drain()) != rows:
-        raise ShapeError(f"{sources[2].label} hold {total} labels but the logits have {rows} positions; "
-                         "give one label per position")
+    rows, stats = merged.rows, merged.values
+    if marks is not None and (total := marks.drain()) != rows:
+        what, verb = ("labels", "hold") if with_labels else ("mask values", "holds")
+        raise ShapeError(f"{counter.label} {verb} {total} {what} but the logits have {rows} positions; "
+                         f"give one {what[:-1]} per position")
+    if not stats:
+        why = _left_out_why(with_labels, mask_source, shift, ignore_index)
+        raise InputError(f"{base_operand}: no position was scored (every one is left out: {why}); there is nothing "
+                         "to compare")
     vocab = base.outcomes or test.outcomes
-    kinds = [reading.p_kind, reading.q_kind] + (["labels"] if label_rows is not None else [])
+    kinds = [reading.p_kind, reading.q_kind] + (["labels"] if with_labels else []) + (["mask"] if mask_source else [])
     result = _report(stats, rows, vocab, top_k, worst, describe_inputs(sources, kinds, [rows] * len(sources)))
+    if marks is not None:
+        result.figures["ignored_positions"] = rows - stats["row"].size
+        if rows > stats["row"].size:
+            result.notes.append(f"{rows - stats['row'].size} of {rows} positions left out "
+                                f"({_left_out_why(with_labels, mask_source, shift, ignore_index)}); every statistic "
+                                f"is over the {stats['row'].size} scored positions, rows numbered as in the input")
     result.figures.update(extras)
+    result.notes.extend(reading.notes())
     return result
 
 
-def _take_labels(label_rows: Rows, labels: Source, start: int, shape: tuple, ignore_index: int) -> np.ndarray:
-    """The next block's labels, checked against the vocabulary."""
+def _left_out_why(with_labels: bool, mask: Source | None, shift: bool, ignore_index: int) -> str:
+    reasons = [f"label --ignore-index {ignore_index}"] if with_labels else []
+    if mask is not None:
+        reasons.append("--mask 0")
+    if shift:
+        reasons.append("--shift: the last position of each sequence")
+    return ", ".join(reasons)
+
+
+def _take_marks(marks: Rows, source: Source, start: int, shape: tuple, ignore_index: int,
+                with_labels: bool, shift: bool) -> np.ndarray:
+    """The next block's labels (checked against the vocabulary), or its mask as 0/1."""
     count, vocab = shape
-    ids = label_rows.take(count)
-    if ids is None or ids.shape[0] != count:
-        have = label_rows.drain()
-        raise ShapeError(f"{labels.label} hold {have} labels but the logits have more than {have} positions; "
-                         "give one label per position")
-    ids = ids[:, 0]
-    outside = (ids != ignore_index) & ((ids < 0) | (ids >= vocab))
-    if outside.any():
-        at = int(np.flatnonzero(outside)[0])
-        raise ShapeError(f"{labels.label}: the label at position {start + at} is {int(ids[at])}, outside the "
-                         f"vocabulary [0, {vocab})")
+    taken = marks.take(count)
+    what, verb = ("labels", "hold") if with_labels else ("mask values", "holds")
+    if taken is None or taken.shape[0] != count:
+        have = marks.drain()
+        raise ShapeError(f"{source.label} {verb} {have} {what} but the logits have more than {have} positions; "
+                         f"give one {what[:-1]} per position")
+    ids = taken[:, 0]
+    if with_labels:
+        outside = (ids != ignore_index) & ((ids < 0) | (ids >= vocab))
+        if outside.any():
+            at = int(np.flatnonzero(outside)[0]) + shift  # with --shift, position t holds label t+1
+            raise ShapeError(f"{source.label}: the label at position {start + at} is {int(ids[at - shift])}, "
+                             f"outside the vocabulary [0, {vocab}) (ignored positions use --ignore-index "
+                             f"{ignore_index})")
     return ids
 
 
-def _label_figures(base_rows, test_rows, ids: np.ndarray, ignore_index: int) -> dict[str, np.ndarray]:
-    counted = ids != ignore_index
-    figures = label_stats(base_rows, test_rows, np.where(counted, ids, 0))
-    for name in figures:  # ignored positions have no label figures
-        figures[name] = np.where(counted, figures[name], np.nan)
-    return {"label": ids, "counted": counted, **figures}
+def _spread(values: np.ndarray, at: np.ndarray, rows: int) -> np.ndarray:
+    """Per-row values over every input row: the kept rows' values at their rows, NaN (null) elsewhere."""
+    if at.size == rows:
+        return values
+    full = np.full(rows, np.nan)
+    full[at] = values
+    return full
 
 
 def _report(stats, rows, vocab, top_k, worst, inputs) -> Result:
-    kl = summarize(stats["kl"])
+    at = stats["row"]  # the input row of each scored position
+    scored = int(at.size)
+    kl = summarize(stats["kl"], at)
     agree = stats["base_top1"] == stats["test_top1"]
     agreement = float(np.mean(agree))
     metrics = {
         "kl": kl,
-        "kl_reverse": summarize(stats["kl_reverse"]),
-        "js": summarize(stats["js"]),
-        "tv": summarize(stats["tv"]),
+        "kl_reverse": summarize(stats["kl_reverse"], at),
+        "js": summarize(stats["js"], at),
+        "tv": summarize(stats["tv"], at),
     }
     figures = {
         "vocab": vocab,
         "top1_agreement": agreement,
-        "top1_agreement_stderr": agreement_stderr(agreement, rows),
+        "top1_agreement_stderr": agreement_stderr(agreement, scored),
         "top_k": top_k,
         "topk_overlap": float(np.mean(stats["topk_overlap"])),
     }
-    per_row = {"kl": stats["kl"], "kl_reverse": stats["kl_reverse"], "js": stats["js"], "tv": stats["tv"],
-               "top1_agree": agree, "topk_overlap": stats["topk_overlap"]}
+    if scored == rows:
+        agree_per_row = agree
+    else:  # null where the position was left out
+        agree_per_row = np.full(rows, None, dtype=object)
+        agree_per_row[at] = agree
+    per_row = {"kl": _spread(stats["kl"], at, rows), "kl_reverse": _spread(stats["kl_reverse"], at, rows),
+               "js": _spread(stats["js"], at, rows), "tv": _spread(stats["tv"], at, rows),
+               "top1_agree": agree_per_row, "topk_overlap": _spread(stats["topk_overlap"], at, rows)}
+    warnings: list[str] = []
     if "label" in stats:
-        counted = stats["counted"]
-        nll_base, nll_test = stats["nll_base"][counted], stats["nll_test"][counted]
-        delta_p = stats["delta_p"][counted]
+        nll_base, nll_test, delta_p = stats["nll_base"], stats["nll_test"], stats["delta_p"]
         ln_ratio, ln_ratio_stderr = paired_difference(nll_test, nll_base)
-        delta = summarize(delta_p)
+        delta = summarize(delta_p, at)
         delta["rms"] = float(np.sqrt(np.mean(delta_p**2)))
         figures.update({
-            "tokens": int(counted.sum()),
-            "ppl_base": math.exp(float(np.mean(nll_base))),
-            "ppl_test": math.exp(float(np.mean(nll_test))),
-            "ppl_ratio": math.exp(ln_ratio),
+            "tokens": scored,
+            "ppl_base": perplexity_of(float(np.mean(nll_base))),
+            "ppl_test": perplexity_of(float(np.mean(nll_test))),
+            "ppl_ratio": perplexity_of(ln_ratio),
             "ln_ppl_ratio": ln_ratio,
             "ln_ppl_ratio_stderr": ln_ratio_stderr,
-            "nll_correlation": float(np.corrcoef(nll_base, nll_test)[0, 1]) if nll_base.size > 1 else None,
+            "nll_correlation": nll_correlation(nll_base, nll_test),
         })
         metrics["delta_p"] = delta
-        per_row.update({"nll_base": stats["nll_base"], "nll_test": stats["nll_test"],
-                        "delta_p": stats["delta_p"]})
+        if not (math.isfinite(figures["ppl_base"]) and math.isfinite(figures["ppl_test"])):
+            warnings.append(_INF_PERPLEXITY)
+        per_row.update({"nll_base": _spread(nll_base, at, rows),
+                        "nll_test": _spread(nll_test, at, rows),
+                        "delta_p": _spread(delta_p, at, rows)})
     # The worst positions: largest D(base‖test), ties by lower row (a stable sort of −kl).
     order = np.argsort(-stats["kl"], kind="stable")[:worst]
     figures["worst"] = [
-        {"row": int(row), "kl": float(stats["kl"][row]), "base_top1": int(stats["base_top1"][row]),
-         "test_top1": int(stats["test_top1"][row]),
-         **({"label": int(stats["label"][row])} if "label" in stats else {})}
-        for row in order
+        {"row": int(at[i]), "kl": float(stats["kl"][i]), "base_top1": int(stats["base_top1"][i]),
+         "test_top1": int(stats["test_top1"][i]),
+         **({"label": int(stats["label"][i])} if "label" in stats else {})}
+        for i in order
     ]
     return Result(
         command="compare",
@@ -156,5 +255,6 @@ def _report(stats, rows, vocab, top_k, worst, inputs) -> Result:
         metrics=metrics,
         figures=figures,
         per_row=per_row,
+        warnings=warnings,
         information=_INFORMATION,
     )

@@ -43,8 +43,8 @@ class Metric:
     kernel: Callable[[dict], Kernel]
     headline: Callable[[dict], tuple[str, str]]  # (per-row name of the headline, how people read it)
     information: dict[str, float]  # per-row names → power of the logarithm (see Result.information)
-    figures: Callable[[dict, Reading], dict]
-    notes: Callable[[dict, Reading], list[str]]
+    figures: Callable[[dict, Reading, str], dict]  # (options, reading, the precision the figures were computed at)
+    notes: Callable[[dict, Reading, list[str]], list[str]]  # (options, reading, notes on the precision)
     warnings: Callable[[dict[str, np.ndarray]], list[str]]
     derived: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] = lambda per_row: per_row
     scale: Callable[[dict, Reading], float] = lambda options, reading: 1.0
@@ -86,8 +86,8 @@ def _t2(options: dict, reading: Reading) -> float:
     return reading.temperature**2 if options.get("t2_scale") else 1.0
 
 
-def _kl_notes(options: dict, reading: Reading) -> list[str]:
-    notes = reading.notes()
+def _kl_notes(options: dict, reading: Reading, precision_notes: list[str]) -> list[str]:
+    notes = reading.notes() + precision_notes
     if options.get("t2_scale"):
         notes.append(f"scaled by T² = {_t2(options, reading):g} (Hinton et al. 2015's distillation loss)")
     return notes
@@ -98,8 +98,8 @@ METRICS: dict[str, Metric] = {
         kernel=_kl_kernel,
         headline=lambda options: headline_of(options.get("direction", "forward")),
         information={"kl": 1.0, "kl_reverse": 1.0, "kl_symmetric": 1.0},
-        figures=lambda options, reading: {
-            "direction": options.get("direction", "forward"), "precision": reading.precision,
+        figures=lambda options, reading, precision: {
+            "direction": options.get("direction", "forward"), "precision": precision,
             **({"t2_scale": _t2(options, reading)} if options.get("t2_scale") else {})},
         notes=_kl_notes,
         warnings=_kl_warnings,
@@ -109,8 +109,8 @@ METRICS: dict[str, Metric] = {
         kernel=_xent_kernel,
         headline=lambda options: ("cross_entropy", "mean H(P,Q)"),
         information={"cross_entropy": 1.0, "entropy": 1.0, "kl": 1.0},
-        figures=lambda options, reading: {},
-        notes=lambda options, reading: reading.notes(),
+        figures=lambda options, reading, precision: {},
+        notes=lambda options, reading, precision_notes: reading.notes(),
         warnings=lambda per_row: infinite_note("H(P,Q)", per_row["cross_entropy"], _SMOOTH_HINT),
     ),
     "js": Metric(
@@ -118,8 +118,8 @@ METRICS: dict[str, Metric] = {
         headline=lambda options: ("js_divergence", "mean JS divergence"),
         # The distance √JSD is in the unit's square root, as scipy.spatial.distance.jensenshannon's ``base``.
         information={"js_divergence": 1.0, "js_distance": 0.5},
-        figures=lambda options, reading: {"weights": list(options.get("weights", (0.5, 0.5)))},
-        notes=lambda options, reading: reading.notes(),
+        figures=lambda options, reading, precision: {"weights": list(options.get("weights", (0.5, 0.5)))},
+        notes=lambda options, reading, precision_notes: reading.notes(),
         warnings=lambda per_row: [],
         derived=lambda per_row: {"js_divergence": per_row["js_divergence"],
                                  "js_distance": np.sqrt(np.maximum(per_row["js_divergence"], 0.0))},
@@ -128,7 +128,8 @@ METRICS: dict[str, Metric] = {
 
 
 def _inputs(sources, reading: Reading, run: PairRun) -> list[dict]:
-    return describe_inputs(sources, [reading.p_kind, reading.q_kind], [run.p_rows, run.q_rows])
+    return describe_inputs(sources, [reading.p_kind, reading.q_kind], [run.p_rows, run.q_rows],
+                           [run.p_width, run.q_width])
 
 
 def divergence(command: str, p, q, reading: Reading, *, progress=None, tail: str = "bucket", **options) -> Result:
@@ -141,6 +142,7 @@ def divergence(command: str, p, q, reading: Reading, *, progress=None, tail: str
                               for name, values in run.per_row.items()})
     metrics = summaries(per_row)
     head, headline = metric.headline(options)
+    precision, precision_notes = reading.effective_precision([p_source, q_source], [reading.p_kind, reading.q_kind])
     return Result(
         command=command,
         headline=headline,
@@ -149,9 +151,9 @@ def divergence(command: str, p, q, reading: Reading, *, progress=None, tail: str
         inputs=_inputs([p_source, q_source], reading, run),
         summary=metrics[head],
         metrics=metrics,
-        figures={**metric.figures(options, reading), **extras},
+        figures={**metric.figures(options, reading, precision), **extras},
         per_row=per_row,
-        notes=metric.notes(options, reading),
+        notes=metric.notes(options, reading, precision_notes),
         warnings=metric.warnings(per_row),
         information={name: power for name, power in metric.information.items() if name in per_row},
     )

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from klcli.commands.common import by_direction, headline_of, summaries
-from klcli.core.gaussian import cholesky, kl_diagonal, kl_full, kl_standard_normal, log_variance
+from klcli.core.gaussian import (
+    ILL_CONDITIONED,
+    cholesky,
+    condition_number,
+    finite_means,
+    kl_diagonal,
+    kl_full,
+    kl_standard_normal,
+    log_variance,
+)
 from klcli.errors import InputError, ShapeError, UsageError
 from klcli.io.operand import read_array, read_columns
 from klcli.result import Result
@@ -42,6 +52,7 @@ class _Params:
     logvar: np.ndarray | None
     chol: np.ndarray | None
     spread_option: str = "--sigma"
+    cov: np.ndarray | None = None  # as given, for the full form's Σ1 − Σ2
 
 
 def _rows(array: np.ndarray, option: str) -> np.ndarray:
@@ -62,7 +73,8 @@ def _load(side: Side, inputs: list[dict]) -> tuple[_Params, dict[str, tuple]]:
         shapes[option] = array.shape
         return array
 
-    mu = _rows(load(f"--mu{side.index}", side.mu), f"--mu{side.index}") if side.mu is not None else np.zeros((1, 1))
+    mu = (finite_means(_rows(load(f"--mu{side.index}", side.mu), f"--mu{side.index}"), label=f"--mu{side.index}")
+          if side.mu is not None else np.zeros((1, 1)))
     scale = side.scale()
     if scale is None:
         return _Params(mu, np.zeros((1, 1)), None, f"--sigma{side.index}"), shapes
@@ -76,7 +88,8 @@ def _load(side: Side, inputs: list[dict]) -> tuple[_Params, dict[str, tuple]]:
         values = values[None]
     if values.ndim != 3 or values.shape[-1] != values.shape[-2]:
         raise ShapeError(f"{option}: a covariance is (k, k) or (n, k, k), got shape {values.shape}")
-    return _Params(mu, None, cholesky(values, label=f"{option} ({'P' if side.index == 1 else 'Q'})"), option), shapes
+    chol = cholesky(values, label=f"{option} ({'P' if side.index == 1 else 'Q'})")
+    return _Params(mu, None, chol, option, np.asarray(values, dtype=np.float64)), shapes
 
 
 def _common_shape(arrays: dict[str, np.ndarray]) -> tuple[int, int]:
@@ -93,11 +106,12 @@ def _common_shape(arrays: dict[str, np.ndarray]) -> tuple[int, int]:
     return n, k
 
 
-def _full_factor(params: _Params, n: int, k: int) -> np.ndarray:
+def _full_factor(params: _Params, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The Cholesky factor and the covariance of a side, (n, k, k) each."""
     if params.chol is not None:
-        return np.broadcast_to(params.chol, (n, k, k))
-    sigma = np.broadcast_to(np.exp(0.5 * params.logvar), (n, k))
-    return sigma[:, :, None] * np.eye(k)
+        return np.broadcast_to(params.chol, (n, k, k)), np.broadcast_to(params.cov, (n, k, k))
+    logvar = np.broadcast_to(params.logvar, (n, k))
+    return np.exp(0.5 * logvar)[:, :, None] * np.eye(k), np.exp(logvar)[:, :, None] * np.eye(k)
 
 
 def _diagonal_pair(first: _Params, second: _Params, n: int, k: int) -> tuple[np.ndarray, str]:
@@ -108,9 +122,9 @@ def _diagonal_pair(first: _Params, second: _Params, n: int, k: int) -> tuple[np.
 
 
 def _full_pair(first: _Params, second: _Params, n: int, k: int) -> tuple[np.ndarray, str]:
-    chol1, chol2 = _full_factor(first, n, k), _full_factor(second, n, k)
+    (chol1, cov1), (chol2, cov2) = _full_factor(first, n, k), _full_factor(second, n, k)
     mu1, mu2 = np.broadcast_to(first.mu, (n, k)), np.broadcast_to(second.mu, (n, k))
-    return np.stack([kl_full(mu1, chol1, mu2, chol2), kl_full(mu2, chol2, mu1, chol1)]), "full"
+    return np.stack([kl_full(mu1, chol1, mu2, chol2, cov1, cov2), kl_full(mu2, chol2, mu1, chol1, cov2, cov1)]), "full"
 
 
 # The closed forms by (P has a full covariance, Q has a full covariance); a diagonal side meets a full one
@@ -136,7 +150,8 @@ def _kl_rows(first: _Params, second: _Params) -> tuple[np.ndarray, str, int]:
     return pair, form, k
 
 
-def _result(kl_pair: np.ndarray, direction: str, form: str, dims: int, inputs: list[dict]) -> Result:
+def _result(kl_pair: np.ndarray, direction: str, form: str, dims: int, inputs: list[dict],
+            warnings: list[str] | None = None) -> Result:
     forward, backward = kl_pair[0], kl_pair[1]
     per_row = by_direction(direction, lambda: forward, lambda: backward)
     metrics = summaries(per_row)
@@ -151,8 +166,22 @@ def _result(kl_pair: np.ndarray, direction: str, form: str, dims: int, inputs: l
         metrics=metrics,
         figures={"form": form, "dimensions": dims, "direction": direction},
         per_row=per_row,
+        warnings=warnings or [],
         information=dict.fromkeys(per_row, 1.0),
     )
+
+
+def _conditioning(params: _Params) -> list[str]:
+    """A note for a covariance so ill-conditioned that the full form's figure loses digits to it."""
+    if params.cov is None:
+        return []
+    condition = condition_number(params.cov)
+    worst = int(np.argmax(condition))
+    if not condition[worst] >= ILL_CONDITIONED:
+        return []
+    digits = min(16, int(math.log10(condition[worst])) if math.isfinite(condition[worst]) else 16)
+    return [f"{params.spread_option}: matrix {worst} has condition number {float(condition[worst]):.3g}; the "
+            f"full-covariance KL may have lost about {digits} of float64's 16 significant digits to it"]
 
 
 def gaussian(first: Side, second: Side, *, direction: str = "forward") -> Result:
@@ -161,7 +190,7 @@ def gaussian(first: Side, second: Side, *, direction: str = "forward") -> Result
     params1, _ = _load(first, inputs)
     params2, _ = _load(second, inputs)
     kl_pair, form, dims = _kl_rows(params1, params2)
-    return _result(kl_pair, direction, form, dims, inputs)
+    return _result(kl_pair, direction, form, dims, inputs, _conditioning(params1) + _conditioning(params2))
 
 
 def gaussian_table(operand, *, direction: str = "forward") -> Result:
@@ -175,7 +204,7 @@ def gaussian_table(operand, *, direction: str = "forward") -> Result:
             raise InputError(f"{source.label}: needs exactly one of the columns sigma{index}, var{index}, "
                              f"logvar{index} (mu{index} is 0 when absent); its columns are: {found}")
         label = f"{source.label}: column {spreads[0]}{index}"
-        mu = columns.get(f"mu{index}", np.zeros(1))[:, None]
+        mu = finite_means(columns.get(f"mu{index}", np.zeros(1))[:, None], label=f"{source.label}: column mu{index}")
         log_var = log_variance(columns[f"{spreads[0]}{index}"][:, None], spreads[0], label=label)
         params.append(_Params(mu, log_var, None, f"{spreads[0]}{index}"))
     kl_pair, form, _ = _kl_rows(*params)
@@ -192,7 +221,8 @@ def vae(mu, logvar) -> Result:
         arrays[option] = _rows(array, option)
     n, k = _common_shape(arrays)
     log_var = log_variance(np.broadcast_to(arrays["--logvar"], (n, k)), "logvar", label="--logvar")
-    per_row = {"kl": kl_standard_normal(np.broadcast_to(arrays["--mu"], (n, k)), log_var)}
+    means = finite_means(np.broadcast_to(arrays["--mu"], (n, k)), label="--mu")
+    per_row = {"kl": kl_standard_normal(means, log_var)}
     metrics = summaries(per_row)
     return Result(
         command="gaussian",

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from klcli import engine
-from klcli.commands.common import open_operands
+from klcli.commands.common import effective_precision, logits_checked, open_operands
 from klcli.core.perplexity import (
     IGNORE_INDEX,
+    INF_PERPLEXITY,
     as_token_ids,
     corpus_perplexity,
     sequence_perplexities,
@@ -19,10 +20,15 @@ from klcli.core.perplexity import (
     token_nll,
 )
 from klcli.core.stats import summarize
-from klcli.engine import paired_blocks
+from klcli.engine import paired_blocks, threads_note
 from klcli.errors import InputError, RowCountError, ShapeError, UsageError
 from klcli.io.source import Source, rows_per_block
 from klcli.result import Result
+
+# The information quantities of perplexity and xent --labels (nats, reported in the chosen unit at delivery).
+INFORMATION = {"nll": 1.0, "nll_stderr": 1.0, "cross_entropy": 1.0}
+LOGITS_FIX = ("if these are probabilities, save their logarithm (numpy.log: log-probabilities are valid "
+              "logits) and pass that")
 
 
 @dataclass(frozen=True)
@@ -38,24 +44,37 @@ class TokenReading:
     group: str | None = None
     threads: int = 0  # 0: every core available to the process
     precision: str = "precise"  # or "fast": log Σ e^z in float32 arithmetic for float32/float16 logits
+    kind_given: bool = True  # False where logits are the command's default (perplexity LOGITS, xent --labels)
+    observed: list = field(default_factory=list, compare=False)  # notes made while reading
 
 
 @dataclass
 class TokenScores:
-    """Per-token losses (nats) of the counted tokens, and per-sequence sums."""
+    """Per-token losses (nats) of the counted tokens, and per-sequence sums.
+
+    ``at`` is each counted token's position in the input, 0-based over every
+    position read (ignored ones and padding included; row·T + column for a
+    2-D padded array), so that ``argmax`` names the input's position (SPEC §4).
+    ``sequence_sums`` and ``sequence_tokens`` cover every sequence read, 0
+    tokens for one that is all padding.
+    """
 
     losses: np.ndarray
     sequence_sums: np.ndarray
     sequence_tokens: np.ndarray
     positions: int
     inputs: list[dict]
+    at: np.ndarray | None = None
+    precision: str = "precise"  # what the losses were computed at (--precision fast only where it applies)
+    notes: list[str] = field(default_factory=list)
 
 
-def _by_sequence(losses: np.ndarray, sequence: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sequence loss sums and token counts, summed once over the merged values in row order."""
-    if not sequence.size:
-        return np.zeros(0), np.zeros(0, dtype=np.int64)
-    return np.bincount(sequence, weights=losses), np.bincount(sequence).astype(np.int64)
+def _by_sequence(losses: np.ndarray, sequence: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sequence loss sums and token counts over ``count`` sequences (at least), summed once over the merged
+    values in row order; a sequence read but all padding keeps 0 tokens."""
+    size = max(count, int(sequence.max()) + 1 if sequence.size else 0)
+    return (np.bincount(sequence, weights=losses, minlength=size),
+            np.bincount(sequence, minlength=size).astype(np.int64))
 
 
 def _sequence_length(shape: tuple) -> int | None:
@@ -96,6 +115,8 @@ def logit_losses(logits: Source, label_stream: Iterable[np.ndarray], labels_labe
 
 def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
     (logits,) = open_operands((operand, "logits"))
+    logits = logits_checked(logits, given=reading.kind_given, notes=reading.observed,
+                            fix=f"{LOGITS_FIX}, or pass --kind logits to read them as logits anyway")
     if reading.labels is not None:
         (labels,) = open_operands((reading.labels, "labels"))
     elif logits.labels is not None:  # a llama.cpp base file carries its tokens
@@ -126,13 +147,17 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
     except RowCountError as exc:
         raise ShapeError(f"{labels.label} (shape {labels.shape_text}) do not match the {logits.label} "
                          f"(shape {logits.shape_text}): {exc}") from None
-    positions, counted = merged.rows, merged.per_row.get("counted", np.zeros(0, dtype=bool))
+    positions = merged.rows
+    counted = merged.per_row.get("counted", np.zeros(0, dtype=bool))
+    at = np.flatnonzero(counted)  # the input position of each counted token
     losses = merged.per_row["loss"][counted] if positions else np.zeros(0)
-    at = np.arange(positions)
-    sums, tokens = _by_sequence(losses, (at // length if length else np.zeros_like(at))[counted])
+    sequence = at // length if length else np.zeros_like(at)
+    sums, tokens = _by_sequence(losses, sequence, -(-positions // length) if length else int(positions > 0))
     inputs = [dict(logits.describe(positions), kind=logits.forced_kind or "logits"),
               dict(labels.describe(positions), kind="labels")]
-    return TokenScores(losses, sums, tokens, positions, inputs)
+    precision, notes = effective_precision(reading.precision, [logits], ["logits"], temperature=reading.temperature,
+                                           smoothing=reading.label_smoothing)
+    return TokenScores(losses, sums, tokens, positions, inputs, at, precision, notes + list(reading.observed))
 
 
 def _token_losses(values: np.ndarray, kind: str, label: str, first_row: int, padded: bool) -> np.ndarray:
@@ -173,13 +198,13 @@ def _from_logprobs(operand: str, reading: TokenReading, progress) -> TokenScores
 
         groups = group_codes(source, reading.group)
     def items():
-        row = 0
+        row, read = 0, 0
         for block in source.blocks(rows_per_block(source.outcomes or 1)):
-            yield row, block
-            row += block.shape[0]
+            yield row, read, block
+            row, read = row + block.shape[0], read + block.size
 
     def work(item) -> engine.Partial:
-        row, block = item
+        row, read, block = item
         losses = _token_losses(block, reading.kind, source.label, row, padded)
         counted = ~np.isnan(losses)
         if groups is not None:
@@ -189,14 +214,20 @@ def _from_logprobs(operand: str, reading: TokenReading, progress) -> TokenScores
             ids = groups.reshape(block.shape)
         else:
             ids = np.broadcast_to((row + np.arange(block.shape[0]))[:, None], block.shape)
-        return engine.Partial(row, row + block.shape[0], values={"loss": losses[counted], "sequence": ids[counted]},
-                              counts={"tokens": int(counted.sum())})
+        at = (read + np.arange(losses.size)).reshape(losses.shape)
+        return engine.Partial(row, row + block.shape[0], counts={"tokens": int(counted.sum()), "values": losses.size},
+                              values={"loss": losses[counted], "sequence": ids[counted], "at": at[counted]})
 
     merged = engine.run(items(), work, threads=1, progress=progress)
+    row, read, positions = merged.rows, merged.counts.get("values", 0), merged.counts.get("tokens", 0)
     losses = merged.values.get("loss", np.zeros(0))
-    sums, tokens = _by_sequence(losses, merged.values.get("sequence", np.zeros(0, dtype=np.int64)))
-    inputs = [dict(source.describe(merged.rows), kind=reading.kind)]
-    return TokenScores(losses, sums, tokens, merged.counts.get("tokens", 0), inputs)
+    count = int(groups.max()) + 1 if groups is not None and groups.size else row if padded else int(row > 0)
+    sums, tokens = _by_sequence(losses, merged.values.get("sequence", np.zeros(0, dtype=np.int64)), count)
+    # A 1-D input (a table column) is one vector: report its length, as a Parquet column's shape does.
+    inputs = [dict(source.describe(row if padded else read), kind=reading.kind)]
+    precision, notes = effective_precision(reading.precision, [source], [reading.kind])
+    return TokenScores(losses, sums, tokens, positions, inputs, merged.values.get("at", np.zeros(0, dtype=np.int64)),
+                       precision, notes)
 
 
 def token_scores(operand: str, reading: TokenReading, progress=None) -> TokenScores:
@@ -212,22 +243,28 @@ def token_scores(operand: str, reading: TokenReading, progress=None) -> TokenSco
     return scores
 
 
+def _sequence_means(scores: TokenScores) -> np.ndarray:
+    """Each sequence's mean loss per token; NaN (null) for a sequence with no counted token."""
+    with np.errstate(invalid="ignore"):
+        return scores.sequence_sums / scores.sequence_tokens
+
+
 def perplexity(operand, reading: TokenReading, *, progress=None) -> Result:
     """Corpus perplexity exp(Σ NLL / Σ tokens), per-token NLL statistics and per-sequence figures."""
     scores = token_scores(operand, reading, progress)
     total, tokens = float(np.sum(scores.losses)), int(scores.losses.size)
     corpus = corpus_perplexity(total, tokens)
-    summary = summarize(scores.losses)
+    summary = summarize(scores.losses, scores.at)
     with_tokens = scores.sequence_tokens > 0
     per_sequence = sequence_perplexities(scores.sequence_sums, scores.sequence_tokens)
-    per_row = {
-        "nll": scores.sequence_sums[with_tokens] / scores.sequence_tokens[with_tokens],
-        "perplexity": per_sequence[with_tokens],
-        "tokens": scores.sequence_tokens[with_tokens],
+    per_row = {  # one row per sequence read; null for a sequence that is all padding (it is not counted)
+        "nll": _sequence_means(scores),
+        "perplexity": per_sequence,
+        "tokens": scores.sequence_tokens,
     }
     warnings = []
     if not math.isfinite(corpus):
-        warnings.append("perplexity is inf: a token has probability 0 (or a loss beyond float range)")
+        warnings.append(INF_PERPLEXITY)
     return Result(
         command="perplexity",
         headline="corpus perplexity",
@@ -246,23 +283,27 @@ def perplexity(operand, reading: TokenReading, *, progress=None) -> Result:
             "tokens": tokens,
             "sequences": int(with_tokens.sum()),
             "mean_sequence_perplexity": float(np.mean(per_sequence[with_tokens])),
-            "precision": reading.precision,
+            "precision": scores.precision,
         },
         per_row=per_row,
+        notes=scores.notes + threads_note(reading.threads),
         warnings=warnings,
-        information={"nll": 1.0, "nll_stderr": 1.0},
+        information=INFORMATION,
     )
 
 
 def token_cross_entropy(operand, reading: TokenReading, *, progress=None) -> Result:
     """``xent LOGITS --labels IDS``: PyTorch's ``cross_entropy`` (mean over counted tokens)."""
     scores = token_scores(operand, reading, progress)
-    summary = summarize(scores.losses)
-    figures = {"tokens": int(scores.losses.size), "label_smoothing": reading.label_smoothing,
-               "precision": reading.precision}
+    summary = summarize(scores.losses, scores.at)
+    figures: dict = {"tokens": int(scores.losses.size), "label_smoothing": reading.label_smoothing,
+                     "precision": scores.precision}
+    warnings = []
     if not reading.label_smoothing:
-        figures["perplexity"] = corpus_perplexity(float(np.sum(scores.losses)), int(scores.losses.size))
-    with_tokens = scores.sequence_tokens > 0
+        corpus = corpus_perplexity(float(np.sum(scores.losses)), int(scores.losses.size))
+        figures["perplexity"] = corpus
+        if not math.isfinite(corpus):
+            warnings.append(INF_PERPLEXITY)
     return Result(
         command="xent",
         headline="mean token cross-entropy",
@@ -274,8 +315,10 @@ def token_cross_entropy(operand, reading: TokenReading, *, progress=None) -> Res
         summary_over="tokens",
         figures=figures,
         per_row={
-            "cross_entropy": scores.sequence_sums[with_tokens] / scores.sequence_tokens[with_tokens],
-            "tokens": scores.sequence_tokens[with_tokens],
+            "cross_entropy": _sequence_means(scores),
+            "tokens": scores.sequence_tokens,
         },
-        information={"cross_entropy": 1.0},
+        notes=scores.notes + threads_note(reading.threads),
+        warnings=warnings,
+        information=INFORMATION,
     )

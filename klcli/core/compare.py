@@ -98,6 +98,27 @@ def agreement_stderr(fraction: float, count: int) -> float | None:
     return math.sqrt(fraction * (1.0 - fraction) / (count - 1)) if count > 1 else None
 
 
+def nll_correlation(nll_base: np.ndarray, nll_test: np.ndarray) -> float | None:
+    """Pearson correlation of the two models' token NLLs; None where it is undefined.
+
+    Undefined with fewer than two tokens, when either side's NLLs are all equal
+    (a zero standard deviation: NumPy would give NaN, or rounding noise), or
+    when a loss is infinite.
+
+    Examples
+    --------
+    >>> nll_correlation(np.array([1.0, 2.0, 4.0]), np.array([2.0, 4.0, 8.0]))
+    1.0
+    >>> nll_correlation(np.array([1.0, 2.0]), np.array([3.0, 3.0])) is None
+    True
+    """
+    if nll_base.size < 2 or not (np.all(np.isfinite(nll_base)) and np.all(np.isfinite(nll_test))):
+        return None
+    if np.ptp(nll_base) == 0 or np.ptp(nll_test) == 0:
+        return None
+    return float(np.corrcoef(nll_base, nll_test)[0, 1])
+
+
 def paired_difference(test: np.ndarray, base: np.ndarray) -> tuple[float, float | None]:
     """Mean of test − base and its standard error √((E[x²]−E[x]²)/(n−1)).
 

@@ -190,7 +190,8 @@ def js_from_ratio(d: np.ndarray, probs_p: np.ndarray, probs_q: np.ndarray,
         q_terms = probs_q * log_q_over_m
     p_terms[probs_p == 0] = 0.0
     q_terms[probs_q == 0] = 0.0
-    elements = w_p * p_terms + w_q * q_terms
+    # A side of weight 0 contributes 0·D = 0, even where its D(·‖M) is infinite (weights 1,0 or 0,1: M is the other).
+    elements = (w_p * p_terms if w_p else 0.0) + (w_q * q_terms if w_q else np.zeros_like(q_terms))
     u = np.expm1(clipped)
     near = np.abs(u) < _JS_SERIES_BELOW
     if near.any():

@@ -34,6 +34,36 @@ RELATIVE = 1e-3
 _UNIT = float(np.finfo(np.float32).eps) / 2  # u = 2^-24
 
 
+# Stored dtypes whose blocks arrive as float32 (float16 and bfloat16 are widened exactly): the fast kernels' input.
+FAST_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def not_applicable(kind: str, dtype: str, *, temperature: float = 1.0, smoothing: float = 0.0,
+                   epsilon: float = 0.0) -> str | None:
+    """Why ``--precision fast`` cannot apply to an input read as ``kind`` from ``dtype``; None where it can.
+
+    Examples
+    --------
+    >>> not_applicable("logits", "float32") is None
+    True
+    >>> not_applicable("logits", "float64")
+    'float64 logits'
+    >>> not_applicable("probs", "float32")
+    'probabilities'
+    """
+    if kind != "logits":
+        return {"probs": "probabilities", "logprobs": "log-probabilities"}.get(kind, kind)
+    if dtype not in FAST_DTYPES:
+        return f"{dtype} logits"
+    if temperature != 1.0:
+        return "--temperature"
+    if smoothing:
+        return "--label-smoothing"
+    if epsilon:
+        return "--epsilon"
+    return None
+
+
 def _safe(mass: np.ndarray) -> np.ndarray:
     """Row sums of e^z that keep float32's precision: no overflow, no subnormal terms dominating."""
     return (mass > 1e-30) & (mass < 1e37)

@@ -145,9 +145,88 @@ def widen_half(block: np.ndarray) -> np.ndarray:
     return values
 
 
-def sum_tolerance(dtype: np.dtype) -> float:
-    """Relative tolerance on a probability row's sum, by input precision (SPEC §3)."""
-    return 1e-3 if np.dtype(dtype).itemsize <= 2 else 1e-6
+# Probability tolerance (SPEC §3). A row of probabilities (or log-probabilities) as a model wrote it is the
+# float32 softmax of its logits, rounded to the dtype it was stored in. Its sum misses 1 by
+#  - the float32 arithmetic of the softmax: the rounding of its sum Σ e^z, which every entry is divided by.
+#    The rounding errors of a sum of V terms are ~u·√V in all (u = 2⁻²⁴); vectorised sums also lose the small
+#    terms added to a lane that already holds the top token, which torch's 8-lane CPU kernel shows as up to
+#    15·u·√V (measured on torch 2.13: two-level and confident rows up to 256k outcomes). SUM_SPREAD·u·√V
+#    covers that three times over and stays below 1e-3 up to V = 380,000, so a row off by 1e-3 at
+#    V = 32,000 (tolerance 5.1e-4) or 1e-2 at V = 128,256 (1.0e-3) is still an error: it is not rounding.
+#    No sum of V terms errs by more than (V − 1)·u, the bound for short rows.
+#  - the rounding of each stored entry, at most u_s relative (u_s the stored dtype's unit roundoff):
+#    |Σ p̃ − Σ p| ≤ u_s·Σ p̃; float16 entries below its smallest normal (2⁻¹⁴) are rounded to a fixed grid
+#    of 2⁻²⁴, up to 2⁻²⁵ each. A log-probability l̃ is rounded twice (z − max, then − log Z) and its
+#    normaliser once: |Σ e^l̃ − 1| ≤ u_s·(1 + 2·Σ p̃·|l̃|), which is about 1e-2 for bfloat16 at H ≈ 1.
+# Rows within SUM_FLOOR + SUM_SPREAD·u·√V + u_s pass at once; only a row outside that is judged by the
+# data-dependent terms, and by the narrower type its values all fit in (a float32 array of bfloat16 or float16
+# values, as `tensor.float().numpy()` writes, has that type's rounding).
+UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+SUM_FLOOR = 1e-6  # for text and hand-made rows: probabilities written to 6 or more significant digits
+SUM_SPREAD = 48.0
+_F32_ROUNDOFF = UNIT_ROUNDOFF["float32"]
+_F16_TINY, _F16_SUBNORMAL_ERROR = 2.0**-14, 2.0**-25
+
+
+def _roundoff(stored: str) -> float:
+    """The unit roundoff of a stored dtype; integers and unknown names are exact (as float64)."""
+    return UNIT_ROUNDOFF.get(stored, UNIT_ROUNDOFF["float64"])
+
+
+def sum_tolerance(stored: str, outcomes: int) -> float:
+    """The tolerance every row of ``outcomes`` values stored as ``stored`` gets (SPEC §3, "Probability tolerance").
+
+    Examples
+    --------
+    >>> f"{sum_tolerance('float64', 3):.2g}"  # hand-made rows: about the floor
+    '1.1e-06'
+    >>> f"{sum_tolerance('float32', 32000):.2g}", f"{sum_tolerance('float32', 128256):.2g}"
+    ('0.00051', '0.001')
+    >>> f"{sum_tolerance('bfloat16', 32000):.2g}"
+    '0.0044'
+    """
+    return _arithmetic(outcomes) + _roundoff(stored)
+
+
+def _arithmetic(outcomes: int) -> float:
+    """The floor and the float32 softmax's own error at ``outcomes`` terms (see the comment above)."""
+    return SUM_FLOOR + _F32_ROUNDOFF * min(SUM_SPREAD * float(np.sqrt(outcomes)), max(outcomes - 1, 1))
+
+
+def _narrowest_type(row: np.ndarray, stored: str) -> str:
+    """The narrowest float type every value of ``row`` is exactly representable in (at most ``stored``)."""
+    if stored not in ("float32", "float64"):
+        return stored
+    finite = row[np.isfinite(row)]
+    as_f32 = finite.astype(np.float32)
+    if stored == "float64" and not np.array_equal(as_f32, finite):
+        return stored
+    if not np.any(as_f32.view(np.uint32) & 0xFFFF):
+        return "bfloat16"
+    with np.errstate(over="ignore"):
+        if np.array_equal(as_f32.astype(np.float16).astype(np.float32), as_f32):
+            return "float16"
+    return "float32"
+
+
+def row_tolerance(row: np.ndarray, kind: str, stored: str) -> tuple[float, str]:
+    """The tolerance of one row from its values (probs or logprobs), and the type whose rounding it allows.
+
+    Never smaller than :func:`sum_tolerance`; larger where the row's own values say its rounding can be larger.
+    """
+    narrowest = _narrowest_type(row, stored)
+    roundoff = max(_roundoff(stored), _roundoff(narrowest))
+    base = _arithmetic(row.size)
+    if kind == "probs":
+        stored_error = roundoff * float(np.sum(row))
+        if narrowest == "float16":
+            stored_error += _F16_SUBNORMAL_ERROR * int(np.count_nonzero(row < _F16_TINY))
+    else:
+        with np.errstate(invalid="ignore", under="ignore"):
+            probs = np.exp(row)
+            spread = -float(np.sum(np.where(probs > 0, probs * row, 0.0)))  # Σ p·|l|, the entropy
+        stored_error = (roundoff + _F32_ROUNDOFF) * (1.0 + 2.0 * spread)
+    return max(base + stored_error, sum_tolerance(stored, row.size)), narrowest
 
 
 def as_log_rows(
@@ -160,6 +239,7 @@ def as_log_rows(
     normalize: bool = False,
     epsilon: float = 0.0,
     fast: bool = False,
+    stored: str | None = None,
     as_stored_below: float | None = None,
 ) -> LogRows:
     """Validate a block of rows of the given kind and bring it into log space.
@@ -184,6 +264,10 @@ def as_log_rows(
         For float32 logits (untempered, unsmoothed): leave them as they are,
         for the float32 kernel of ``--precision fast`` (see LogRows); other
         rows ignore it.
+    stored : str, optional
+        The dtype the values were stored in, when the block is a widened copy
+        (``"bfloat16"``); by default the block's own. It sets the tolerance on
+        row sums (see :func:`sum_tolerance`).
     as_stored_below : float, optional
         For log-probabilities that are used as stored (a quantised dump, which
         sums to 1 only to its rounding): not validated nor renormalised, and
@@ -205,16 +289,16 @@ def as_log_rows(
     """
     if block.ndim != 2 or block.shape[1] == 0:
         raise DistributionError(f"{label}: expected rows of at least one outcome, got shape {block.shape}")
-    tolerance = sum_tolerance(block.dtype)
+    stored = stored or block.dtype.name
     if block.dtype == np.float16:  # NumPy's float16 arithmetic is slow; float32 holds every half exactly
         block = widen_half(block)
     values = block if kind == "logits" else np.asarray(block, dtype=np.float64)
     if as_stored_below is not None and kind == "logprobs":
         return _as_stored(values, as_stored_below)
     if kind == "probs":
-        rows = _from_probs(values, label, first_row, normalize, tolerance)
+        rows = _from_probs(values, label, first_row, normalize, stored)
     elif kind == "logprobs":
-        rows = _from_logprobs(values, label, first_row, normalize, tolerance)
+        rows = _from_logprobs(values, label, first_row, normalize, stored)
     elif kind == "logits":
         if fast and block.dtype == np.float32 and temperature == 1.0 and not epsilon:
             # Validated only if the fast kernel hands rows back: a non-finite value cannot pass it unseen.
@@ -244,36 +328,54 @@ def _as_stored(values: np.ndarray, floor: float) -> LogRows:
 
 
 def _from_logits(block, label, first_row, temperature) -> LogRows:
-    """Logits as log-probabilities: exp in float64 straight from the input, shifted only if needed.
+    """Logits as log-probabilities: shifted by each row's maximum, then exp, all in float64.
 
-    Logits of moderate size (|z| below ~700) need no max-shift: ``e^z`` is
-    formed once, in float64, and kept as the weights. Larger ones (or
-    non-finite values, which are then reported) take the max-shifted path.
+    The shift is what keeps every figure's error independent of the logits'
+    magnitude (SPEC §1's contract holds for logits shifted by any constant):
+    ``z − max`` is exact for float32 or float16 logits held in float64, so
+    log p = (z − max) − log Σ e^(z − max) is formed from numbers of the size
+    of the row's range, and the normaliser log Σ e^(z − max) lies in
+    [0, log V]. Without it, log Σ e^z of logits near 600 carries an absolute
+    rounding of ~1e-13, which entropies and NLLs of confident rows (values of
+    1e-8 and below) inherit in full.
     """
-    scaled = block if temperature == 1.0 else np.divide(block, temperature, dtype=np.float64)
-    with np.errstate(over="ignore", under="ignore"):
-        weights = np.exp(scaled, dtype=np.float64)
-        mass = np.sum(weights, axis=1)
-    # Sums far from float64's limits keep full precision; otherwise shift by the row maximum.
-    if np.all((mass < 1e300) & (mass > 1e-200)) and np.isfinite(np.min(scaled)):
-        return LogRows(scaled, np.log(mass), _weights=weights, _mass=mass)
-    values = np.asarray(scaled, dtype=np.float64)
-    _require_finite(values, label, first_row, "logits")
-    shifted = values - np.max(values, axis=1, keepdims=True)
+    scaled = block if temperature == 1.0 else _scaled_by_temperature(block, temperature, label, first_row)
+    peak = np.max(scaled, axis=1, keepdims=True)
+    if not (np.all(np.isfinite(peak)) and np.isfinite(np.min(scaled))):
+        _require_finite(np.asarray(scaled, dtype=np.float64), label, first_row, "logits")
+    shifted = np.subtract(scaled, peak, dtype=np.float64)
     weights = np.exp(shifted)
     mass = np.sum(weights, axis=1)
     return LogRows(shifted, np.log(mass), _weights=weights, _mass=mass)
 
 
-def _from_probs(values, label, first_row, normalize, tolerance) -> LogRows:
+def _scaled_by_temperature(block, temperature, label, first_row):
+    """``block / temperature``; a tiny temperature that makes finite logits overflow is the temperature's fault."""
+    with np.errstate(over="ignore"):
+        scaled = np.divide(block, temperature, dtype=np.float64)
+    overflowed = ~np.isfinite(scaled) & np.isfinite(block)
+    if overflowed.any():
+        from klcli.errors import UsageError
+
+        row, col = np.argwhere(overflowed)[0]
+        largest = float(np.max(np.abs(block[np.isfinite(block)])))
+        raise UsageError(
+            f"--temperature {temperature!r}: is too small; {label} row {first_row + row} column {col} divided by it "
+            f"overflows float64; use a temperature of at least {largest / np.finfo(np.float64).max * 2:.3g}"
+        )
+    return scaled
+
+
+def _from_probs(values, label, first_row, normalize, stored) -> LogRows:
     _require_finite(values, label, first_row, "probabilities")
     negative = values < 0
     if negative.any():
         row, col = np.argwhere(negative)[0]
         raise DistributionError(
             f"{label}: row {first_row + row} has a negative probability {float(values[row, col])!r} "
-            f"at column {col}; probabilities must be >= 0 (pass --kind logits or --kind logprobs "
-            "if these are scores)"
+            f"at column {col}; probabilities must be >= 0",
+            hint="pass --kind logits or --kind logprobs if these are scores",
+            api_hint="pass kind='logits' or kind='logprobs' if these are scores", form="{message} ({hint})",
         )
     sums = np.sum(values, axis=1)
     if normalize:
@@ -284,13 +386,13 @@ def _from_probs(values, label, first_row, normalize, tolerance) -> LogRows:
                 "every row needs a positive entry"
             )
     else:
-        _require_unit_sums(sums, label, first_row, tolerance)
+        _require_unit_sums(sums, values, "probs", label, first_row, stored)
     # Validated rows are renormalised to sum exactly 1, as scipy.stats.entropy does.
     with np.errstate(divide="ignore"):
         return LogRows(np.log(values), np.log(sums), raw=values, _weights=values, _mass=sums)
 
 
-def _from_logprobs(values, label, first_row, normalize, tolerance) -> LogRows:
+def _from_logprobs(values, label, first_row, normalize, stored) -> LogRows:
     bad = np.isnan(values) | (values == np.inf)
     if bad.any():
         row, col = np.argwhere(bad)[0]
@@ -300,7 +402,7 @@ def _from_logprobs(values, label, first_row, normalize, tolerance) -> LogRows:
         )
     offset = logsumexp(values)
     if not normalize:
-        _require_unit_sums(np.exp(offset), label, first_row, tolerance)
+        _require_unit_sums(np.exp(offset), values, "logprobs", label, first_row, stored)
     if np.isneginf(offset).any():
         row = int(np.flatnonzero(np.isneginf(offset))[0])
         raise DistributionError(f"{label}: row {first_row + row} is all -inf (no probability mass)")
@@ -317,13 +419,43 @@ def _require_finite(values, label, first_row, what) -> None:
         )
 
 
-def _require_unit_sums(sums, label, first_row, tolerance) -> None:
-    off = np.abs(sums - 1.0) > tolerance
-    if off.any():
-        row = int(np.flatnonzero(off)[0])
+def unit_sum_misses(sums: np.ndarray, values: np.ndarray, kind: str, stored: str) -> np.ndarray:
+    """The rows whose sum misses 1 by more than their tolerance (indices; SPEC §3 "Probability tolerance")."""
+    off = np.flatnonzero(~(np.abs(sums - 1.0) <= sum_tolerance(stored, values.shape[1])))
+    return np.array([row for row in off if not abs(sums[row] - 1.0) <= row_tolerance(values[row], kind, stored)[0]],
+                    dtype=np.int64)
+
+
+def looks_like_probabilities(block: np.ndarray, stored: str | None = None) -> bool:
+    """Whether every row of ``block`` is a valid probability vector: entries in [0, 1] summing to 1 (SPEC §3).
+
+    A real model's logits essentially never pass (they are negative, or exceed 1, or miss a unit sum), so
+    a block that does, read as logits, is probabilities read as the wrong kind.
+
+    Examples
+    --------
+    >>> looks_like_probabilities(np.array([[0.2, 0.8], [0.5, 0.5]])), looks_like_probabilities(np.array([[0.2, 0.9]]))
+    (True, False)
+    """
+    if block.ndim != 2 or block.size == 0:
+        return False
+    stored = stored or block.dtype.name
+    values = np.asarray(block, dtype=np.float64)
+    if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+        return False
+    return unit_sum_misses(values.sum(axis=1), values, "probs", stored).size == 0
+
+
+def _require_unit_sums(sums, values, kind, label, first_row, stored) -> None:
+    off = unit_sum_misses(sums, values, kind, stored)
+    if off.size:
+        row = int(off[0])
+        tolerance, narrowest = row_tolerance(values[row], kind, stored)
         raise DistributionError(
-            f"{label}: row {first_row + row} sums to {float(sums[row])!r}, not 1 (tolerance {tolerance:g}); "
-            "pass --normalize for counts or weights, or --kind logits if these are logits"
+            f"{label}: row {first_row + row} sums to {float(sums[row])!r}, not 1 (tolerance {tolerance:.2g} for "
+            f"{values.shape[1]} {narrowest} values)",
+            hint="pass --normalize for counts or weights, or --kind logits if these are logits",
+            api_hint="pass normalize=True for counts or weights, or kind='logits' if these are logits",
         )
 
 

@@ -18,6 +18,8 @@ from klcli.core.logspace import LogRows, as_log_rows
 from klcli.errors import InputError
 
 IGNORE_INDEX = -100  # PyTorch's default ignore_index
+# The note of every command whose perplexity comes out infinite.
+INF_PERPLEXITY = "perplexity is inf: a token has probability 0 (or a loss beyond float range)"
 
 
 def as_token_ids(values: np.ndarray, *, label: str, first_position: int) -> np.ndarray:
@@ -85,7 +87,8 @@ def token_nll(
     if outside.any():
         index = int(np.flatnonzero(outside)[0])
         raise InputError(f"{label}: the label at position {first_position + index} is {int(labels[index])}, outside "
-                         f"the vocabulary [0, {vocab}) (ignored positions use --ignore-index {ignore_index})")
+                         f"the vocabulary [0, {vocab})", hint=f"ignored positions use --ignore-index {ignore_index}",
+                         api_hint=f"ignored positions use ignore_index={ignore_index}", form="{message} ({hint})")
     # log p[label] = z[label] − log Σ e^z: the label's logit read directly, never log(softmax(z)).
     picked = rows.shifted[np.arange(rows.rows), np.where(counted, labels, 0)]
     loss = rows.offset - picked
@@ -132,7 +135,7 @@ def sequence_perplexities(nll_sums: np.ndarray, token_counts: np.ndarray) -> np.
     >>> sequence_perplexities(np.array([2 * math.log(2), 0.0]), np.array([2, 0])).tolist()
     [2.0, nan]
     """
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         return np.exp(nll_sums / token_counts)
 
 
@@ -143,5 +146,23 @@ def corpus_perplexity(nll_total: float, tokens: int) -> float:
     --------
     >>> corpus_perplexity(3 * math.log(4), 3)
     4.0
+    >>> corpus_perplexity(2e4, 1)  # beyond float range: inf, not an OverflowError
+    inf
     """
-    return math.exp(nll_total / tokens)
+    return perplexity_of(nll_total / tokens)
+
+
+def perplexity_of(mean_nll: float) -> float:
+    """exp(mean NLL in nats), +inf where that exceeds the float range (a mean NLL above ≈ 709.78).
+
+    Also for ratios of perplexities, exp(Δ mean NLL), which may overflow the same way.
+
+    Examples
+    --------
+    >>> perplexity_of(math.log(3.0)), perplexity_of(710.0), perplexity_of(-800.0)
+    (3.0000000000000004, inf, 0.0)
+    """
+    try:
+        return math.exp(mean_nll)
+    except OverflowError:
+        return math.inf

@@ -46,7 +46,7 @@ def per_sequence(values: np.ndarray, sequence: np.ndarray, count: int) -> np.nda
 
 
 def mean_and_stderr(values: np.ndarray) -> tuple[float, float | None]:
-    """The batch mean and its standard error std(n−1)/√n.
+    """The batch mean and its standard error std(n−1)/√n (None for one value, or values including inf).
 
     Examples
     --------
@@ -54,6 +54,6 @@ def mean_and_stderr(values: np.ndarray) -> tuple[float, float | None]:
     (2.0, 1.0)
     """
     mean = float(np.mean(values))
-    if values.size < 2:
+    if values.size < 2 or not np.isfinite(values).all():  # the spread of values including inf is undefined
         return mean, None
     return mean, float(np.std(values, ddof=1) / np.sqrt(values.size))

@@ -51,17 +51,21 @@ def quantile(sorted_values: np.ndarray, fraction: float) -> float:
     return low + (high - low) * (position - below)
 
 
-def summarize(values: np.ndarray) -> dict[str, float | int | None]:
+def summarize(values: np.ndarray, rows: np.ndarray | None = None) -> dict[str, float | int | None]:
     """Count, mean, spread, percentiles and the row of the maximum.
 
     Undefined figures (the spread of one value, or of values including
-    ``inf``) are ``None``.
+    ``inf``) are ``None``. ``rows`` is the input row of each value when some
+    rows were left out (ignored positions, padding): ``argmax`` is then that
+    row, not the value's place among the kept ones (SPEC §4).
 
     Examples
     --------
     >>> s = summarize(np.array([1.0, 2.0, 3.0, 4.0]))
     >>> s["count"], s["mean"], round(s["std"], 12), s["median"], s["max"], s["argmax"]
     (4, 2.5, 1.290994448736, 2.5, 4.0, 3)
+    >>> summarize(np.array([1.0, 5.0]), rows=np.array([3, 7]))["argmax"]
+    7
     """
     values = np.asarray(values, dtype=np.float64)
     count = int(values.size)
@@ -80,5 +84,6 @@ def summarize(values: np.ndarray) -> dict[str, float | int | None]:
     for key, fraction in PERCENTILES:
         summary[key] = quantile(ordered, fraction)
     summary["max"] = float(ordered[-1])
-    summary["argmax"] = int(np.argmax(values))
+    at = int(np.argmax(values))
+    summary["argmax"] = int(rows[at]) if rows is not None else at
     return summary

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from klcli.errors import InputError
-from klcli.io.source import Source, first_line
+from klcli.io.source import Source, check_piece, first_line
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -56,7 +56,21 @@ def _read_header(stream: ByteStream, name: str) -> tuple[tuple[int, ...], bool, 
         raise InputError(f"{name}: has dtype {dtype}, not numbers; save it as float32 or float64")
     if len(shape) == 0:
         raise InputError(f"{name}: holds a single number, not a distribution (shape ())")
+    _check_shape(name, tuple(shape))
     return tuple(shape), fortran, dtype
+
+
+MAX_DIMENSIONS = 64  # NumPy's own limit on an array's rank
+
+
+def _check_shape(name: str, shape: tuple) -> None:
+    """A header's shape that NumPy could hold: at most 64 non-negative integer sizes."""
+    if len(shape) > MAX_DIMENSIONS:
+        raise InputError(f"{name}: not a valid .npy file: its header claims {len(shape)} dimensions "
+                         f"(NumPy arrays have at most {MAX_DIMENSIONS})")
+    if any(not isinstance(size, int) or size < 0 for size in shape):
+        raise InputError(f"{name}: not a valid .npy file: its header claims shape {shape}; "
+                         "every size must be a non-negative integer")
 
 
 def _check_size(name: str, shape: tuple[int, ...], dtype: np.dtype, available: int) -> int:
@@ -101,14 +115,25 @@ def open_npy(path: str, operand: str) -> Source:
         offset = stream.tell()
     _check_size(path, shape, dtype, os.path.getsize(path) - offset)
 
+    def mapped() -> np.ndarray:
+        if math.prod(shape) == 0:  # nothing to map (mmap refuses an empty range)
+            return np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
         if math.prod(shape) == 0:
             yield np.empty((0, shape[-1]), dtype=dtype)
             return
-        mapped = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
-        yield from _slices(_as_rows(mapped), block_rows)
+        if not fortran:
+            # Read, not memory-mapped: a file truncated while it is read (a dump still being written) is then a
+            # short read, reported with the file's name, where a memory map dies of SIGBUS. As fast (bench/run.py).
+            with open(path, "rb", buffering=0) as handle:
+                handle.seek(offset)
+                yield from _stream_blocks(handle, path, shape, fortran, dtype, block_rows)
+            return
+        yield from _slices(_as_rows(mapped()), block_rows)
 
-    return Source(operand, path, "npy", shape, str(dtype), blocks)
+    return Source(operand, path, "npy", shape, str(dtype), blocks, array=mapped)
 
 
 def _stream_blocks(
@@ -117,6 +142,8 @@ def _stream_blocks(
     """Read an ``.npy`` body from a stream, block by block, with ``readinto``."""
     total = math.prod(shape)
     if fortran:  # column-major rows are scattered through the body: read it whole
+        check_piece(name, f"a Fortran-ordered array of shape {shape}", total * dtype.itemsize,
+                    "its rows cannot be streamed: save it in C order (np.ascontiguousarray) or as a .npy file")
         body = np.empty(total, dtype=dtype)
         _fill(stream, body, name, 0, total)
         yield from _slices(_as_rows(body.reshape(shape, order="F")), block_rows)
@@ -144,7 +171,8 @@ def _fill(stream: ByteStream, target: np.ndarray, name: str, done: int, total: i
             raise InputError(f"{name}: cannot be read ({first_line(exc)})") from None
         if not got:
             have = done + filled // target.itemsize
-            raise InputError(f"{name}: is truncated: ends after {have} of {total} values")
+            raise InputError(f"{name}: is truncated: ends after {have} of {total} values (was it still being "
+                             "written, or cut short?)")
         filled += got
 
 
@@ -157,6 +185,27 @@ def open_npy_stream(stream: ByteStream, name: str, operand: str, *, fmt: str, si
                   lambda block_rows: _stream_blocks(stream, name, shape, fortran, dtype, block_rows))
 
 
+TORCH_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def torch_checkpoint_error(path: str) -> InputError:
+    return InputError(
+        f"{path}: is a PyTorch checkpoint (torch.save writes pickles), and klcli never unpickles a file (a pickle "
+        "can run code); save the tensor as an array: numpy.save('x.npy', tensor.float().numpy()), or "
+        "safetensors.torch.save_file({'x': tensor}, 'x.safetensors')"
+    )
+
+
+def is_torch_checkpoint(path: str, names: list[str] | None = None) -> bool:
+    """A ``torch.save`` file: a zip holding ``NAME/data.pkl``, or (legacy) a pickle named .pt/.pth/.bin/.ckpt."""
+    if names is not None:
+        return any(name == "data.pkl" or name.endswith("/data.pkl") for name in names)
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return os.path.splitext(path)[1].lower() in TORCH_EXTENSIONS and len(head) == 2 and head[0] == 0x80 \
+        and 2 <= head[1] <= 5
+
+
 def open_npz(path: str, operand: str, key: str | None) -> Source:
     """One array of an ``.npz`` archive, streamed from its (possibly compressed) member."""
     try:
@@ -164,6 +213,8 @@ def open_npz(path: str, operand: str, key: str | None) -> Source:
     except Exception as exc:  # noqa: BLE001 — zipfile fails in many ways on damaged archives
         raise InputError(f"{path}: not a valid .npz archive ({first_line(exc)})") from None
     keys = [name[:-4] for name in archive.namelist() if name.endswith(".npy")]
+    if not keys and is_torch_checkpoint(path, archive.namelist()):
+        raise torch_checkpoint_error(path)
     if key is None:
         if len(keys) != 1:
             listing = ", ".join(keys) if keys else "none"

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from klcli.errors import InputError, ShapeError
-from klcli.io.source import Source
+from klcli.io.source import Source, parse_json
 
 EXTENSIONS = (".json", ".jsonl")
 ABSENT = -9999.0  # OpenAI's sentinel for "not among the top 20"
@@ -77,6 +77,8 @@ def _chat_items(items, where: str) -> list[Position]:
         if not isinstance(item, dict) or "token" not in item or "logprob" not in item:
             raise InputError(f"{at}: a token item needs the keys 'token' and 'logprob'")
         top = {}
+        if not isinstance(item.get("top_logprobs") or [], list):
+            raise InputError(f"{at}.top_logprobs: must be a list of {{token, logprob}} objects")
         for alternative in item.get("top_logprobs") or []:
             if not isinstance(alternative, dict) or "token" not in alternative or "logprob" not in alternative:
                 raise InputError(f"{at}.top_logprobs: each entry needs 'token' and 'logprob'")
@@ -92,7 +94,13 @@ def _legacy(logprobs: dict, where: str) -> list[Position]:
         tokens, values = logprobs["tokens"], logprobs["token_logprobs"]
     except KeyError as missing:
         raise InputError(f"{where}: legacy logprobs need 'tokens' and 'token_logprobs' (missing {missing})") from None
+    if not isinstance(tokens, list) or not isinstance(values, list):
+        raise InputError(f"{where}: legacy logprobs need lists 'tokens' and 'token_logprobs', got "
+                         f"{type(tokens).__name__} and {type(values).__name__}")
     tops = logprobs.get("top_logprobs") or [None] * len(tokens)
+    if not isinstance(tops, list):
+        raise InputError(f"{where}: legacy 'top_logprobs' must be a list (one object per token), "
+                         f"got {type(tops).__name__}")
     if not (len(tokens) == len(values) == len(tops)):
         raise InputError(f"{where}: 'tokens', 'token_logprobs' and 'top_logprobs' have different lengths")
     positions = []
@@ -134,13 +142,13 @@ def read_sequences(path: str) -> list[list[Position]]:
     except UnicodeDecodeError:
         raise InputError(f"{path}: is not UTF-8 JSON text") from None
     try:
-        documents = [json.loads(text)]
+        documents = [parse_json(text, path)]
     except json.JSONDecodeError:
         documents = []
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
-                    documents.append(json.loads(line))
+                    documents.append(parse_json(line, f"{path}: line {number}"))
                 except json.JSONDecodeError as exc:
                     raise InputError(f"{path}: line {number} is not JSON ({exc.msg}); expected a JSON document "
                                      "or one JSON object per line") from None
@@ -173,7 +181,8 @@ def _distribution(known: dict[str, float], shared: list[str], tail: str, where: 
         return probabilities + [1.0 - listed]
     # (Listed mass above 1 is rounding in the file: the shared tokens are then all there is.)
     if listed <= 0:
-        raise InputError(f"{where}: the two files share no token here; --tail renormalize needs at least one")
+        raise InputError(f"{where}: the two files share no token here", hint="--tail renormalize needs at least one",
+                         api_hint="tail='renormalize' needs at least one")
     return [p / listed for p in probabilities] + [0.0]
 
 

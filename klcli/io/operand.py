@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,21 +124,55 @@ def _open(operand, stdin) -> Source:
     if not isinstance(operand, str):
         return open_array(operand)
     if operand == "-":
+        from klcli.streams import CLOSED
+
+        if stdin is None and 0 in CLOSED:
+            raise InputError("standard input is closed (0<&-); pipe CSV text or .npy bytes into '-'")
         return _open_stdin(stdin if stdin is not None else sys.stdin.buffer)
-    if os.path.exists(operand):
-        return _open_file(operand, operand, None)
-    for index, char in enumerate(operand):
-        if char == ":" and index and os.path.isfile(operand[:index]):
-            return _open_file(operand[:index], operand, operand[index + 1 :])
+    path, selector = split_operand(operand)
+    if path is not None:
+        return _open_file(path, operand, selector)
     if _INLINE.match(operand) and any(c.isdigit() or c in "iInN" for c in operand):
         return _open_inline(operand)
     missing = operand.split(":", 1)[0] if ":" in operand else operand
+    _refuse_unsearchable(operand)
     raise InputError(f"{missing}: no such file (nor inline numbers such as 0.1,0.9 or 0.1,0.9;0.5,0.5)")
+
+
+def split_operand(operand: str) -> tuple[str | None, str | None]:
+    """The file an operand reads and its selector, as :func:`open_operand` resolves them.
+
+    ``(None, None)`` for ``-`` and for what is not a file (inline numbers, a
+    missing path). The one resolver of ``FILE:SELECTOR``, so that ``-o`` is
+    checked against exactly the files the readers open.
+    """
+    if operand == "-" or not operand:
+        return None, None
+    if os.path.exists(operand):
+        return operand, None
+    for index, char in enumerate(operand):
+        if char == ":" and index and os.path.isfile(operand[:index]):
+            return operand[:index], operand[index + 1 :]
+    return None, None
+
+
+def _refuse_unsearchable(operand: str) -> None:
+    """A path hidden by a folder without search permission is "permission denied", not "no such file"."""
+    for index in [i for i, char in enumerate(operand) if char == ":"] + [len(operand)]:
+        try:
+            os.stat(operand[:index])
+        except PermissionError:
+            raise InputError(f"{operand[:index]}: cannot be read (permission denied: a folder on its path "
+                             "cannot be searched)") from None
+        except (OSError, ValueError):
+            continue
 
 
 def _open_file(path: str, operand: str, selector: str | None) -> Source:
     if os.path.isdir(path):
         raise InputError(f"{path}: is a directory; name a file")
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO, /dev/stdin on a pipe, a device: read it as a stream
+        return _open_special(path, operand, selector)
     if not os.access(path, os.R_OK):
         raise InputError(f"{path}: cannot be read (permission denied)")
     if os.path.getsize(path) == 0:
@@ -145,6 +180,10 @@ def _open_file(path: str, operand: str, selector: str | None) -> Source:
     # llama.cpp base files are recognised by their magic whatever they are called.
     fmt = _sniff(path, only="llama") or FORMATS.get(os.path.splitext(path)[1].lower()) or _sniff(path)
     if fmt is None:
+        from klcli.io.numpy_files import is_torch_checkpoint, torch_checkpoint_error
+
+        if is_torch_checkpoint(path):
+            raise torch_checkpoint_error(path)
         raise InputError(f"{path}: unknown file type {os.path.splitext(path)[1] or '(no extension)'!r}; "
                          f"klcli reads {SUPPORTED} (rename the file to its format's extension)")
     reader = BY_FORMAT[fmt]
@@ -165,27 +204,69 @@ def _sniff(path: str, only: str | None = None) -> str | None:
     return None
 
 
-def _open_stdin(stream) -> Source:
-    """Standard input: ``.npy`` bytes (recognised by their magic) or CSV/TSV text."""
+def _open_special(path: str, operand: str, selector: str | None) -> Source:
+    """A file that is not a regular file (a FIFO, ``/dev/stdin`` on a pipe, a character device): a stream."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISSOCK(mode) or stat.S_ISBLK(mode):
+        raise InputError(f"{path}: is a {'socket' if stat.S_ISSOCK(mode) else 'block device'}; name a file, "
+                         "a pipe or '-'")
+    if selector is not None:
+        raise InputError(f"{path}: is a pipe or device, read as CSV text or .npy bytes; drop the ':{selector}'")
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 — the Source reads it after this returns
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+    return _open_stdin(stream, operand=operand, name=path)
+
+
+def _open_stdin(stream, operand: str = "-", name: str = "standard input") -> Source:
+    """Standard input (or a pipe named by a path): ``.npy`` bytes (recognised by their magic) or CSV/TSV text."""
     head = stream.peek(6)[:6] if hasattr(stream, "peek") else b""
     if head.startswith(b"\x93NUMPY"):
         from klcli.io.numpy_files import open_npy_stream
 
-        return open_npy_stream(stream, "standard input", "-", fmt="stdin-npy")
-    data = stream.read()
+        return open_npy_stream(stream, name, operand, fmt="stdin-npy")
+    data = _read_text_input(stream)
     if data.startswith(b"\x93NUMPY"):  # a stream that could not be peeked
         import io
 
         from klcli.io.numpy_files import open_npy_stream
 
-        return open_npy_stream(io.BytesIO(data), "standard input", "-", fmt="stdin-npy", size=len(data))
+        return open_npy_stream(io.BytesIO(data), name, operand, fmt="stdin-npy", size=len(data))
     if not data.strip():
-        raise InputError("standard input: is empty; pipe CSV text or .npy bytes into '-'")
+        raise InputError(f"{name}: is empty; pipe CSV text or .npy bytes into {operand!r}")
     from klcli.io.tables import open_csv
 
     first_line = data.split(b"\n", 1)[0]
     delimiter = "\t" if b"\t" in first_line and b"," not in first_line else ","
-    return open_csv(None, "-", None, delimiter=delimiter, data=data)
+    return open_csv(None if operand == "-" else name, operand, None, delimiter=delimiter, data=data)
+
+
+def max_stdin_bytes() -> int:
+    """The most CSV text klcli holds from standard input: ``KLCLI_MAX_STDIN_BYTES``, default 256 MiB."""
+    try:
+        return int(os.environ.get("KLCLI_MAX_STDIN_BYTES", 256 << 20))
+    except ValueError:
+        raise InputError("KLCLI_MAX_STDIN_BYTES must be a number of bytes") from None
+
+
+def _read_text_input(stream) -> bytes:
+    """Standard input's CSV text, read in bounded memory: binary data and endless input are errors.
+
+    (``.npy`` bytes are streamed block by block instead; text is held so a bad row can be located.)
+    """
+    limit = max_stdin_bytes()
+    first = stream.read(1 << 16)
+    if b"\0" in first and not first.startswith(b"\x93NUMPY"):
+        raise InputError("standard input: holds NUL bytes: it is binary data, not CSV text or .npy bytes")
+    parts, size = [first], len(first)
+    while chunk := stream.read(1 << 20):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise InputError(f"standard input: holds more than {limit} bytes of text (KLCLI_MAX_STDIN_BYTES); "
+                             "save it to a file, which klcli reads in streaming, or raise the limit")
+    return b"".join(parts)
 
 
 def parse_inline(text: str) -> np.ndarray:
@@ -241,12 +322,17 @@ def open_array(values, name: str = "array") -> Source:
 def read_array(operand, role: str) -> tuple[np.ndarray, Source]:
     """An operand read whole, in its stored shape (for small parameter arrays)."""
     source = open_operand(operand, role)
+    return whole_array(source), source
+
+
+def whole_array(source: Source) -> np.ndarray:
+    """An opened source's values gathered from its blocks, in its stored shape (a text column as a vector)."""
     blocks = [np.asarray(block) for block in source.blocks(1 << 16)]
     rows = np.concatenate(blocks) if blocks else np.empty((0, source.shape[-1] or 0))
     shape = tuple(rows.shape[0] if s is None else s for s in source.shape)
     if len(shape) == 1 and source.shape[0] is None:  # a text column gathered as one vector
         shape = (rows.size,)
-    return rows.reshape(shape), source
+    return rows.reshape(shape)
 
 
 def read_columns(operand, role: str) -> tuple[dict[str, np.ndarray], Source]:

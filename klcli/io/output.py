@@ -1,53 +1,271 @@
-"""Writing a result to ``-o FILE``: atomically, and never over an input."""
+"""Writing a result to ``-o FILE``: atomically for files, directly for devices and pipes, never over an input.
+
+* ``-o -`` is standard output, and ``/dev/stdout``, ``/dev/stderr`` and
+  ``/dev/fd/N`` are the descriptor itself (written in place, never replaced).
+* A FIFO or a character device (``/dev/null``, a terminal) is written into
+  directly; it is never replaced by a regular file. Sockets, block devices and
+  folders are refused.
+* A regular file (or a new one) is written through a temporary file in the
+  same folder and renamed over it, with signals held off meanwhile, so an
+  interruption leaves the old file or the new one and no temporary file. A
+  symlink is followed (the file behind it is replaced, the link kept). The
+  new file gets the mode ``open()`` would give it (0o666 less the umask); an
+  existing file keeps its mode.
+* Inputs are protected by identity (device and inode), resolved exactly as
+  the readers resolve their operands, standard input included.
+* Every failure is :class:`~klcli.errors.OutputError`: ``-o PATH: reason``.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
+import re
+import signal
+import stat
+import threading
+from collections.abc import Iterable
 
-from klcli.errors import UsageError
+from klcli.errors import OutputError, UsageError
+
+_DESCRIPTOR = re.compile(r"^/(?:dev/fd|proc/(?:self|thread-self)/fd)/(\d+)$")
+_STANDARD = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+_HELD_SIGNALS = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT") if hasattr(signal, name)}
 
 
-def _same_file(a: str, b: str) -> bool:
+def _reason(exc: OSError) -> str:
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
+
+
+def descriptor_of(path: str) -> int | None:
+    """The open descriptor a path names (``-``, ``/dev/stdout``, ``/dev/fd/3``), or None."""
+    if path == "-":
+        return 1
+    for _ in range(40):  # follow /dev/stdout -> /proc/self/fd/1 and the like, but not a descriptor's own target
+        if path in _STANDARD:
+            return _STANDARD[path]
+        match = _DESCRIPTOR.match(path)
+        if match:
+            return int(match.group(1))
+        try:
+            target = os.readlink(path)
+        except (OSError, ValueError):
+            return None
+        path = os.path.join(os.path.dirname(path), target)
+    return None
+
+
+def _identity(info: os.stat_result) -> tuple[int, int]:
+    return info.st_dev, info.st_ino
+
+
+def input_identities(operands: Iterable[str]) -> dict[tuple[int, int], str]:
+    """(device, inode) of every file the operands read, standard input included, by how to name it."""
+    from klcli.io.operand import split_operand
+
+    found: dict[tuple[int, int], str] = {}
+    for operand in operands:
+        if not isinstance(operand, str):
+            continue
+        try:
+            if operand == "-":
+                info = os.fstat(0)
+                name = "standard input"
+            else:
+                path, _selector = split_operand(operand)
+                if path is None:
+                    continue
+                info, name = os.stat(path), path
+        except (OSError, ValueError):
+            continue
+        if stat.S_ISREG(info.st_mode) or stat.S_ISBLK(info.st_mode):
+            found.setdefault(_identity(info), name)
+    return found
+
+
+def check_output_path(path: str, operands: Iterable[str]) -> None:
+    """Refuse, before any work, an ``-o`` target that is an input, or that cannot be a place to write."""
+    if path == "":
+        raise OutputError("-o '': names no file; give a file name, or '-' for standard output")
+    if "\x00" in path:
+        raise OutputError(f"-o {path!r}: a file name cannot hold a NUL character")
+    inputs = input_identities(operands)
+    descriptor = descriptor_of(path)
     try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.abspath(a) == os.path.abspath(b)
-
-
-def input_paths(operands: list[str]) -> list[str]:
-    """The files operands read (``FILE:SELECTOR`` reads FILE)."""
-    return [operand if os.path.exists(operand) else operand.split(":", 1)[0] for operand in operands]
-
-
-def check_output_path(path: str, operands: list[str]) -> None:
-    """Refuse an output path that is one of the inputs, or that cannot be written."""
-    for source in input_paths(operands):
-        if source is not None and os.path.exists(source) and _same_file(path, source):
-            raise UsageError(f"-o {path}: is one of the inputs; klcli never overwrites its inputs")
+        info = os.fstat(descriptor) if descriptor is not None else os.stat(path)
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        if descriptor is not None:
+            raise OutputError(f"-o {path}: {'standard output' if descriptor == 1 else f'descriptor {descriptor}'} "
+                              f"is not open ({_reason(exc)})") from None
+        raise OutputError(f"-o {path}: {_reason(exc)}") from None
+    if info is not None:
+        if _identity(info) in inputs and (stat.S_ISREG(info.st_mode) or stat.S_ISBLK(info.st_mode)):
+            named = inputs[_identity(info)]
+            also = "" if named == path else f" ({named})"
+            raise UsageError(f"-o {path}: is one of the inputs{also}; klcli never overwrites its inputs")
+        _refuse_kind(path, info.st_mode)
+        return
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise UsageError(f"-o {path}: the folder {folder} does not exist")
-    if os.path.isdir(path):
-        raise UsageError(f"-o {path}: is a directory; name a file")
+        raise OutputError(f"-o {path}: the folder {folder} does not exist")
 
 
-def write_atomically(path: str, text: str) -> None:
+def _refuse_kind(path: str, mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise OutputError(f"-o {path}: is a directory; name a file")
+    if stat.S_ISSOCK(mode):
+        raise OutputError(f"-o {path}: is a socket; name a file, a pipe or '-'")
+    if stat.S_ISBLK(mode):
+        raise OutputError(f"-o {path}: is a block device; klcli does not write a report onto a disk")
+
+
+def write_result(path: str, text: str, *, stdout=None) -> None:
+    """Write ``text`` to the ``-o`` target ``path`` (see the module's rules); errors are OutputError."""
+    descriptor = descriptor_of(path)
+    if descriptor is not None:
+        return _write_descriptor(path, descriptor, text, stdout)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise OutputError(f"-o {path}: {_reason(exc)}") from None
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        _refuse_kind(path, info.st_mode)
+        return _write_special(path, text)
+    return write_atomically(path, text, existing=info)
+
+
+def _encoded(text: str) -> bytes:
+    return text.encode("utf-8")
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(descriptor, view)
+        view = view[written:]
+
+
+def _write_descriptor(path: str, descriptor: int, text: str, stdout) -> None:
+    if descriptor == 1 and stdout is not None:  # through the stream, so its buffer and encoding are honoured
+        stdout.write(text)
+        stdout.flush()
+        return
+    try:
+        _write_all(descriptor, _encoded(text))
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"-o {path}: {_reason(exc)}") from None
+
+
+def _write_special(path: str, text: str) -> None:
+    """A FIFO or character device: written into, never replaced."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise OutputError(f"-o {path}: {_reason(exc)}") from None
+    try:
+        _write_all(descriptor, _encoded(text))
+    except BrokenPipeError:
+        raise OutputError(f"-o {path}: the pipe's reader has gone") from None
+    except OSError as exc:
+        raise OutputError(f"-o {path}: {_reason(exc)}") from None
+    finally:
+        os.close(descriptor)
+
+
+class _SignalsHeld:
+    """Hold Ctrl-C, SIGTERM and SIGHUP off while a temporary file exists; they arrive once it is gone.
+
+    Python runs signal handlers in the main thread between bytecodes, so the
+    handlers are swapped for one that only notes the signal, and the noted
+    signals are raised again, to the restored handlers, on the way out.
+    """
+
+    def __enter__(self):
+        self.previous, self.pending = {}, []
+        if threading.current_thread() is threading.main_thread():
+            for number in _HELD_SIGNALS:
+                try:
+                    self.previous[number] = signal.signal(number, self._note)
+                except (OSError, ValueError, TypeError):
+                    pass
+        return self
+
+    def _note(self, number, _frame):
+        self.pending.append(number)
+
+    def __exit__(self, *_exc):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        for number in dict.fromkeys(self.pending):
+            signal.raise_signal(number)
+        return False
+
+
+def _new_file_mode() -> int:
+    """What ``open()`` gives a new file: 0o666 less the umask (read from /proc, else set and restored)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_atomically(path: str, text: str, existing: os.stat_result | None = None) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``.
 
-    An interrupted write leaves the old file (or none) in place, never half a result.
+    An interrupted write leaves the old file (or none) in place, never half a
+    result and never the temporary file: signals are held off until it is
+    renamed or removed.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".klcli-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
+    target = os.path.realpath(path)  # a symlink is kept; the file behind it is replaced
+    folder = os.path.dirname(target)
+    data = _encoded(text)
+    with _SignalsHeld():
+        temporary = None
         try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
+            for _attempt in range(100):
+                candidate = os.path.join(folder, f".klcli-{os.getpid()}-{os.urandom(4).hex()}.tmp")
+                try:
+                    handle = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                                     0o600)
+                except FileExistsError:
+                    continue
+                temporary = candidate
+                break
+            else:
+                raise OSError(errno.EEXIST, "cannot create a temporary file")
+            try:
+                os.fchmod(handle, (existing.st_mode & 0o7777) if existing is not None else _new_file_mode())
+                if existing is not None and os.geteuid() == 0:  # root rewriting a user's file leaves it theirs
+                    try:
+                        os.fchown(handle, existing.st_uid, existing.st_gid)
+                    except OSError:
+                        pass
+                _write_all(handle, data)
+                os.fsync(handle)
+            finally:
+                os.close(handle)
+            os.replace(temporary, target)
+            temporary = None
+        except OSError as exc:
+            if not os.path.isdir(folder):
+                raise OutputError(f"-o {path}: the folder {folder} does not exist (was it removed?)") from None
+            raise OutputError(f"-o {path}: {_reason(exc)}") from None
+        finally:
+            if temporary is not None:
+                try:
+                    os.unlink(temporary)
+                except OSError:
+                    pass

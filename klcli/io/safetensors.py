@@ -18,7 +18,7 @@ import numpy as np
 
 from klcli.errors import InputError
 from klcli.io.numpy_files import as_row_blocks
-from klcli.io.source import Source
+from klcli.io.source import Source, parse_json
 
 DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,
@@ -49,7 +49,7 @@ def _header(path: str) -> tuple[dict, int]:
             raise InputError(f"{path}: not a valid safetensors file: its header claims {length} bytes but the file "
                              f"holds {size - 8} after the length")
         try:
-            header = json.loads(handle.read(length))
+            header = parse_json(handle.read(length), path)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(f"{path}: not a valid safetensors file: its header is not JSON ({exc})") from None
     if not isinstance(header, dict):
@@ -60,10 +60,14 @@ def _header(path: str) -> tuple[dict, int]:
 def _tensor(path: str, header: dict, name: str, data_start: int) -> tuple[np.dtype, tuple, int, str]:
     entry = header[name]
     try:
-        dtype_name, shape, (begin, end) = entry["dtype"], tuple(int(s) for s in entry["shape"]), entry["data_offsets"]
-        begin, end = int(begin), int(end)
+        dtype_name, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
+        if not all(_is_size(value) for value in (*shape, begin, end)) or not isinstance(dtype_name, str):
+            raise TypeError
     except (KeyError, TypeError, ValueError):
-        raise InputError(f"{path}: tensor {name!r} has a malformed header entry {entry!r}") from None
+        raise InputError(f"{path}: tensor {name!r} has a malformed header entry {_brief(entry)} (dtype a name, "
+                         "shape and data_offsets lists of non-negative integers)") from None
+    if len(shape) > 64:
+        raise InputError(f"{path}: tensor {name!r} claims {len(shape)} dimensions; arrays have at most 64")
     if dtype_name not in DTYPES:
         raise InputError(f"{path}: tensor {name!r} has dtype {dtype_name}; klcli reads {', '.join(DTYPES)}")
     dtype = np.dtype(DTYPES[dtype_name])
@@ -78,6 +82,15 @@ def _tensor(path: str, header: dict, name: str, data_start: int) -> tuple[np.dty
     return dtype, shape, data_start + begin, dtype_name
 
 
+def _is_size(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _brief(entry) -> str:
+    text = repr(entry)
+    return text if len(text) <= 200 else text[:200] + "…"
+
+
 def open_safetensors(path: str, operand: str, selector: str | None) -> Source:
     header, data_start = _header(path)
     names = [key for key in header if key != "__metadata__"]
@@ -90,11 +103,16 @@ def open_safetensors(path: str, operand: str, selector: str | None) -> Source:
         raise InputError(f"{path}: has no tensor {selector!r}; it holds: {', '.join(names) or 'none'}")
     dtype, shape, offset, dtype_name = _tensor(path, header, selector, data_start)
 
-    def blocks(block_rows: int) -> Iterator[np.ndarray]:
-        mapped = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape) if math.prod(shape) else \
+    def mapped() -> np.ndarray:
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape) if math.prod(shape) else \
             np.empty(shape, dtype=dtype)
-        for block in as_row_blocks(mapped, block_rows):
+
+    def blocks(block_rows: int) -> Iterator[np.ndarray]:
+        for block in as_row_blocks(mapped(), block_rows):
             yield widen_bf16(block) if dtype_name == "BF16" else block
 
+    def whole() -> np.ndarray:
+        return widen_bf16(mapped()) if dtype_name == "BF16" else mapped()
+
     reported = "bfloat16" if dtype_name == "BF16" else str(dtype)
-    return Source(operand, path, "safetensors", shape, reported, blocks)
+    return Source(operand, path, "safetensors", shape, reported, blocks, array=whole)

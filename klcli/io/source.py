@@ -7,15 +7,48 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from klcli.errors import InputError
+
 # Row blocks hold about this many values, so a block of 32 000-wide logits is
 # 32 rows (1 MiB of float32, 8 MiB once widened to float64).
 BLOCK_VALUES = 1 << 20
 
 
+_QUOTED = 300  # characters of a library's message quoted at most (a damaged header can be kilobytes)
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of a library's error, to quote inside klcli's own one-line message."""
     lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    line = lines[0] if lines else type(exc).__name__
+    return line if len(line) <= _QUOTED else line[:_QUOTED] + "…"
+
+
+# JSON from files (safetensors headers, logprobs documents): integers longer than this are no size,
+# offset or token count, and would meet the interpreter's own int-conversion limit (4300 digits).
+_MAX_JSON_DIGITS = 40
+
+
+def parse_json(text, where: str):
+    """``json.loads`` for untrusted text: nesting and integer length bounded, each an error naming ``where``.
+
+    Raises ``json.JSONDecodeError`` for text that is not JSON (callers word that
+    one themselves); deep nesting (the C parser stops at the interpreter's
+    recursion limit, about 1000 levels) and over-long integers are InputError.
+    """
+    import json
+
+    def integer(digits: str) -> int:
+        if len(digits) > _MAX_JSON_DIGITS:
+            raise InputError(f"{where}: holds an integer of {len(digits.lstrip('-'))} digits; no size, offset or "
+                             "count is that long (is the file damaged?)")
+        return int(digits)
+
+    try:
+        return json.loads(text, parse_int=integer)
+    except RecursionError:
+        raise InputError(f"{where}: its JSON is nested too deeply (arrays or objects hundreds of levels deep); "
+                         "is the file damaged?") from None
 
 
 def read_ahead(items: Iterator, depth: int = 1) -> Iterator:
@@ -71,6 +104,30 @@ def read_ahead(items: Iterator, depth: int = 1) -> Iterator:
                 producer.join(0.01)
 
 
+def max_block_bytes() -> int:
+    """The most memory one decoded piece of an input may take: ``KLCLI_MAX_BLOCK_BYTES``, default 256 MiB.
+
+    A piece is what a reader must hold at once: a row, a Fortran-ordered array
+    read whole, a single table column that is one distribution. Sizes are
+    checked against this before anything is decoded, so a small compressed file
+    that claims gigabytes is an error, not an allocation.
+    """
+    import os
+
+    try:
+        return int(os.environ.get("KLCLI_MAX_BLOCK_BYTES", 256 << 20))
+    except ValueError:
+        raise InputError("KLCLI_MAX_BLOCK_BYTES must be a number of bytes") from None
+
+
+def check_piece(name: str, what: str, nbytes: int, fix: str) -> None:
+    """Refuse a piece larger than :func:`max_block_bytes` before it is allocated."""
+    limit = max_block_bytes()
+    if nbytes > limit:
+        raise InputError(f"{name}: {what} would take {nbytes / 2**20:,.0f} MiB decoded, more than the "
+                         f"{limit / 2**20:,.0f} MiB one block may hold (KLCLI_MAX_BLOCK_BYTES); {fix}")
+
+
 def rows_per_block(outcomes: int) -> int:
     return max(1, BLOCK_VALUES // max(1, outcomes))
 
@@ -99,6 +156,9 @@ class Source:
     kernel_options: dict = field(default_factory=dict)
     # A format that carries the observed tokens, one per row (llama.cpp base files).
     labels: Callable[[int], Iterator[np.ndarray]] | None = field(default=None, repr=False)
+    # A format whose bytes are the array (.npy, safetensors): the whole array in its stored shape, at once
+    # (a read-only memory map; bfloat16 is widened to a float32 copy). None: read it block by block.
+    array: Callable[[], np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from klcli.errors import InputError
-from klcli.io.source import Source, first_line, read_ahead
+from klcli.io.source import Source, check_piece, first_line, max_block_bytes, read_ahead
 
 
 @dataclass
@@ -66,7 +66,8 @@ def choose_layout(schema, name: str, selector: str | None, first_list_length=Non
     names = list(schema.names)
     if selector is not None:
         wanted = [part.strip() for part in selector.split(",") if part.strip()]
-        missing = [w for w in wanted if w not in names]
+        known = set(names)
+        missing = [w for w in wanted if w not in known]
         if missing or not wanted:
             raise InputError(f"{name}: has no column {', '.join(map(repr, missing)) or repr(selector)}; "
                              f"its columns are: {', '.join(names)}")
@@ -74,8 +75,10 @@ def choose_layout(schema, name: str, selector: str | None, first_list_length=Non
         wanted = names
     if not wanted:
         raise InputError(f"{name}: has no columns")
-    kinds = [schema.field(w).type for w in wanted]
-    lists = [w for w, k in zip(wanted, kinds) if _is_list_type(k)]
+    kinds = [schema.field(w).type for w in wanted] if selector is not None else list(schema.types)
+    distinct = set(kinds)  # (a wide table has a few types over many columns: judge each type once)
+    list_kinds = {k for k in distinct if _is_list_type(k)}
+    lists = [w for w, k in zip(wanted, kinds) if k in list_kinds] if list_kinds else []
     if lists:
         if len(wanted) != 1:
             raise InputError(f"{name}: column {lists[0]!r} holds lists; select it alone as {name}:{lists[0]}")
@@ -84,27 +87,38 @@ def choose_layout(schema, name: str, selector: str | None, first_list_length=Non
             raise InputError(f"{name}: list column {wanted[0]!r} holds {value_type}, not numbers")
         width = kinds[0].list_size if _pa().types.is_fixed_size_list(kinds[0]) else first_list_length(wanted[0])
         return Layout(wanted, True, width, _numpy_dtype_name(value_type))
-    text = [(w, k) for w, k in zip(wanted, kinds) if not _is_number_type(k)]
-    if text:
-        column, kind = text[0]
+    text_kinds = {k for k in distinct if not _is_number_type(k)}
+    if text_kinds:
+        column, kind = next((w, k) for w, k in zip(wanted, kinds) if k in text_kinds)
         hint = "" if selector else f"; pick the numeric columns with {name}:COL1,COL2,…"
         raise InputError(f"{name}: column {column!r} holds {kind}, not numbers{hint}")
-    dtypes = {_numpy_dtype_name(k) for k in kinds}
+    dtypes = {_numpy_dtype_name(k) for k in distinct}
     dtype = dtypes.pop() if len(dtypes) == 1 else "float64"
     return Layout(wanted, False, len(wanted), dtype)
+
+
+def _undecodable(path: str) -> InputError:
+    """A batch the reader could not allocate: a real batch larger than memory, or a damaged size field."""
+    return InputError(f"{path}: a record batch cannot be decoded in this machine's memory (larger than memory, or "
+                      "a damaged size in the file); write the table in smaller record batches or row groups")
 
 
 def _layout_of(schema, path: str, selector: str | None, first_length) -> Layout:
     """``choose_layout`` for a binary table, whose damaged schema pyarrow reports in its own ways."""
     try:
         return choose_layout(schema, path, selector, first_length)
+    except InputError:  # klcli's own (a ValueError too): already names the problem
+        raise
     except (KeyError, IndexError, *_read_errors()) as exc:
         raise InputError(f"{path}: has a damaged schema ({first_line(exc)})") from None
 
 
 def batch_rows(batch, layout: Layout, name: str, first_row: int) -> np.ndarray:
     """A record batch as a 2-D array of rows (or a column of the 1-D vector)."""
-    columns = [batch.column(batch.schema.get_field_index(c)) for c in layout.columns]
+    if batch.schema.names == layout.columns:  # (the usual case: one lookup per column is slow on wide tables)
+        columns = batch.columns
+    else:
+        columns = [batch.column(batch.schema.get_field_index(c)) for c in layout.columns]
     for column_name, column in zip(layout.columns, columns):
         if column.null_count:
             row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
@@ -156,6 +170,7 @@ def open_parquet(path: str, operand: str, selector: str | None) -> Source:
         raise InputError(f"{path}: not a valid Parquet file ({first_line(exc)})") from None
 
     def first_length(column: str) -> int:
+        _check_first_row(parquet, path, column)
         try:
             first = next(parquet.iter_batches(batch_size=1, columns=[column]), None)
         except _read_errors() as exc:
@@ -164,11 +179,16 @@ def open_parquet(path: str, operand: str, selector: str | None) -> Source:
 
     layout = _layout_of(schema, path, selector, first_length)
     rows = parquet.metadata.num_rows
+    _check_parquet_sizes(parquet, path, layout, rows)
 
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
         batches = read_ahead(parquet.iter_batches(batch_size=block_rows, columns=layout.columns, use_threads=False))
         try:
             yield from _blocks_from_batches(batches, layout, path, block_rows)
+        except InputError:  # klcli's own (a ValueError too): already names the problem
+            raise
+        except MemoryError:  # pyarrow's ArrowMemoryError too (an ArrowException, but not a damaged-file error)
+            raise _undecodable(path) from None
         except _read_errors() as exc:
             raise InputError(f"{path}: cannot be read ({first_line(exc)})") from None
 
@@ -176,36 +196,112 @@ def open_parquet(path: str, operand: str, selector: str | None) -> Source:
     return Source(operand, path, "parquet", shape, layout.dtype, blocks)
 
 
+def _leaf_values(parquet, column: str) -> list[tuple[int, int]]:
+    """(rows, leaf values) of ``column`` in each row group, from the file's metadata (nothing decoded)."""
+    metadata = parquet.metadata
+    leaves = [i for i in range(metadata.num_columns)
+              if metadata.schema.column(i).path.split(".")[0] == column]
+    return [(metadata.row_group(g).num_rows, sum(metadata.row_group(g).column(i).num_values for i in leaves))
+            for g in range(metadata.num_row_groups)]
+
+
+def _check_first_row(parquet, path: str, column: str) -> None:
+    """Before the first row of a list column is decoded to learn the width: bound what it can hold."""
+    groups = [(rows, values) for rows, values in _leaf_values(parquet, column) if rows]
+    if groups:
+        rows, values = groups[0]
+        check_piece(path, f"row 0 of column {column!r} (up to {values - rows + 1:,} values)",
+                    (values - rows + 1) * 8, "is the file damaged, or are its rows this long?")
+
+
+def _check_parquet_sizes(parquet, path: str, layout: Layout, rows: int) -> None:
+    """The decoded sizes the metadata implies, checked before any page is decoded (decompression bombs:
+    a constant run compresses, dictionary- and run-length-encoded, to a few bytes per billion values)."""
+    width_bytes = 8  # klcli widens every value to float64
+    if layout.is_vector:
+        check_piece(path, f"column {layout.columns[0]!r}, one distribution of {rows:,} values", rows * width_bytes,
+                    "select several columns, or store the distribution as a row (a list column)")
+        return
+    check_piece(path, f"a row of {layout.width:,} values", layout.width * width_bytes, "is the file damaged?")
+    if layout.is_list:
+        for group, (group_rows, values) in enumerate(_leaf_values(parquet, layout.columns[0])):
+            # (A small excess is a ragged row, reported with its row number as it is read.)
+            if (values - group_rows * layout.width) * width_bytes > max_block_bytes():
+                raise InputError(f"{path}: row group {group} of column {layout.columns[0]!r} holds {values:,} "
+                                 f"values for {group_rows:,} rows, not {layout.width:,} per row; rows must be "
+                                 "equally long")
+
+
 # --- Arrow IPC (Feather v2) ------------------------------------------------
 
 
 def open_arrow(path: str, operand: str, selector: str | None) -> Source:
+    """An Arrow IPC file or stream, its record batches decoded one at a time.
+
+    Batches are never all held: a compressed file (lz4 is ``write_feather``'s
+    default) decodes each batch as it is read, so memory is one batch, as for an
+    uncompressed memory-mapped file. A file's rows are counted from its metadata;
+    a stream's by decoding each batch once more.
+    """
     pa = _pa()
-    try:
-        reader = pa.ipc.open_file(pa.memory_map(path, "r"))
-        batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
-        schema = reader.schema
-    except _read_errors():
+
+    def open_batches():
+        """(schema, a function giving a fresh iterator of the batches)."""
+        try:
+            reader = pa.ipc.open_file(pa.memory_map(path, "r"))
+            return reader.schema, lambda: (reader.get_batch(i) for i in range(reader.num_record_batches)), \
+                reader.count_rows  # (from the batches' metadata: nothing decoded)
+        except _read_errors():
+            pass
         try:
             with pa.memory_map(path, "r") as mapped:
-                stream = pa.ipc.open_stream(mapped)
-                schema = stream.schema
-                batches = list(stream)
+                schema = pa.ipc.open_stream(mapped).schema
         except _read_errors() as exc:
             raise InputError(f"{path}: not a valid Arrow IPC / Feather v2 file ({first_line(exc)})") from None
 
+        def stream():
+            with pa.memory_map(path, "r") as mapped:
+                yield from pa.ipc.open_stream(mapped)
+
+        return schema, stream, lambda: sum(batch.num_rows for batch in stream())
+
+    schema, batches, count_rows = open_batches()
+
     def first_length(column: str) -> int:
-        for batch in batches:
-            if batch.num_rows:
-                return len(batch.column(batch.schema.get_field_index(column))[0])
+        try:
+            for batch in batches():
+                if batch.num_rows:
+                    return len(batch.column(batch.schema.get_field_index(column))[0])
+        except InputError:  # klcli's own (a ValueError too): already names the problem
+            raise
+        except MemoryError:  # pyarrow's ArrowMemoryError too (an ArrowException, but not a damaged-file error)
+            raise _undecodable(path) from None
+        except _read_errors() as exc:
+            raise InputError(f"{path}: cannot be read ({first_line(exc)})") from None
         return 0
 
     layout = _layout_of(schema, path, selector, first_length)
-    rows = sum(b.num_rows for b in batches)
+    try:
+        rows = count_rows()
+    except InputError:  # klcli's own (a ValueError too): already names the problem
+        raise
+    except MemoryError:  # pyarrow's ArrowMemoryError too (an ArrowException, but not a damaged-file error)
+        raise _undecodable(path) from None
+    except _read_errors() as exc:
+        raise InputError(f"{path}: not a valid Arrow IPC / Feather v2 file ({first_line(exc)})") from None
+    if layout.is_vector:
+        check_piece(path, f"column {layout.columns[0]!r}, one distribution of {rows:,} values", rows * 8,
+                    "select several columns, or store the distribution as a row (a list column)")
+    else:
+        check_piece(path, f"a row of {layout.width:,} values", layout.width * 8, "is the file damaged?")
 
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
         try:
-            yield from _blocks_from_batches(iter(batches), layout, path, block_rows)
+            yield from _blocks_from_batches(batches(), layout, path, block_rows)
+        except InputError:  # klcli's own (a ValueError too): already names the problem
+            raise
+        except MemoryError:  # pyarrow's ArrowMemoryError too (an ArrowException, but not a damaged-file error)
+            raise _undecodable(path) from None
         except _read_errors() as exc:
             raise InputError(f"{path}: cannot be read ({first_line(exc)})") from None
 
@@ -231,7 +327,13 @@ def _header(opening: bytes, name: str, delimiter: str) -> tuple[list[str], bool]
     except UnicodeDecodeError:
         what = "CSV" if delimiter == "," else "TSV"
         raise InputError(f"{name}: is not UTF-8 text; is it really a {what} file?") from None
-    cells = [c.strip() for c in text.split(delimiter)]
+    # Cells as the CSV reader sees them, quotes removed: a quoted number ("0.5") is a number, not a name.
+    import csv
+
+    try:
+        cells = [c.strip() for c in next(csv.reader([text], delimiter=delimiter), [""])]
+    except csv.Error:  # a stray carriage return inside the line: judge the cells as they are
+        cells = [c.strip() for c in text.split(delimiter)]
     if all(_is_number(c) for c in cells):
         return [str(i) for i in range(len(cells))], False
     return cells, True
@@ -259,6 +361,91 @@ def _locate_problem(data: bytes, name: str, delimiter: str, has_header: bool, wi
     return None
 
 
+# Rows this wide are parsed line by line with NumPy: pyarrow's CSV reader costs per column (builders,
+# type inference, a to_numpy per column) — 33 s and 3 GB for a 300,000-column file, against about a second.
+WIDE_COLUMNS = 4096
+
+
+def _check_text(opening: bytes, name: str, delimiter: str) -> None:
+    """Refuse binary data and CR-only line ends up front, with the fix, instead of pyarrow's parse errors."""
+    what = "CSV" if delimiter == "," else "TSV"
+    if b"\0" in opening[:1 << 16]:
+        raise InputError(f"{name}: holds NUL bytes: it is binary data, not {what} text")
+    if b"\r" in opening.rstrip(b"\r\n"):
+        raise InputError(f"{name}: its lines end with a bare carriage return (CR, old Mac style); "
+                         f"convert them to newlines, e.g. tr '\\r' '\\n' < IN > OUT")
+
+
+def _wide_blocks(handle, name: str, delimiter: str, has_header: bool, width: int, selected,
+                 block_rows: int) -> Iterator[np.ndarray]:
+    """Blocks of a wide CSV's rows, one line at a time: ``np.fromstring`` per line, linear in the columns."""
+    import warnings
+
+    separator = delimiter.encode()
+    # A row of numbers needs no more than this many bytes; a longer line is damaged (or not CSV).
+    longest = width * 64 + (1 << 16)
+    if has_header:
+        handle.readline()
+    line_number = 1 if has_header else 0
+    row = 0
+    block: list[np.ndarray] = []
+    while True:
+        line = handle.readline(longest + 1)
+        line_number += 1
+        if not line:
+            break
+        if len(line) > longest:
+            raise InputError(f"{name}: row {row} (line {line_number}) is longer than {longest} bytes, far more "
+                             f"than {width} numbers need; is the file damaged?")
+        if not line.strip():
+            continue
+        text = line.replace(b'"', b"").strip()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # (fromstring warns, or raises, where it stops early)
+                values = np.fromstring(text, dtype=np.float64, sep=delimiter) if text else np.empty(0)
+        except ValueError:
+            values = None
+        if values is None or values.size != width or text.endswith(separator):
+            raise InputError(_wide_problem(text.decode("utf-8", errors="replace"), name, delimiter, width, row,
+                                           line_number, has_header))
+        block.append(values if selected is None else values[selected])
+        row += 1
+        if len(block) >= block_rows:
+            yield np.stack(block)
+            block = []
+    if block:
+        yield np.stack(block)
+    if not row:
+        raise InputError(f"{name}: has a header but no rows of numbers")
+
+
+def _wide_problem(line: str, name: str, delimiter: str, width: int, row: int, line_number: int,
+                  has_header: bool) -> str:
+    cells = line.split(delimiter)
+    if len(cells) != width:
+        return (f"{name}: row {row} (line {line_number}) has {len(cells)} cells but the "
+                f"{'header' if has_header else 'first row'} has {width}; every row needs the same columns")
+    for index, cell in enumerate(cells):
+        if not _is_number(cell.strip()):
+            what = "is empty" if not cell.strip() else f"{cell.strip()!r} is not a number"
+            return f"{name}: row {row} (line {line_number}), column {index}: {what}"
+    return f"{name}: row {row} (line {line_number}) is not {width} numbers"
+
+
+def _csv_layout(names: list[str], name: str, selector: str | None) -> Layout:
+    """Every CSV column is read as float64: the layout without a pyarrow schema of every column (seconds at
+    300,000 columns); a selector's columns go through :func:`choose_layout`, the column list checked first."""
+    if selector is None:
+        return Layout(names, False, len(names), "float64")
+    pa = _pa()
+    wanted = [part.strip() for part in selector.split(",") if part.strip()]
+    known = set(names)
+    if not wanted or any(w not in known for w in wanted):
+        return choose_layout(pa.schema([(n, pa.float64()) for n in names]), name, selector)  # (its message)
+    return choose_layout(pa.schema([(w, pa.float64()) for w in dict.fromkeys(wanted)]), name, selector)
+
+
 def open_csv(path: str | None, operand: str, selector: str | None, *, delimiter: str,
              data: bytes | None = None) -> Source:
     """A CSV or TSV file (or standard input's bytes, passed as ``data``)."""
@@ -271,15 +458,18 @@ def open_csv(path: str | None, operand: str, selector: str | None, *, delimiter:
     if not opening.strip():
         raise InputError(f"{name}: is empty; expected rows of comma-separated numbers")
     names, has_header = _header(opening, name, delimiter)
+    _check_text(opening, name, delimiter)
+    if has_header and not opening.endswith(b"\n"):  # the header is the whole text (pyarrow: "could not skip")
+        raise InputError(f"{name}: has a header but no rows of numbers (a single line, with no newline)")
     if len(set(names)) != len(names):
         raise InputError(f"{name}: the header names a column twice; column names must be unique")
 
     pa = _pa()
     import pyarrow.csv as pcsv
 
-    schema = pa.schema([(n, pa.float64()) for n in names])
-    layout = choose_layout(schema, name, selector)
-    selected = [names.index(c) for c in layout.columns]
+    layout = _csv_layout(names, name, selector)
+    position = {column: index for index, column in enumerate(names)}  # (list.index per column was quadratic)
+    selected = [position[c] for c in layout.columns]
 
     def batches():
         source = path if data is None else pa.BufferReader(data)
@@ -296,10 +486,18 @@ def open_csv(path: str | None, operand: str, selector: str | None, *, delimiter:
 
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
         produced = False
+        if len(names) >= WIDE_COLUMNS and not layout.is_vector:
+            handle = open(path, "rb") if data is None else io.BytesIO(data)
+            with handle:
+                yield from _wide_blocks(handle, name, delimiter, has_header, len(names),
+                                        None if len(selected) == len(names) else selected, block_rows)
+            return
         try:
             for block in _blocks_from_batches(batches(), layout, name, block_rows):
                 produced = produced or block.size > 0
                 yield block
+        except InputError:
+            raise
         except _read_errors() as exc:
             whole = data if data is not None else Path(path).read_bytes()
             message = _locate_problem(whole, name, delimiter, has_header, len(names), selected)

@@ -157,3 +157,186 @@ def test_top_k_matches_a_stable_sort():
         expected = np.array([np.lexsort((np.arange(values.shape[1]), -row))[:min(k, values.shape[1])]
                              for row in values])
         np.testing.assert_array_equal(top_k(values, k), expected)
+
+
+# --- padded batches: ignored positions, --mask, --shift, input row numbers -----------------------------------------
+
+B, T, V = 4, 32, 1000
+LENGTHS = (32, 25, 18, 29)  # real tokens per sequence; the rest is right padding
+
+
+@pytest.fixture
+def padded(tmp_path):
+    """A padded batch as a training loop dumps it: garbage logits (huge random values) and label −100 at padding."""
+    rng = np.random.default_rng(14)
+    base = rng.normal(0, 2, size=(B, T, V)).astype(np.float32)
+    test = (base + rng.normal(0, 0.05, size=base.shape)).astype(np.float32)
+    labels = rng.integers(0, V, size=(B, T))
+    for b, length in enumerate(LENGTHS):
+        labels[b, length:] = -100
+        base[b, length:] = (rng.normal(0, 1, size=(T - length, V)) * 1e4).astype(np.float32)
+        test[b, length:] = (rng.normal(0, 1, size=(T - length, V)) * 1e4).astype(np.float32)
+    for name, array in (("base", base), ("test", test), ("labels", labels),
+                        ("mask", (labels != -100).astype(np.int8)), ("bool_mask", labels != -100)):
+        np.save(tmp_path / f"{name}.npy", array)
+    return base.reshape(B * T, V), test.reshape(B * T, V), labels.reshape(-1), tmp_path
+
+
+def _numpy_reference(base, test, rows, labels=None, k=5):
+    """Every figure over the given input rows only, from scipy's log_softmax and direct formulas."""
+    log_p = special.log_softmax(base[rows].astype(np.float64), axis=1)
+    log_q = special.log_softmax(test[rows].astype(np.float64), axis=1)
+    p, q = np.exp(log_p), np.exp(log_q)
+    m = 0.5 * (p + q)
+    out = {
+        "kl": np.sum(p * (log_p - log_q), axis=1),
+        "kl_reverse": np.sum(q * (log_q - log_p), axis=1),
+        "js": 0.5 * np.sum(p * np.log(p / m), axis=1) + 0.5 * np.sum(q * np.log(q / m), axis=1),
+        "tv": 0.5 * np.abs(p - q).sum(axis=1),
+        "agree": base[rows].argmax(axis=1) == test[rows].argmax(axis=1),
+        "overlap": np.array([len(set(np.argsort(-a, kind="stable")[:k]) & set(np.argsort(-b, kind="stable")[:k])) / k
+                             for a, b in zip(base[rows], test[rows])]),
+    }
+    if labels is not None:
+        at = np.arange(rows.size)
+        out["nll_base"], out["nll_test"] = -log_p[at, labels[rows]], -log_q[at, labels[rows]]
+        out["delta_p"] = q[at, labels[rows]] - p[at, labels[rows]]
+    return out
+
+
+def _assert_report(doc, ref, rows):
+    """Every per-position statistic of ``doc`` over exactly ``rows`` (input row numbers), against ``ref``."""
+    n = rows.size
+    for key in ("kl", "kl_reverse", "js", "tv"):
+        summary, values = doc[key], ref[key]
+        assert summary["count"] == n, key
+        assert summary["mean"] == pytest.approx(values.mean(), rel=1e-9), key
+        assert summary["std"] == pytest.approx(np.std(values, ddof=1), rel=1e-9), key
+        for name, fraction in (("min", 0), ("p1", 1), ("median", 50), ("p99", 99), ("max", 100)):
+            assert summary[name] == pytest.approx(np.percentile(values, fraction), rel=1e-9), (key, name)
+        assert summary["argmax"] == int(rows[np.argmax(values)]), key  # the row of the input
+    assert doc["top1_agreement"] == pytest.approx(ref["agree"].mean(), rel=1e-12)
+    agreement = ref["agree"].mean()
+    assert doc["top1_agreement_stderr"] == pytest.approx(math.sqrt(agreement * (1 - agreement) / (n - 1)), rel=1e-12)
+    assert doc["topk_overlap"] == pytest.approx(ref["overlap"].mean(), rel=1e-12)
+    order = np.argsort(-ref["kl"], kind="stable")[:len(doc["worst"])]
+    assert [w["row"] for w in doc["worst"]] == rows[order].tolist()
+    np.testing.assert_allclose([w["kl"] for w in doc["worst"]], ref["kl"][order], rtol=1e-9)
+
+
+def test_ignored_labels_leave_every_statistic(cli, padded):
+    base, test, labels, folder = padded
+    real = np.flatnonzero(labels != -100)
+    doc = cli("compare", folder / "base.npy", folder / "test.npy", "--labels", folder / "labels.npy", "--json",
+              "--per-row").json()
+    ref = _numpy_reference(base, test, real, labels)
+    assert doc["rows"] == B * T and doc["tokens"] == real.size == sum(LENGTHS)
+    assert doc["ignored_positions"] == B * T - real.size
+    assert doc["value"] == pytest.approx(ref["kl"].mean(), rel=1e-9) and doc["value"] < 0.01
+    _assert_report(doc, ref, real)
+    assert all(w["label"] != -100 for w in doc["worst"])
+    for side in ("base", "test"):
+        assert doc[f"ppl_{side}"] == pytest.approx(math.exp(ref[f"nll_{side}"].mean()), rel=1e-9)
+    assert doc["delta_p"]["count"] == real.size
+    assert doc["delta_p"]["mean"] == pytest.approx(ref["delta_p"].mean(), rel=1e-9)
+    assert doc["delta_p"]["argmax"] == int(real[np.argmax(ref["delta_p"])])
+    assert any("left out" in note for note in doc["notes"])
+    # per_row keeps the input's rows: null where the position was left out
+    kl = doc["per_row"]["kl"]
+    assert len(kl) == B * T and all(kl[i] is None for i in np.flatnonzero(labels == -100))
+    np.testing.assert_allclose([kl[i] for i in real], ref["kl"], rtol=1e-9)
+    assert [doc["per_row"]["top1_agree"][i] for i in real] == ref["agree"].tolist()
+
+
+@pytest.mark.parametrize("mask", ["mask.npy", "bool_mask.npy"])
+def test_mask_selects_positions_without_labels(cli, padded, mask):
+    base, test, labels, folder = padded
+    real = np.flatnonzero(labels != -100)
+    doc = cli("compare", folder / "base.npy", folder / "test.npy", "--mask", folder / mask, "--json").json()
+    _assert_report(doc, _numpy_reference(base, test, real), real)
+    assert "tokens" not in doc and doc["inputs"][2]["kind"] == "mask"
+
+
+def test_mask_and_labels_combine_by_and(cli, padded):
+    base, test, labels, folder = padded
+    mask = labels != -100
+    mask[::3] = False  # the mask drops further positions; the labels drop the padding
+    np.save(folder / "sparse.npy", mask.reshape(B, T))
+    kept = np.flatnonzero(mask & (labels != -100))
+    doc = cli("compare", folder / "base.npy", folder / "test.npy", "--labels", folder / "labels.npy",
+              "--mask", folder / "sparse.npy", "--json").json()
+    ref = _numpy_reference(base, test, kept, labels)
+    _assert_report(doc, ref, kept)
+    assert doc["tokens"] == kept.size
+    assert doc["ppl_base"] == pytest.approx(math.exp(ref["nll_base"].mean()), rel=1e-9)
+
+
+def test_shift_scores_position_t_against_label_t_plus_1(cli, padded):
+    base, test, labels, folder = padded
+    # Hugging Face: logits[:, :-1] against labels[:, 1:]; the last position of each sequence has no label.
+    next_label = np.full((B, T), -100)
+    next_label[:, :-1] = labels.reshape(B, T)[:, 1:]
+    next_label = next_label.reshape(-1)
+    kept = np.flatnonzero(next_label != -100)
+    doc = cli("compare", folder / "base.npy", folder / "test.npy", "--labels", folder / "labels.npy", "--shift",
+              "--json").json()
+    ref = _numpy_reference(base, test, kept, next_label)
+    _assert_report(doc, ref, kept)
+    assert doc["tokens"] == kept.size == sum(LENGTHS) - B
+    assert doc["ppl_test"] == pytest.approx(math.exp(ref["nll_test"].mean()), rel=1e-9)
+    assert {w["label"] for w in doc["worst"]} <= set(next_label[kept].tolist())
+    # perplexity --shift scores the same tokens the same way
+    ppl = cli("perplexity", folder / "base.npy", "--labels", folder / "labels.npy", "--shift", "--json").json()
+    assert ppl["tokens"] == doc["tokens"] and ppl["perplexity"] == pytest.approx(doc["ppl_base"], rel=1e-12)
+
+
+def test_padding_errors_and_usage(cli, padded):
+    base, test, labels, folder = padded
+    args = ["compare", folder / "base.npy", folder / "test.npy"]
+    np.save(folder / "halves.npy", np.full(B * T, 0.5))
+    bad = cli(*args, "--mask", folder / "halves.npy")
+    assert bad.code == 2 and "position 0 holds 0.5" in bad.err and "1 (score the position) or 0" in bad.err
+    np.save(folder / "short_mask.npy", np.ones(B * T - 1))
+    short = cli(*args, "--mask", folder / "short_mask.npy")
+    assert short.code == 2 and "holds 127 mask values but the logits have more than 127 positions" in short.err
+    shift = cli(*args, "--shift")
+    assert shift.code == 2 and "--shift" in shift.err and "--labels" in shift.err
+    np.save(folder / "none.npy", np.zeros(B * T, dtype=np.int8))
+    nothing = cli(*args, "--mask", folder / "none.npy")
+    assert nothing.code == 2 and "no position was scored" in nothing.err
+
+
+def test_errors_name_the_input_row(cli, padded):
+    """A bad value at a scored position is reported at its input row; padding is never validated."""
+    base, test, labels, folder = padded
+    broken = base.copy()
+    broken[labels == -100] = np.nan  # NaN padding is fine: it is left out
+    bad_row = int(np.flatnonzero(labels != -100)[40])
+    broken[bad_row, 7] = np.inf
+    np.save(folder / "broken.npy", broken.reshape(B, T, V))
+    run = cli("compare", folder / "broken.npy", folder / "test.npy", "--labels", folder / "labels.npy")
+    assert run.code == 2 and f"row {bad_row} has inf at column 7" in run.err
+    broken[bad_row, 7] = 0.0
+    np.save(folder / "broken.npy", broken.reshape(B, T, V))
+    doc = cli("compare", folder / "broken.npy", folder / "test.npy", "--labels", folder / "labels.npy",
+              "--json").json()
+    real = np.flatnonzero(labels != -100)
+    assert doc["value"] == pytest.approx(_numpy_reference(broken, test, real)["kl"].mean(), rel=1e-9)
+
+
+def test_shift_moves_the_mask_with_its_labels(cli, padded):
+    """With --shift a mask 0 at position t+1 drops position t, as a label of --ignore-index there would."""
+    base, test, labels, folder = padded
+    mask = np.ones(B * T, dtype=bool)
+    mask[5::7] = False
+    np.save(folder / "holes.npy", mask)
+    masked = np.where(mask, labels, -100).reshape(B, T)
+    next_label = np.full((B, T), -100)
+    next_label[:, :-1] = masked[:, 1:]
+    next_label = next_label.reshape(-1)
+    kept = np.flatnonzero(next_label != -100)
+    doc = cli("compare", folder / "base.npy", folder / "test.npy", "--labels", folder / "labels.npy", "--mask",
+              folder / "holes.npy", "--shift", "--json").json()
+    ref = _numpy_reference(base, test, kept, next_label)
+    _assert_report(doc, ref, kept)
+    assert doc["ppl_base"] == pytest.approx(math.exp(ref["nll_base"].mean()), rel=1e-9)

@@ -44,7 +44,8 @@ CASES = [
     (("kl", "neg.csv", "0.5,0.5"), "P (neg.csv): row 1 has a negative probability -0.2 at column 0; probabilities "
                                    "must be >= 0 (pass --kind logits or --kind logprobs if these are scores)"),
     (("kl", "nan.csv", "0.5,0.5"), "P (nan.csv): row 1 has nan at column 0; probabilities must be finite numbers"),
-    (("kl", "sum.csv", "0.5,0.5"), "P (sum.csv): row 1 sums to 0.9, not 1 (tolerance 1e-06); pass --normalize for "
+    (("kl", "sum.csv", "0.5,0.5"), "P (sum.csv): row 1 sums to 0.9, not 1 (tolerance 1.1e-06 for 2 float64 values); "
+                                   "pass --normalize for "
                                    "counts or weights, or --kind logits if these are logits"),
     (("kl", "bad.parquet", "1"), "bad.parquet: not a valid Parquet file (Parquet magic bytes not found in footer. "
                                  "Either the file is corrupted or this is not a parquet file.)"),

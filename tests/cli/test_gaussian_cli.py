@@ -91,3 +91,21 @@ def test_errors(cli, args, message):
     run = cli("gaussian", *args)
     assert (run.code, run.out) == (2, "")
     assert run.err == f"klcli: error: {message}\n"
+
+
+def test_ill_conditioned_covariance_is_reported_with_its_condition_number(cli, tmp_path):
+    """Issue 14 item 13: condition number ≥ 1e10 gives the figure and a note naming it and the digits it costs."""
+    cov = np.diag([1.0, 1e-12])
+    np.save(tmp_path / "c.npy", cov)
+    np.save(tmp_path / "fine.npy", np.eye(2))
+    run = cli("gaussian", "--mu1", "0,0", "--cov1", tmp_path / "c.npy", "--mu2", "1,0", "--cov2",
+              tmp_path / "fine.npy", "--json")
+    assert run.code == 0
+    doc = run.json()
+    exact = 0.5 * (1.0 + 1e-12 + 1.0 - 2 + 0.0 - np.log(1e-12))  # tr + Mahalanobis − k + log det Σ2 − log det Σ1
+    assert doc["value"] == pytest.approx(exact, rel=1e-12)
+    note = [n for n in doc["notes"] if "condition number" in n]
+    assert len(note) == 1 and "--cov1" in note[0] and "1e+12" in note[0] and "12 of" in note[0]
+    run = cli("gaussian", "--mu1", "0,0", "--cov1", tmp_path / "fine.npy", "--mu2", "1,0", "--cov2",
+              tmp_path / "fine.npy", "--json")
+    assert not [n for n in run.json()["notes"] if "condition number" in n]

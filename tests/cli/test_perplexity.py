@@ -171,3 +171,33 @@ def test_labels_of_unknown_length_that_run_short(cli, tmp_path):
     assert run.err.startswith(f"klcli: error: labels ({tmp_path / 'ids.csv'}) (shape (?,)) do not match the logits "
                               f"({LOGITS}) (shape (3, 16, 50)): ")
     assert "has 48 rows but" in run.err and "has 40" in run.err
+
+
+def test_rows_are_the_inputs_rows_with_ignored_positions(cli, tmp_path):
+    """argmax is the position in the input, not the rank among scored tokens; an all-padding sequence is a null row."""
+    rng = np.random.default_rng(8)
+    logits = rng.normal(0, 3, size=(4, 32, 1000)).astype(np.float32)
+    labels = rng.integers(0, 1000, size=(4, 32))
+    labels[0, 20:] = labels[1, :] = labels[3, 10:] = -100  # sequence 1 is all padding
+    np.save(tmp_path / "logits.npy", logits)
+    np.save(tmp_path / "labels.npy", labels)
+    losses, keep = _reference(logits, labels)
+    positions = np.flatnonzero(keep)
+    for command in ("perplexity", "xent"):
+        doc = cli(command, tmp_path / "logits.npy", "--labels", tmp_path / "labels.npy", "--json", "--per-row").json()
+        assert doc["summary"]["argmax"] == int(positions[np.argmax(losses)]) != int(np.argmax(losses))
+        assert doc["summary"]["max"] == pytest.approx(losses.max(), rel=1e-9)
+        assert doc["per_row"]["tokens"] == [20, 0, 32, 10]
+        per_row = doc["per_row"]["nll" if command == "perplexity" else "cross_entropy"]
+        assert per_row[1] is None
+        assert per_row[3] == pytest.approx(losses[-10:].mean(), rel=1e-9)
+    assert doc["tokens"] == 62
+    doc = cli("perplexity", tmp_path / "logits.npy", "--labels", tmp_path / "labels.npy", "--json").json()
+    assert doc["sequences"] == 3
+    # the tokens' own log-probabilities, padded with NaN: argmax is row·T + column
+    token_logprobs = np.full((4, 32), np.nan)
+    token_logprobs[keep.reshape(4, 32)] = -losses
+    np.save(tmp_path / "lp.npy", token_logprobs)
+    doc = cli("perplexity", tmp_path / "lp.npy", "--kind", "logprobs", "--json", "--per-row").json()
+    assert doc["summary"]["argmax"] == int(positions[np.argmax(losses)])
+    assert doc["sequences"] == 3 and doc["per_row"]["tokens"] == [20, 0, 32, 10]

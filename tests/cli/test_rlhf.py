@@ -95,8 +95,8 @@ def test_reward_as_a_number_and_errors(cli, tmp_path):
     shifted[1, 9] = -1.0  # padding differs
     np.save(tmp_path / "pad.npy", shifted)
     run = cli("rlhf", f"{RLHF}:policy", tmp_path / "pad.npy")
-    assert run.code == 2 and run.err == ("klcli: error: POLICY and REF are padded differently: position 21 is NaN in "
-                                         "one only\n")
+    assert run.code == 2 and run.err == ("klcli: error: POLICY and REF are padded differently: position 21 "
+                                         "(sequence 1) is NaN in POLICY only\n")
 
 
 def test_distillation_t2_scale(cli):
@@ -119,3 +119,99 @@ def test_token_logprobs_read_off_the_logits_at_the_labels(cli):
     assert from_logits["tokens"] == 60 and "exact_kl" in from_logits
     missing = cli("rlhf", "--policy-logits", f"{RLHF}:policy_logits", "--ref-logits", f"{RLHF}:ref_logits")
     assert missing.code == 2 and "give --policy-logits, --ref-logits and --labels" in missing.err
+
+
+# --- padding: a sequence that is all padding, impossible log-probabilities, NaN rewards ----------------------------
+
+
+@pytest.fixture
+def padded_batch(tmp_path):
+    """B=4 sequences of T=32 over V=1000; sequence 2 is all padding; padding holds garbage (or NaN) logits."""
+    rng = np.random.default_rng(9)
+    B, T, V = 4, 32, 1000
+    policy = rng.normal(0, 2, size=(B, T, V)).astype(np.float32)
+    ref = (policy + rng.normal(0, 0.1, size=policy.shape)).astype(np.float32)
+    tokens = rng.integers(0, V, size=(B, T))
+    lengths = (32, 20, 0, 7)
+    for b, length in enumerate(lengths):
+        tokens[b, length:] = -100
+        policy[b, length:] = rng.normal(0, 1, size=(T - length, V)) * 1e4
+        ref[b, length:] = np.nan
+    log_pi = special.log_softmax(policy.astype(np.float64), axis=-1)
+    log_ref = special.log_softmax(ref.astype(np.float64), axis=-1)
+    keep = tokens != -100
+    at = np.where(keep, tokens, 0)[..., None]
+    token_pi = np.where(keep, np.take_along_axis(log_pi, at, -1)[..., 0], np.nan)
+    token_ref = np.where(keep, np.take_along_axis(log_ref, at, -1)[..., 0], np.nan)
+    exact = np.where(keep, np.sum(np.exp(log_pi) * (log_pi - log_ref), axis=-1), 0.0).sum(axis=1)
+    for name, array in (("policy_logits", policy), ("ref_logits", ref), ("tokens", tokens), ("policy", token_pi),
+                        ("ref", token_ref)):
+        np.save(tmp_path / f"{name}.npy", array)
+    return token_pi, token_ref, exact, tmp_path
+
+
+def test_a_sequence_that_is_all_padding_is_not_a_sequence(cli, padded_batch):
+    token_pi, token_ref, exact, folder = padded_batch
+    real = np.array([0, 1, 3])
+    ref = _references(token_pi[real], token_ref[real])
+    rewards = np.array([1.0, 0.5, np.nan, 2.0])  # no reward for the empty sequence
+    np.save(folder / "reward.npy", rewards)
+    routes = {
+        "logprobs": [folder / "policy.npy", folder / "ref.npy", "--policy-logits", folder / "policy_logits.npy",
+                     "--ref-logits", folder / "ref_logits.npy"],
+        "logits": ["--policy-logits", folder / "policy_logits.npy", "--ref-logits", folder / "ref_logits.npy",
+                   "--labels", folder / "tokens.npy"],
+    }
+    for route, args in routes.items():
+        doc = cli("rlhf", *args, "--reward", folder / "reward.npy", "--json", "--per-row").json()
+        assert doc["sequences"] == 3 and doc["tokens"] == 59 and doc["rows"] == 4, route
+        for name in ("k1", "k2", "k3"):
+            got = doc["estimators"][name]
+            assert got["mean"] == pytest.approx(ref[name].mean(), rel=1e-9), (route, name)
+            assert got["stderr"] == pytest.approx(np.std(ref[name], ddof=1) / math.sqrt(3), rel=1e-9)
+            assert got["per_sequence"][2] is None and doc["per_row"][name][2] is None
+            np.testing.assert_allclose([got["per_sequence"][i] for i in real], ref[name], rtol=1e-9)
+        assert doc["value"] == pytest.approx(ref["k3"].mean(), rel=1e-9)
+        assert doc["summary"]["count"] == 3 and doc["summary"]["argmax"] == int(real[np.argmax(ref["k3"])])
+        assert doc["exact_kl"]["mean"] == pytest.approx(exact[real].mean(), rel=1e-9)
+        objective = rewards[real] - 0.1 * ref["k3"]
+        assert doc["objective"]["mean"] == pytest.approx(objective.mean(), rel=1e-9)
+        assert any("all padding" in note for note in doc["notes"])
+
+
+def test_impossible_log_probabilities_and_rewards_are_errors(cli, padded_batch):
+    token_pi, token_ref, _, folder = padded_batch
+    above = token_pi.copy()
+    above[1, 3] = 0.25  # a probability, not a log-probability
+    np.save(folder / "above.npy", above)
+    run = cli("rlhf", folder / "above.npy", folder / "ref.npy")
+    assert run.code == 2 and f"POLICY ({folder / 'above.npy'}): position 35 (sequence 1) holds 0.25; " \
+        "log-probabilities must be <= 0" in run.err
+    impossible = token_pi.copy()
+    impossible[3, 6] = -np.inf
+    np.save(folder / "impossible.npy", impossible)
+    run = cli("rlhf", folder / "impossible.npy", folder / "ref.npy")
+    assert run.code == 2 and "position 102 (sequence 3) holds -inf, but the tokens were sampled from the policy" \
+        in run.err
+    np.save(folder / "nan_reward.npy", np.array([1.0, np.nan, 0.0, 2.0]))
+    run = cli("rlhf", folder / "policy.npy", folder / "ref.npy", "--reward", folder / "nan_reward.npy")
+    assert run.code == 2 and "the reward of sequence 1 is nan; give a finite reward" in run.err
+    run = cli("rlhf", folder / "policy.npy", folder / "ref.npy", "--reward", "nan")
+    assert run.code == 2 and "--reward nan: the reward of sequence 0 is nan" in run.err
+    np.save(folder / "all_padding.npy", np.full((2, 5), np.nan))
+    run = cli("rlhf", folder / "all_padding.npy", folder / "all_padding.npy")
+    assert run.code == 2 and "no token was counted" in run.err
+
+
+def test_a_reference_probability_of_zero_is_an_infinite_kl_with_a_note(cli, padded_batch):
+    token_pi, token_ref, _, folder = padded_batch
+    zero = token_ref.copy()
+    zero[1, 4] = -np.inf
+    np.save(folder / "zero.npy", zero)
+    doc = cli("rlhf", folder / "policy.npy", folder / "zero.npy", "--json", "--per-row").json()
+    for name in ("k1", "k2", "k3"):
+        assert doc["estimators"][name]["per_sequence"][1] == "inf"
+        assert doc["estimators"][name]["mean"] == "inf" and doc["estimators"][name]["stderr"] is None
+    finite = _references(token_pi[[0, 3]], token_ref[[0, 3]])
+    assert doc["estimators"]["k3"]["per_sequence"][3] == pytest.approx(finite["k3"][1], rel=1e-9)
+    assert any("REF gives probability 0" in note and "position 36 (sequence 1)" in note for note in doc["notes"])

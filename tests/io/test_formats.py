@@ -34,13 +34,13 @@ def test_cli_agrees_with_scipy_in_every_format(tmp_path, cli, fmt):
     np.testing.assert_allclose(run.json()["per_row"]["kl"], scipy_stats.entropy(p, q, axis=1), rtol=1e-9)
 
 
-def test_npy_is_memory_mapped_and_nd_shapes_flatten(tmp_path):
+def test_npy_is_read_in_blocks_and_nd_shapes_flatten(tmp_path):
     values = np.random.default_rng(2).dirichlet(np.ones(4), size=(3, 5)).astype(np.float32)
     np.save(tmp_path / "p.npy", values)
     source = open_operand(str(tmp_path / "p.npy"))
     assert source.shape == (3, 5, 4) and source.dtype == "float32"
     first = next(source.blocks(4))
-    assert isinstance(first.base, np.memmap) or isinstance(first, np.memmap)
+    assert first.shape == (4, 4)  # read block by block (not a memory map: a file cut short is then an error)
     np.testing.assert_array_equal(_rows(source, 4), values.reshape(15, 4))
 
 

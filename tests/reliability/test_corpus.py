@@ -31,6 +31,21 @@ def safetensors_bytes(header: dict, data: bytes = b"") -> bytes:
     return struct.pack("<Q", len(text)) + text + data
 
 
+def npy_header_text(shape_text: str) -> bytes:
+    """An .npy header whose shape is written as given (sizes no array can have)."""
+    header = ("{'descr': '<f8', 'fortran_order': False, 'shape': " + shape_text + ", }").encode()
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
+
+
+def safetensors_text(header: bytes, data: bytes = b"") -> bytes:
+    return struct.pack("<Q", len(header)) + header + data
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+DIGITS = b"9" * 5000
+
+
 def _write(folder, files: dict):
     for name, content in files.items():
         path = folder / name
@@ -147,11 +162,52 @@ CASES = {
                    "has nan at column 1; logits must be finite"),
     "compare vocabularies differ": ({"a.npy": _save(np.zeros((2, 3))), "b.npy": _save(np.zeros((2, 4)))},
                                     ("compare", "a.npy", "b.npy"), "has shape (2, 3) but TEST"),
+    # malformed headers (issue 21): each an error naming the file, never the interpreter's own limits
+    "npy negative shape": ({"a.npy": npy_header_text("(-2, -4)") + bytes(64)}, ("kl", "a.npy", P),
+                           "a.npy: not a valid .npy file: its header claims shape (-2, -4)"),
+    "npy 65 dimensions": ({"a.npy": npy_header_text("(" + "1," * 65 + ")") + bytes(8)}, ("kl", "a.npy", P),
+                          "a.npy: not a valid .npy file: its header claims 65 dimensions"),
+    "npy shape 1e400": ({"a.npy": npy_header_text("(1e400,)")}, ("kl", "a.npy", P), "a.npy: not a valid .npy file"),
+    "npy 5000-digit shape": ({"a.npy": npy_header_text("(" + "9" * 5000 + ",)")}, ("kl", "a.npy", P),
+                             "a.npy: not a valid .npy file"),
+    "safetensors 100000-deep header": ({"a.safetensors": safetensors_text(DEEP)}, ("kl", "a.safetensors", P),
+                                       "a.safetensors: its JSON is nested too deeply"),
+    "safetensors shape 1e400": (
+        {"a.safetensors": safetensors_text(b'{"t": {"dtype": "F64", "shape": [1e400], "data_offsets": [0, 8]}}',
+                                           bytes(8))},
+        ("kl", "a.safetensors", P), "tensor 't' has a malformed header entry"),
+    "safetensors offset 1e400": (
+        {"a.safetensors": safetensors_text(b'{"t": {"dtype": "F64", "shape": [1], "data_offsets": [0, 1e400]}}',
+                                           bytes(8))},
+        ("kl", "a.safetensors", P), "tensor 't' has a malformed header entry"),
+    "safetensors 5000-digit shape": (
+        {"a.safetensors": safetensors_text(b'{"t": {"dtype": "F64", "shape": [' + DIGITS
+                                           + b'], "data_offsets": [0, 8]}}', bytes(8))},
+        ("kl", "a.safetensors", P), "a.safetensors: holds an integer of 5000 digits"),
+    "safetensors negative shape": (
+        {"a.safetensors": safetensors_bytes({"t": {"dtype": "F64", "shape": [-1, -8], "data_offsets": [0, 64]}},
+                                            bytes(64))},
+        ("kl", "a.safetensors", P), "tensor 't' has a malformed header entry"),
+    "safetensors 100 dimensions": (
+        {"a.safetensors": safetensors_bytes({"t": {"dtype": "F64", "shape": [1] * 100, "data_offsets": [0, 8]}},
+                                            bytes(8))},
+        ("kl", "a.safetensors", P), "tensor 't' claims 100 dimensions"),
+    "json 100000-deep": ({"a.json": DEEP}, ("perplexity", "a.json", "--kind", "logprobs"),
+                         "a.json: its JSON is nested too deeply"),
+    "jsonl 100000-deep line": ({"a.jsonl": b"[]\n" + DEEP + b"\n"}, ("perplexity", "a.jsonl", "--kind", "logprobs"),
+                               "its JSON is nested too deeply"),
+    "json 5000-digit logprob": ({"a.json": b'[{"token": "a", "logprob": ' + DIGITS + b"}]"},
+                                ("perplexity", "a.json", "--kind", "logprobs"), "a.json: holds an integer of 5000"),
+    "json legacy tokens 5": ({"a.json": json.dumps({"choices": [{"logprobs": {"tokens": 5, "token_logprobs": [0]}}]})},
+                             ("perplexity", "a.json", "--kind", "logprobs"),
+                             "legacy logprobs need lists 'tokens' and 'token_logprobs', got int"),
+    "json top_logprobs 5": ({"a.json": json.dumps([{"token": "a", "logprob": 0.0, "top_logprobs": 5}])},
+                            ("perplexity", "a.json", "--kind", "logprobs"), "top_logprobs: must be a list"),
 }
 
 
 def test_the_corpus_is_large():
-    assert len(CASES) >= 40
+    assert len(CASES) >= 60
 
 
 @pytest.mark.parametrize("name", list(CASES))

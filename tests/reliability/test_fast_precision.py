@@ -157,4 +157,6 @@ def test_fast_perplexity_is_identical_for_every_thread_count(cli, tmp_path):
     np.save(tmp_path / "labels.npy", rng.integers(0, 3000, size=500))
     runs = [cli("perplexity", tmp_path / "logits.npy", "--labels", tmp_path / "labels.npy", "--precision", "fast",
                 "--threads", threads, "--json", "--per-row").json() for threads in ("1", "3")]
+    for run in runs:  # (--threads above the cores available earns a note that it was capped)
+        run.pop("notes", None)
     assert runs[0] == runs[1]
