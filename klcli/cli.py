@@ -15,6 +15,11 @@ from typing import Annotated, Optional
 
 import typer
 
+try:  # Typer's own usage errors (bad option, missing argument): TyperException from Typer 0.28 on
+    from typer import TyperException as _TyperError
+except ImportError:  # Typer 0.26, 0.27: the ClickException of the Click it vendors (0.28 derives it from the above)
+    from typer._click.exceptions import ClickException as _TyperError
+
 from klcli import __version__
 from klcli.errors import KlcliError, UsageError
 from klcli.options import (
@@ -566,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _error(str(exc))
         return exc.exit_code
-    except typer.TyperException as exc:  # Typer's own usage errors: bad option, missing argument
+    except _TyperError as exc:  # Typer's own usage errors: bad option, missing argument
         if debug:
             raise
         message = exc.format_message().rstrip(".")
