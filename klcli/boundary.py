@@ -86,10 +86,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _error(exc.cli_message())
         return exc.exit_code
-    except typer.TyperException as exc:  # Typer's own usage errors: bad option, missing argument
+    except _typer_error() as exc:  # Typer's own usage errors: bad option, missing argument
         if debug:
             raise
-        message = exc.format_message().rstrip(".")
+        format_message = getattr(exc, "format_message", None)
+        message = (format_message() if format_message else str(exc)).rstrip(".")
         if message:  # (no command at all has already printed the help)
             _error(f"{message} (see klcli --help)")
         return getattr(exc, "exit_code", ExitStatus.ERROR) or ExitStatus.ERROR
@@ -119,6 +120,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+
+
+def _typer_error() -> type[Exception]:
+    """Typer's own usage errors (bad option, missing argument): TyperException from Typer 0.28 on, the
+    ClickException of the Click it vendors before (0.28 derives that from TyperException)."""
+    import typer
+
+    try:
+        return typer.TyperException
+    except AttributeError:
+        from typer._click.exceptions import ClickException
+
+        return ClickException
 
 
 def run() -> None:

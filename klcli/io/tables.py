@@ -9,6 +9,7 @@ table is opened, so one-off inline computations start fast.
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,8 +58,10 @@ def _is_list_type(kind) -> bool:
     return types.is_list(kind) or types.is_large_list(kind) or types.is_fixed_size_list(kind)
 
 
+@functools.lru_cache(maxsize=64)
 def _numpy_dtype_name(kind) -> str:
-    return np.dtype(kind.to_pandas_dtype()).name
+    # From an empty array, not kind.to_pandas_dtype(): before pyarrow 26 that imports pandas.
+    return _pa().array([], type=kind).to_numpy(zero_copy_only=False).dtype.name
 
 
 def choose_layout(schema, name: str, selector: str | None, first_list_length=None) -> Layout:
