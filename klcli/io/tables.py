@@ -252,8 +252,10 @@ def open_arrow(path: str, operand: str, selector: str | None) -> Source:
         """(schema, a function giving a fresh iterator of the batches)."""
         try:
             reader = pa.ipc.open_file(pa.memory_map(path, "r"))
-            return reader.schema, lambda: (reader.get_batch(i) for i in range(reader.num_record_batches)), \
-                reader.count_rows  # (from the batches' metadata: nothing decoded)
+            batches = lambda: (reader.get_batch(i) for i in range(reader.num_record_batches))  # noqa: E731
+            # count_rows (pyarrow 17+) reads the batches' metadata, decoding nothing; before it, count by decoding.
+            count = getattr(reader, "count_rows", None) or (lambda: sum(batch.num_rows for batch in batches()))
+            return reader.schema, batches, count
         except _read_errors():
             pass
         try:
