@@ -30,20 +30,21 @@ def _check_shapes(base: Source, test: Source) -> None:
                          "compare needs the same positions and vocabulary")
 
 
-def _id_blocks(labels: Source):
+def _position_blocks(source: Source, as_values):
+    """``source`` read one value per position, each block converted by ``as_values`` (which names bad ones)."""
     position = 0
-    for block in labels.blocks(rows_per_block(1)):
-        ids = as_token_ids(block, label=labels.label, first_position=position)
-        position += ids.size
-        yield ids
+    for block in source.blocks(rows_per_block(1)):
+        values = as_values(block, label=source.label, first_position=position)
+        position += values.size
+        yield values
+
+
+def _id_blocks(labels: Source):
+    return _position_blocks(labels, as_token_ids)
 
 
 def _mask_blocks(mask: Source):
-    position = 0
-    for block in mask.blocks(rows_per_block(1)):
-        keep = as_position_mask(block, label=mask.label, first_position=position)
-        position += keep.size
-        yield keep
+    return _position_blocks(mask, as_position_mask)
 
 
 def _masked(ids_blocks, mask: Source, labels: Source, ignore_index: int):

@@ -9,6 +9,7 @@ table is opened, so one-off inline computations start fast.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 from collections.abc import Iterator
@@ -100,6 +101,23 @@ def choose_layout(schema, name: str, selector: str | None, first_list_length=Non
     return Layout(wanted, False, len(wanted), dtype)
 
 
+@contextlib.contextmanager
+def _decoding(path: str, failure: str):
+    """pyarrow's errors while decoding ``path`` as one klcli error: ``failure`` and pyarrow's first line.
+
+    klcli's own errors (ValueErrors too) pass as they are; a batch that cannot be allocated is
+    :func:`_undecodable` (pyarrow's ArrowMemoryError is an ArrowException, but not a damaged-file error).
+    """
+    try:
+        yield
+    except InputError:
+        raise
+    except MemoryError:
+        raise _undecodable(path) from None
+    except _read_errors() as exc:
+        raise InputError(f"{path}: {failure} ({first_line(exc)})") from None
+
+
 def _undecodable(path: str) -> InputError:
     """A batch the reader could not allocate: a real batch larger than memory, or a damaged size field."""
     return InputError(f"{path}: a record batch cannot be decoded in this machine's memory (larger than memory, or "
@@ -186,14 +204,8 @@ def open_parquet(path: str, operand: str, selector: str | None) -> Source:
 
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
         batches = read_ahead(parquet.iter_batches(batch_size=block_rows, columns=layout.columns, use_threads=False))
-        try:
+        with _decoding(path, "cannot be read"):
             yield from _blocks_from_batches(batches, layout, path, block_rows)
-        except InputError:  # klcli's own (a ValueError too): already names the problem
-            raise
-        except MemoryError:  # pyarrow's ArrowMemoryError too (an ArrowException, but not a damaged-file error)
-            raise _undecodable(path) from None
-        except _read_errors() as exc:
-            raise InputError(f"{path}: cannot be read ({first_line(exc)})") from None
 
     shape = (rows,) if layout.is_vector else (rows, layout.width)
     return Source(operand, path, "parquet", shape, layout.dtype, blocks)
@@ -273,27 +285,15 @@ def open_arrow(path: str, operand: str, selector: str | None) -> Source:
     schema, batches, count_rows = open_batches()
 
     def first_length(column: str) -> int:
-        try:
+        with _decoding(path, "cannot be read"):
             for batch in batches():
                 if batch.num_rows:
                     return len(batch.column(batch.schema.get_field_index(column))[0])
-        except InputError:  # klcli's own (a ValueError too): already names the problem
-            raise
-        except MemoryError:  # pyarrow's ArrowMemoryError too (an ArrowException, but not a damaged-file error)
-            raise _undecodable(path) from None
-        except _read_errors() as exc:
-            raise InputError(f"{path}: cannot be read ({first_line(exc)})") from None
         return 0
 
     layout = _layout_of(schema, path, selector, first_length)
-    try:
+    with _decoding(path, "not a valid Arrow IPC / Feather v2 file"):
         rows = count_rows()
-    except InputError:  # klcli's own (a ValueError too): already names the problem
-        raise
-    except MemoryError:  # pyarrow's ArrowMemoryError too (an ArrowException, but not a damaged-file error)
-        raise _undecodable(path) from None
-    except _read_errors() as exc:
-        raise InputError(f"{path}: not a valid Arrow IPC / Feather v2 file ({first_line(exc)})") from None
     if layout.is_vector:
         check_piece(path, f"column {layout.columns[0]!r}, one distribution of {rows:,} values", rows * 8,
                     "select several columns, or store the distribution as a row (a list column)")
@@ -301,14 +301,8 @@ def open_arrow(path: str, operand: str, selector: str | None) -> Source:
         check_piece(path, f"a row of {layout.width:,} values", layout.width * 8, "is the file damaged?")
 
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
-        try:
+        with _decoding(path, "cannot be read"):
             yield from _blocks_from_batches(batches(), layout, path, block_rows)
-        except InputError:  # klcli's own (a ValueError too): already names the problem
-            raise
-        except MemoryError:  # pyarrow's ArrowMemoryError too (an ArrowException, but not a damaged-file error)
-            raise _undecodable(path) from None
-        except _read_errors() as exc:
-            raise InputError(f"{path}: cannot be read ({first_line(exc)})") from None
 
     shape = (rows,) if layout.is_vector else (rows, layout.width)
     return Source(operand, path, "arrow", shape, layout.dtype, blocks)
