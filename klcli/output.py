@@ -78,6 +78,7 @@ class Delivery:
 
     def deliver(self, result: Result) -> int:
         """Print (or write) the result and the notes; return the exit code (0, or 1 if a check failed)."""
+        from klcli.errors import shown
         from klcli.streams import say
 
         result, document = self.report(result)
@@ -85,7 +86,7 @@ class Delivery:
         text = self._text(result, document, to_terminal=to_stdout and _is_terminal(sys.stdout),
                           encoding=(getattr(sys.stdout, "encoding", None) or "utf-8") if to_stdout else "utf-8")
         for warning in result.warnings:
-            say(f"klcli: note: {warning}")
+            say(f"klcli: note: {shown(warning)}")
         for outcome in result.checks:
             if not outcome["passed"]:
                 say(f"klcli: {describe_failure(outcome)}")

@@ -156,10 +156,10 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
     head.add_row("rows", str(result.rows))
     for source in result.inputs:
         shape = "×".join("?" if s is None else str(s) for s in source["shape"])
-        where = source["operand"]
+        where = _untrusted(str(source["operand"]))
         head.add_row(f"{source['role']}", f"{where}  [dim]{source.get('kind', '')} {shape} {source['dtype']}[/dim]")
     for note in result.notes + result.warnings:
-        head.add_row("note", note)
+        head.add_row("note", _untrusted(note))
     console.print(head)
 
     columns = result.metrics or {result.summary_name: result.summary}
@@ -270,3 +270,12 @@ class Progress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+def _untrusted(text: str) -> str:
+    """A path or a note quoting file-derived names: no terminal escapes, and brackets shown, not read as markup."""
+    from rich.markup import escape
+
+    from klcli.errors import shown
+
+    return escape(shown(text))

@@ -233,3 +233,13 @@ def test_no_progress_flag_and_non_terminal_disable_the_bar(cli):
                                      no_progress=False)
     assert delivery.progress is False  # standard error is not a terminal under pytest
     assert cli("kl", "0.5,0.5", "0.9,0.1", "-q", "--no-progress").code == 0
+
+
+def test_untrusted_names_in_the_table_are_shown_not_obeyed(cli, tmp_path):
+    # A crafted file name: rich markup and a terminal escape (set the window title).
+    name = tmp_path / "[red]a\x1b]0;title\x07.npy"
+    np.save(name, np.array([[0.5, 0.5], [0.25, 0.75]]))
+    run = cli("kl", name, "0.5,0.5")
+    assert run.code == 0
+    assert "\x1b" not in run.out and "\x07" not in run.out
+    assert "[red]a" in run.out and "\\x1b" in run.out  # (the long temporary path may wrap)
