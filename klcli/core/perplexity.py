@@ -15,6 +15,7 @@ import numpy as np
 
 from klcli.core.fast import log_normaliser
 from klcli.core.logspace import LogRows, as_log_rows
+from klcli.core.positions import kept_log_rows
 from klcli.errors import InputError
 
 IGNORE_INDEX = -100  # PyTorch's default ignore_index
@@ -68,7 +69,8 @@ def token_nll(
     loss : ndarray, shape (n,)
         The loss at every position (0 where ignored).
     counted : ndarray of bool, shape (n,)
-        False where the label equals ``ignore_index``.
+        False where the label equals ``ignore_index``; those rows of ``logits`` are not read (padding
+        may hold anything, NaN included).
 
     Examples
     --------
@@ -76,26 +78,35 @@ def token_nll(
     >>> np.round(loss, 12).tolist(), counted.tolist()  # ln 2, ln(4/3)
     ([0.69314718056, 0.287682072452], [True, True])
     """
-    rows = as_log_rows(np.asarray(logits), kind, label=label, first_row=first_position, temperature=temperature,
-                       fast=fast and not label_smoothing, as_stored_below=as_stored_below)
+    counted = labels != ignore_index
+    loss = np.zeros(labels.shape[0])
+    if not counted.any():
+        return loss, counted
+
+    def convert(values: np.ndarray, first_row: int) -> LogRows:
+        return as_log_rows(values, kind, label=label, first_row=first_row, temperature=temperature,
+                           fast=fast and not label_smoothing, as_stored_below=as_stored_below)
+
+    # Ignored positions (padding) are never read as logits: they may hold anything, NaN included.
+    rows = kept_log_rows(convert, np.asarray(logits), None if counted.all() else counted, first_position)
     if rows.fast:  # --precision fast: log Z in float32 arithmetic, unless a row leaves its safe range
         log_mass, error = log_normaliser(rows.shifted)
         rows = LogRows(rows.shifted, log_mass) if np.all(np.isfinite(error)) else rows.precise()
-    counted = labels != ignore_index
+    at = np.flatnonzero(counted)
+    chosen = labels[at]
     vocab = rows.shifted.shape[1]
-    outside = counted & ((labels < 0) | (labels >= vocab))
+    outside = (chosen < 0) | (chosen >= vocab)
     if outside.any():
-        index = int(np.flatnonzero(outside)[0])
+        index = int(at[np.flatnonzero(outside)[0]])
         raise InputError(f"{label}: the label at position {first_position + index} is {int(labels[index])}, outside "
                          f"the vocabulary [0, {vocab})", hint=f"ignored positions use --ignore-index {ignore_index}",
                          api_hint=f"ignored positions use ignore_index={ignore_index}", form="{message} ({hint})")
     # log p[label] = z[label] − log Σ e^z: the label's logit read directly, never log(softmax(z)).
-    picked = rows.shifted[np.arange(rows.rows), np.where(counted, labels, 0)]
-    loss = rows.offset - picked
+    kept_loss = rows.offset - rows.shifted[np.arange(rows.rows), chosen]
     if label_smoothing:
         uniform = rows.offset - np.mean(rows.shifted, axis=1, dtype=np.float64)
-        loss = (1.0 - label_smoothing) * loss + label_smoothing * uniform
-    loss[~counted] = 0.0
+        kept_loss = (1.0 - label_smoothing) * kept_loss + label_smoothing * uniform
+    loss[at] = kept_loss
     return loss, counted
 
 

@@ -201,3 +201,24 @@ def test_rows_are_the_inputs_rows_with_ignored_positions(cli, tmp_path):
     doc = cli("perplexity", tmp_path / "lp.npy", "--kind", "logprobs", "--json", "--per-row").json()
     assert doc["summary"]["argmax"] == int(positions[np.argmax(losses)])
     assert doc["sequences"] == 3 and doc["per_row"]["tokens"] == [20, 0, 32, 10]
+
+
+def test_padding_logits_are_never_read(cli, tmp_path):
+    # A padded batch whose pad positions hold NaN and inf logits (as some dumps leave them), labels -100.
+    from scipy.special import log_softmax
+
+    rng = np.random.default_rng(7)
+    logits = rng.normal(scale=3, size=(2, 8, 50)).astype(np.float32)
+    labels = rng.integers(0, 50, size=(2, 8))
+    labels[0, 5:], labels[1, 6:] = -100, -100
+    logits[0, 5:], logits[1, 6:] = np.nan, np.inf
+    np.save(tmp_path / "z.npy", logits)
+    np.save(tmp_path / "l.npy", labels)
+    real = labels != -100
+    nll = -log_softmax(logits[real].astype(np.float64), axis=-1)[np.arange(real.sum()), labels[real]]
+    for command in (["perplexity"], ["xent"]):
+        run = cli(*command, tmp_path / "z.npy", "--labels", tmp_path / "l.npy", "--json")
+        assert run.code == 0, run.err
+        doc = run.json()
+        assert doc["tokens"] == int(real.sum())
+        assert doc["perplexity"] == pytest.approx(float(np.exp(nll.mean())), rel=1e-12)
