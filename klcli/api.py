@@ -240,7 +240,8 @@ def _per_row(kernel, sides, batch: tuple[int, ...], outcomes: int, scale: float)
 
 _ROW_OPTIONS = """kind : {'probs', 'logprobs', 'logits'}, optional
         How the values are given. Probabilities must be >= 0 and each
-        distribution sum to 1 (to 1e-6 relative; 1e-3 for float16);
+        distribution sum to 1 (within a tolerance set by the stored dtype
+        and the number of outcomes; SPEC §3, "Probability tolerance");
         log-probabilities likewise in log space; logits z become
         ``log_softmax(z / temperature)``. Default 'probs'.
     axis : int, optional

@@ -112,7 +112,7 @@ def blocks(items: Iterable[Any], kernel: Callable[[Any], Partial], *, threads: i
            progress=None) -> Iterator[Partial]:
     """The partial of each item, in order, computed on a pool of threads (see :func:`run`)."""
     done = 0
-    for part in ordered_map(kernel, items, threads or available_cores()):
+    for part in ordered_map(kernel, items, threads):  # (0: every core available, as ordered_map reads it)
         done += part.rows
         if progress is not None:
             progress.update(done)

@@ -26,6 +26,7 @@ from typing import Any
 from klcli.errors import UsageError
 from klcli.result import Result, json_safe
 
+KINDS = ("probs", "logprobs", "logits")
 PRECISIONS = ("precise", "fast")
 TAILS = ("bucket", "renormalize")
 ESTIMATORS = ("k1", "k2", "k3", "all")
@@ -73,7 +74,7 @@ def reading(kind=None, logits=False, p_kind=None, q_kind=None, normalize=False, 
     kind, p_kind, q_kind = (_value(k) for k in (kind, p_kind, q_kind))
     for option, given in (("--kind", kind), ("--p-kind", p_kind), ("--q-kind", q_kind)):
         if given is not None:
-            one_of(option, given, ("probs", "logprobs", "logits"))
+            one_of(option, given, KINDS)
     if logits and kind not in (None, "logits"):
         raise UsageError(f"--logits and --kind {kind} disagree; give one of them")
     if epsilon < 0:
@@ -89,7 +90,7 @@ def token_reading(kind, labels, ignore_index, shift, temperature, *, label_smoot
     """The validated reading group of token commands (perplexity, xent --labels)."""
     from klcli.commands.perplexity import TokenReading
 
-    kind = one_of("--kind", kind, ("probs", "logprobs", "logits"))
+    kind = one_of("--kind", kind, KINDS)
     _temperature(temperature)
     if shift and kind != "logits":
         raise UsageError("--shift aligns logits with the next token's label; it needs --kind logits and --labels")
@@ -204,9 +205,6 @@ def plan_rlhf(policy=None, ref=None, *, estimator="all", group=None, reward=None
                                            ignore_index=ignore_index, per_row=per_row, threads=threads))
 
 
-_SIDES = ("mu", "sigma", "var", "logvar", "cov")
-
-
 def plan_gaussian(params=None, *, mu1=None, sigma1=None, var1=None, logvar1=None, cov1=None, mu2=None, sigma2=None,
                   var2=None, logvar2=None, cov2=None, vae=False, mu=None, logvar=None, direction="forward") -> Plan:
     from klcli.commands import gaussian
@@ -230,7 +228,7 @@ def plan_gaussian(params=None, *, mu1=None, sigma1=None, var1=None, logvar1=None
     first = gaussian.Side(1, mu1, sigma1, var1, logvar1, cov1)
     second = gaussian.Side(2, mu2, sigma2, var2, logvar2, cov2)
     first.scale(), second.scale()  # two spreads for one Gaussian: refused before any file is read
-    return Plan("gaussian", [v for v in sides.values() if v is not None],
+    return Plan("gaussian", _listed(*sides.values()),
                 lambda progress: gaussian.gaussian(first, second, direction=direction))
 
 

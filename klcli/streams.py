@@ -114,7 +114,7 @@ def run() -> None:
     prepare_process()
     code = 2
     try:
-        from klcli.cli import main
+        from klcli.boundary import main
 
         code = main()
     except KeyboardInterrupt:

@@ -170,7 +170,7 @@ def run_pairs(
         return engine.Partial(start, start + max(p_side.rows, q_side.rows), figures)
 
     # A single row broadcast against many is converted once, here, before the blocks go to the threads.
-    items = ((start, seen["P"].pass_on(p_block, start, p_rows), seen["Q"].pass_on(q_block, start, q_rows))
+    items = ((start, seen["P"].pass_on(p_block, p_rows), seen["Q"].pass_on(q_block, q_rows))
              for start, p_block, q_block in pairs)
     merged = engine.run(items, work, threads=reading.threads, progress=progress)
     return PairRun(merged.per_row, merged.rows, seen["P"].rows, seen["Q"].rows, seen["P"].width, seen["Q"].width)
@@ -185,7 +185,7 @@ class _SideCount:
         self._last_block = None
         self._converted = None
 
-    def pass_on(self, block, start, to_log_rows):
+    def pass_on(self, block, to_log_rows):
         if block is self._last_block:
             if self._converted is None:
                 self._converted = to_log_rows(block, 0)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from klcli.errors import DistributionError
+from klcli.errors import DistributionError, UsageError
 
 KINDS = ("probs", "logprobs", "logits")
 
@@ -355,8 +355,6 @@ def _scaled_by_temperature(block, temperature, label, first_row):
         scaled = np.divide(block, temperature, dtype=np.float64)
     overflowed = ~np.isfinite(scaled) & np.isfinite(block)
     if overflowed.any():
-        from klcli.errors import UsageError
-
         row, col = np.argwhere(overflowed)[0]
         largest = float(np.max(np.abs(block[np.isfinite(block)])))
         raise UsageError(

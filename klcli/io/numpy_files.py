@@ -20,9 +20,6 @@ from numpy.lib import format as npy_format
 from klcli.errors import InputError
 from klcli.io.source import Source, check_piece, first_line
 
-NPY_MAGIC = b"\x93NUMPY"
-
-
 
 class ByteStream(Protocol):
     """What the .npy stream reader needs: a file, standard input's buffer, or a member of a zip archive."""

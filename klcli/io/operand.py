@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from klcli.errors import InputError
-from klcli.io.source import Source
+from klcli.io.source import Source, env_bytes
 
 
 def _npy(path: str, operand: str, selector: str | None) -> Source:
@@ -244,10 +244,7 @@ def _open_stdin(stream, operand: str = "-", name: str = "standard input") -> Sou
 
 def max_stdin_bytes() -> int:
     """The most CSV text klcli holds from standard input: ``KLCLI_MAX_STDIN_BYTES``, default 256 MiB."""
-    try:
-        return int(os.environ.get("KLCLI_MAX_STDIN_BYTES", 256 << 20))
-    except ValueError:
-        raise InputError("KLCLI_MAX_STDIN_BYTES must be a number of bytes") from None
+    return env_bytes("KLCLI_MAX_STDIN_BYTES")
 
 
 def _read_text_input(stream) -> bytes:

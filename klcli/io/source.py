@@ -112,12 +112,17 @@ def max_block_bytes() -> int:
     checked against this before anything is decoded, so a small compressed file
     that claims gigabytes is an error, not an allocation.
     """
+    return env_bytes("KLCLI_MAX_BLOCK_BYTES")
+
+
+def env_bytes(name: str, default: int = 256 << 20) -> int:
+    """A size limit in bytes from the environment variable ``name``, or ``default``."""
     import os
 
     try:
-        return int(os.environ.get("KLCLI_MAX_BLOCK_BYTES", 256 << 20))
+        return int(os.environ.get(name, default))
     except ValueError:
-        raise InputError("KLCLI_MAX_BLOCK_BYTES must be a number of bytes") from None
+        raise InputError(f"{name} must be a number of bytes") from None
 
 
 def check_piece(name: str, what: str, nbytes: int, fix: str) -> None:
@@ -149,7 +154,7 @@ class Source:
     dtype: str
     read_blocks: Callable[[int], Iterator[np.ndarray]] = field(repr=False)
     role: str = ""
-    # A format that fixes how its values are read (llama.cpp's quantised log-probs are renormalised as logits).
+    # The kind a format's values are (and are reported as), whatever --kind says; kernel_options says how they are read.
     forced_kind: str | None = None
     # How the kernels must treat this format's values, as keyword options of core.logspace.as_log_rows
     # (llama.cpp's base files: log-probabilities used as stored, entries at or below −16 nats left out).

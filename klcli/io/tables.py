@@ -229,15 +229,21 @@ def _check_first_row(parquet, path: str, column: str) -> None:
                     (values - rows + 1) * 8, "is the file damaged, or are its rows this long?")
 
 
+def _check_piece_sizes(path: str, layout: Layout, rows: int) -> None:
+    """What a reader of ``layout`` must hold at once, widened to float64, checked against the block budget:
+    a single column is one distribution of every row; otherwise one row."""
+    if layout.is_vector:
+        check_piece(path, f"column {layout.columns[0]!r}, one distribution of {rows:,} values", rows * 8,
+                    "select several columns, or store the distribution as a row (a list column)")
+    else:
+        check_piece(path, f"a row of {layout.width:,} values", layout.width * 8, "is the file damaged?")
+
+
 def _check_parquet_sizes(parquet, path: str, layout: Layout, rows: int) -> None:
     """The decoded sizes the metadata implies, checked before any page is decoded (decompression bombs:
     a constant run compresses, dictionary- and run-length-encoded, to a few bytes per billion values)."""
     width_bytes = 8  # klcli widens every value to float64
-    if layout.is_vector:
-        check_piece(path, f"column {layout.columns[0]!r}, one distribution of {rows:,} values", rows * width_bytes,
-                    "select several columns, or store the distribution as a row (a list column)")
-        return
-    check_piece(path, f"a row of {layout.width:,} values", layout.width * width_bytes, "is the file damaged?")
+    _check_piece_sizes(path, layout, rows)
     if layout.is_list:
         for group, (group_rows, values) in enumerate(_leaf_values(parquet, layout.columns[0])):
             # (A small excess is a ragged row, reported with its row number as it is read.)
@@ -294,11 +300,7 @@ def open_arrow(path: str, operand: str, selector: str | None) -> Source:
     layout = _layout_of(schema, path, selector, first_length)
     with _decoding(path, "not a valid Arrow IPC / Feather v2 file"):
         rows = count_rows()
-    if layout.is_vector:
-        check_piece(path, f"column {layout.columns[0]!r}, one distribution of {rows:,} values", rows * 8,
-                    "select several columns, or store the distribution as a row (a list column)")
-    else:
-        check_piece(path, f"a row of {layout.width:,} values", layout.width * 8, "is the file damaged?")
+    _check_piece_sizes(path, layout, rows)
 
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
         with _decoding(path, "cannot be read"):

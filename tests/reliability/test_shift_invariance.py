@@ -58,13 +58,17 @@ def _figures(z, y, labels):
     }
 
 
+def _shifted(seed: int, rows: int, vocab: int, case: str, shift: float):
+    """float32 logits P and Q of ``case`` with ``shift`` added to every logit, and P's argmax as labels."""
+    z, y = _rows(np.random.default_rng(seed), rows, vocab, case)
+    z, y = (z + shift).astype(np.float32), (y + shift).astype(np.float32)
+    return z, y, np.argmax(z, axis=1)
+
+
 @pytest.mark.parametrize("case", ["confident", "near"])
 @pytest.mark.parametrize("shift", SHIFTS)
 def test_small_rows_against_mpmath(shift, case):
-    rng = np.random.default_rng(20)
-    z, y = _rows(rng, 6, 40, case)
-    z, y = (z + shift).astype(np.float32), (y + shift).astype(np.float32)
-    labels = np.argmax(z, axis=1)
+    z, y, labels = _shifted(20, 6, 40, case, shift)
     got = _figures(z, y, labels)
     exact = [reference.mp_figures(z[i], y[i], int(labels[i])) for i in range(z.shape[0])]
     for name, values in got.items():
@@ -88,10 +92,7 @@ def test_js_at_the_ends_of_the_weights_range_is_zero_not_nan(cli, weights):
 @pytest.mark.parametrize("case", ["confident", "near"])
 @pytest.mark.parametrize("shift", SHIFTS)
 def test_vocabulary_rows_against_extended_precision(shift, case):
-    rng = np.random.default_rng(21)
-    z, y = _rows(rng, 8, 32000, case)
-    z, y = (z + shift).astype(np.float32), (y + shift).astype(np.float32)
-    labels = np.argmax(z, axis=1)
+    z, y, labels = _shifted(21, 8, 32000, case, shift)
     want = {
         "kl": reference.kl(z, y),
         "kl_reverse": reference.kl(y, z),
