@@ -562,7 +562,7 @@ def summarize(values) -> dict:
     -------
     dict
         ``count``, ``mean``, ``std`` (sample, n−1), ``stderr`` (std/√n),
-        ``min``, the percentiles ``p0_1 p1 p5 p10 median p90 p95 p99 p99_9``
+        ``min``, the percentiles ``p0_1 p1 p5 p10 p25 median p75 p90 p95 p99 p99_9``
         (linear interpolation at fraction·(n−1), NumPy's default), ``max``
         and ``argmax`` (the flat index of the maximum). Undefined figures
         (the spread of one value, or of values including inf) are None.

@@ -53,7 +53,7 @@ COMMON_OUTPUT = """\
 The default is a table on standard output. --json prints one strictly valid JSON object with the \
 keys command, version, unit (nats, bits, bans or log-base-B), base, value (the headline), rows, \
 inputs (role, operand, path, format, shape, dtype and kind of each), summary (count, mean, std, \
-stderr, min, p0_1, p1, p5, p10, median, p90, p95, p99, p99_9, max, argmax), notes, checks (expr, \
+stderr, min, p0_1, p1, p5, p10, p25, median, p75, p90, p95, p99, p99_9, max, argmax), notes, checks (expr, \
 key, op, actual, threshold, passed of each) and passed. An infinite value is the string "inf"; an \
 undefined one (the spread of a single row) is null. --per-row adds per_row, an object of \
 equal-length arrays by metric; --format csv and --format ndjson print the per-row values only, one \
