@@ -745,6 +745,9 @@ class _Gaussian(NamedTuple):
     logvar: np.ndarray | None
     chol: np.ndarray | None  # (..., k, k), leading axes as given
     spread: str  # how messages name it: "sigma1", "cov2"
+    # The covariance as given (float64): nearly equal covariances' difference is formed from these, not from
+    # L·Lᵀ, whose rounding would swamp it (core.gaussian.kl_full).
+    cov: np.ndarray | None = None
 
 
 def _gaussian(index: int, mu, sigma, var, logvar, cov) -> _Gaussian:
@@ -768,7 +771,7 @@ def _gaussian(index: int, mu, sigma, var, logvar, cov) -> _Gaussian:
         raise ShapeError(f"{option}: a covariance is (k, k) or (n, k, k), got shape {values.shape}")
     size = values.shape[-1]
     chol = cholesky(values.reshape(-1, size, size), label=option).reshape(values.shape)
-    return _Gaussian(mu, None, chol, option)
+    return _Gaussian(mu, None, chol, option, values)
 
 
 def gaussian_kl(mu1, mu2, *, sigma1=None, sigma2=None, var1=None, var2=None, logvar1=None, logvar2=None, cov1=None,
@@ -866,14 +869,18 @@ def _gaussian_full(first: _Gaussian, second: _Gaussian):
         raise ShapeError(f"the parameters' leading shapes {leading} do not broadcast against each other") from None
     n = math.prod(batch)
 
-    def factor(side: _Gaussian) -> np.ndarray:
-        if side.chol is not None:
-            return np.broadcast_to(side.chol, batch + (k, k)).reshape(n, k, k)
-        sigma = np.broadcast_to(np.exp(0.5 * side.logvar), batch + (k,)).reshape(n, k)
-        return sigma[:, :, None] * np.eye(k)
+    def factor(side: _Gaussian) -> tuple[np.ndarray, np.ndarray]:
+        """The side's Cholesky factor and covariance, (n, k, k) each."""
+        if side.chol is not None and side.cov is not None:
+            return (np.broadcast_to(side.chol, batch + (k, k)).reshape(n, k, k),
+                    np.broadcast_to(side.cov, batch + (k, k)).reshape(n, k, k))
+        eye = np.eye(k)
+        logvar = np.broadcast_to(side.logvar, batch + (k,)).reshape(n, k)
+        return np.exp(0.5 * logvar)[:, :, None] * eye, np.exp(logvar)[:, :, None] * eye
 
     means = [np.broadcast_to(side.mu, batch + (k,)).reshape(n, k) for side in (first, second)]
-    return _shaped(kl_full(means[0], factor(first), means[1], factor(second)), batch)
+    (chol1, cov1), (chol2, cov2) = factor(first), factor(second)
+    return _shaped(kl_full(means[0], chol1, means[1], chol2, cov1, cov2), batch)
 
 
 # --- files ------------------------------------------------------------------------

@@ -83,3 +83,30 @@ def test_errors_are_value_errors(options, text):
     with pytest.raises(ValueError) as info:
         klcli.gaussian_kl([0.0, 0.0], [0.0, 0.0], **options)
     assert text in str(info.value) and "--" not in str(info.value)
+
+
+@pytest.mark.parametrize("k", [3, 20])
+def test_nearly_equal_full_covariances_keep_their_digits(k):
+    """Σ2 = Σ1 + 2⁻³⁰·A (both exact in binary): a KL of ~1e-18, to 1e-9 relative against 50-digit mpmath.
+
+    The written-out formula loses every digit here (tr(Σ2⁻¹Σ1) ≈ k); the CLI's eigenvalue form keeps them, and
+    the Python API must too (it once rebuilt the covariances from their Cholesky factors, losing ~1e-7).
+    """
+    mpmath = pytest.importorskip("mpmath")
+    rng = np.random.default_rng(7)
+    cov1 = np.round(_spd(rng, k) * 64) / 64
+    cov2 = cov1 + np.round(_spd(rng, k) * 64) / 64 * 2.0**-30  # dyadic entries: the sum is exact
+    with mpmath.workdps(50):
+        s1, s2 = mpmath.matrix(cov1.tolist()), mpmath.matrix(cov2.tolist())
+        ratio = s2**-1 * s1
+        exact = float((sum(ratio[i, i] for i in range(k)) - k - mpmath.log(mpmath.det(ratio))) / 2)
+    mean = np.zeros(k)
+    assert klcli.gaussian_kl(mean, mean, cov1=cov1, cov2=cov2) == pytest.approx(exact, rel=1e-9, abs=0)
+    # A diagonal side against a full one: Σ1 = diag(v) given as variances. A diagonal side is held as log-variances
+    # (as the CLI holds it), and exp(log v) is v to an ulp, 2⁻²³ of the 2⁻³⁰ difference: 1e-6 relative.
+    variances = np.diag(cov1).copy()
+    diagonal2 = np.diag(variances) + np.diag(np.diag(cov2 - cov1))
+    with mpmath.workdps(50):
+        exact = float(sum((mpmath.mpf(v) / mpmath.mpf(w) - 1 - mpmath.log(mpmath.mpf(v) / mpmath.mpf(w))) / 2
+                          for v, w in zip(variances, np.diag(diagonal2))))
+    assert klcli.gaussian_kl(mean, mean, var1=variances, cov2=diagonal2) == pytest.approx(exact, rel=1e-6, abs=0)
