@@ -1,4 +1,4 @@
-"""NumPy's formats: ``.npy`` (memory-mapped), ``.npz`` members and ``.npy`` bytes on a stream.
+"""NumPy's formats: ``.npy`` files (read block by block), ``.npz`` members and ``.npy`` bytes on a stream.
 
 Headers are read and checked against the real size of the data before anything
 is allocated, so a header that claims 10^12 elements costs nothing. Arrays of
@@ -100,11 +100,6 @@ def _slices(rows: np.ndarray, block_rows: int) -> Iterator[np.ndarray]:
         yield rows[start : start + block_rows]
 
 
-def as_row_blocks(array: np.ndarray, block_rows: int) -> Iterator[np.ndarray]:
-    """An N-D array (a memory map) as blocks of rows × outcomes, without copying C-ordered data."""
-    yield from _slices(_as_rows(array), block_rows)
-
-
 def open_npy(path: str, operand: str) -> Source:
     """A memory-mapped ``.npy`` file, read only."""
     with open(path, "rb") as stream:
@@ -121,19 +116,19 @@ def open_npy(path: str, operand: str) -> Source:
         if math.prod(shape) == 0:
             yield np.empty((0, shape[-1]), dtype=dtype)
             return
-        if not fortran:
-            # Read, not memory-mapped: a file truncated while it is read (a dump still being written) is then a
-            # short read, reported with the file's name, where a memory map dies of SIGBUS. As fast (bench/run.py).
-            with open(path, "rb", buffering=0) as handle:
-                handle.seek(offset)
-                yield from _stream_blocks(handle, path, shape, fortran, dtype, block_rows)
-            return
-        yield from _slices(_as_rows(mapped()), block_rows)
+        # Read, not memory-mapped: a file truncated while it is read (a dump still being written) is then a
+        # short read, reported with the file's name, where a memory map dies of SIGBUS. As fast (bench/run.py).
+        with open(path, "rb", buffering=0) as handle:
+            if fortran and len(shape) == 2:
+                yield from _fortran_row_blocks(handle, path, shape, dtype, offset, block_rows)
+                return
+            handle.seek(offset)
+            yield from stream_blocks(handle, path, shape, fortran, dtype, block_rows)
 
     return Source(operand, path, "npy", shape, str(dtype), blocks, array=mapped)
 
 
-def _stream_blocks(
+def stream_blocks(
     stream: ByteStream, name: str, shape: tuple[int, ...], fortran: bool, dtype: np.dtype, block_rows: int
 ) -> Iterator[np.ndarray]:
     """Read an ``.npy`` body from a stream, block by block, with ``readinto``."""
@@ -158,6 +153,37 @@ def _stream_blocks(
         yield np.empty((0, outcomes), dtype=dtype)
 
 
+FORTRAN_GATHER_BYTES = 32 << 20
+
+
+def _fortran_row_blocks(handle, name: str, shape: tuple[int, ...], dtype: np.dtype, offset: int,
+                        block_rows: int) -> Iterator[np.ndarray]:
+    """Blocks of rows of a column-major (rows, outcomes) ``.npy`` body: one read per outcome and block.
+
+    Each outcome's column is contiguous on disk, so a block of rows is ``outcomes`` short reads, gathered into
+    a C-ordered block (what the kernels stream over). Other Fortran ranks are read whole (``stream_blocks``).
+    """
+    n_rows, outcomes = shape
+    descriptor = handle.fileno()
+    # Gather many rows per pass (each pass costs one read per outcome), then hand them out in blocks.
+    gather_rows = max(block_rows, FORTRAN_GATHER_BYTES // max(1, outcomes * dtype.itemsize))
+    for start in range(0, n_rows, gather_rows):
+        count = min(gather_rows, n_rows - start)
+        columns = np.empty((outcomes, count), dtype=dtype)
+        for outcome in range(outcomes):
+            where = offset + (outcome * n_rows + start) * dtype.itemsize
+            column = columns[outcome].data.cast("B")
+            got = os.preadv(descriptor, [column], where)
+            if got != len(column):
+                have = (where - offset + got) // dtype.itemsize
+                raise InputError(f"{name}: is truncated: ends after {have} of {n_rows * outcomes} values (was it "
+                                 "still being written, or cut short?)")
+        rows = np.ascontiguousarray(columns.T)
+        del columns
+        for first in range(0, count, block_rows):
+            yield rows[first : first + block_rows]
+
+
 def _fill(stream: ByteStream, target: np.ndarray, name: str, done: int, total: int) -> None:
     view = target.data.cast("B")
     filled = 0
@@ -179,7 +205,7 @@ def open_npy_stream(stream: ByteStream, name: str, operand: str, *, fmt: str, si
     if size is not None:
         _check_size(name, shape, dtype, size - stream.tell())
     return Source(operand, None if fmt == "stdin-npy" else name, fmt, shape, str(dtype),
-                  lambda block_rows: _stream_blocks(stream, name, shape, fortran, dtype, block_rows))
+                  lambda block_rows: stream_blocks(stream, name, shape, fortran, dtype, block_rows))
 
 
 TORCH_EXTENSIONS = (".pt", ".pth", ".bin", ".ckpt")

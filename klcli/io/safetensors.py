@@ -1,9 +1,9 @@
-"""safetensors files, read without the safetensors package: header parsed, data memory-mapped.
+"""safetensors files, read without the safetensors package: header parsed, data read block by block.
 
 Layout: an 8-byte little-endian header length N, N bytes of JSON naming each
 tensor's ``dtype``, ``shape`` and ``data_offsets`` [begin, end) relative to the
 data that follows. Every offset and size is checked against the file's real
-size before anything is mapped. BF16 is widened exactly: its 16 bits are the
+size before anything is read. BF16 is widened exactly: its 16 bits are the
 high half of a float32.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from klcli.errors import InputError
-from klcli.io.numpy_files import as_row_blocks
+from klcli.io.numpy_files import stream_blocks
 from klcli.io.source import Source, parse_json
 
 DTYPES = {
@@ -108,8 +108,12 @@ def open_safetensors(path: str, operand: str, selector: str | None) -> Source:
             np.empty(shape, dtype=dtype)
 
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
-        for block in as_row_blocks(mapped(), block_rows):
-            yield widen_bf16(block) if dtype_name == "BF16" else block
+        # Read, not memory-mapped, as C-ordered .npy files are: a file cut short while it is read is then an
+        # error naming it, where a memory map dies of SIGBUS.
+        with open(path, "rb", buffering=0) as handle:
+            handle.seek(offset)
+            for block in stream_blocks(handle, path, shape, False, dtype, block_rows):
+                yield widen_bf16(block) if dtype_name == "BF16" else block
 
     def whole() -> np.ndarray:
         return widen_bf16(mapped()) if dtype_name == "BF16" else mapped()

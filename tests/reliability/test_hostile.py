@@ -209,13 +209,61 @@ except InputError as error:
 """
 
 
-def test_a_npy_truncated_while_read_is_an_error_naming_it(tmp_path):
-    path = tmp_path / "big.npy"
-    np.save(path, np.ones((4096, 1024), dtype=np.float32))
+def _write_dump(path, layout: str) -> None:
+    """16 MiB of ones as ``layout``: a C- or Fortran-ordered .npy, or a float32 / bfloat16 safetensors tensor."""
+    values = np.ones((4096, 1024), dtype=np.float32)
+    if layout == "npy":
+        np.save(path, values)
+    elif layout == "npy-fortran":  # 64 MiB: more than the reader gathers at once (FORTRAN_GATHER_BYTES)
+        np.save(path, np.asfortranarray(np.ones((16384, 1024), dtype=np.float32)))
+    elif layout == "npy-fortran-3d":
+        np.save(path, np.asfortranarray(values.reshape(64, 64, 1024)))
+    else:
+        from tests.io.test_llm_formats import write_safetensors
+
+        if layout == "safetensors":
+            write_safetensors(path, {"x": values})
+        else:  # bfloat16: the upper halves of the float32 ones
+            write_safetensors(path, {}, bf16={"x": (values.view(np.uint32) >> 16).astype(np.uint16)})
+
+
+@pytest.mark.parametrize("layout", ["npy", "npy-fortran", "npy-fortran-3d", "safetensors", "safetensors-bf16"])
+def test_a_dump_truncated_while_read_is_an_error_naming_it(tmp_path, layout):
+    path = tmp_path / ("big.safetensors" if layout.startswith("safetensors") else "big.npy")
+    _write_dump(path, layout)
     run = subprocess.run([sys.executable, "-c", TRUNCATE_WHILE_READING, str(path)], capture_output=True, text=True,
                          timeout=120)
+    if layout == "npy-fortran-3d":  # read whole at its first block (its rows are scattered): nothing left to cut
+        assert run.returncode == 0, (run.returncode, run.stderr)
+        return
     assert run.returncode == 2, (run.returncode, run.stderr)  # a memory map died here of SIGBUS (-7)
     assert run.stdout.startswith(f"{path}: is truncated: ends after ") and "still being written" in run.stdout
+
+
+@pytest.mark.parametrize("layout", ["npy-fortran", "npy-fortran-3d", "safetensors", "safetensors-bf16"])
+def test_streamed_dumps_read_as_numpy_does(tmp_path, layout):
+    """The blocks of every layout read without a memory map equal NumPy's own rows of the array."""
+    from klcli.io.operand import open_operand
+
+    path = tmp_path / ("d.safetensors" if layout.startswith("safetensors") else "d.npy")
+    values = np.random.default_rng(3).standard_normal((4096, 1024)).astype(np.float32)
+    if layout.startswith("npy"):
+        shaped = values.reshape(64, 64, 1024) if layout.endswith("3d") else values
+        np.save(path, np.asfortranarray(shaped))
+        expected = values
+    else:
+        from tests.io.test_llm_formats import write_safetensors
+
+        bits = (values.view(np.uint32) >> 16).astype(np.uint16)
+        if layout == "safetensors":
+            write_safetensors(path, {"x": values})
+            expected = values
+        else:
+            write_safetensors(path, {}, bf16={"x": bits})
+            expected = (bits.astype(np.uint32) << 16).view(np.float32)
+    blocks = list(open_operand(str(path)).blocks(300))
+    assert all(block.shape[0] <= 300 for block in blocks)
+    np.testing.assert_array_equal(np.concatenate(blocks), expected)
 
 
 def _wait_until_reading(pid: int, path: str, seconds: float = 30) -> None:
