@@ -22,11 +22,11 @@ array key, or a table's column or comma-separated columns); or inline numbers, w
 separates outcomes and a semicolon rows (0.1,0.9;0.5,0.5). Inline numbers that begin with a minus \
 sign go after --, with every option before it.
 
-.npy files are memory-mapped read only; arrays of Python objects (pickles) are refused, and a \
+.npy files are read block by block, read only; arrays of Python objects (pickles) are refused, and a \
 header is checked against the file's size before anything is allocated. .npz members are streamed \
 from the archive. .csv and .tsv files are read by record batch; a first line with any non-numeric \
 cell is a header. .parquet files and Arrow IPC files (.feather, .arrow, .ipc) are read by record \
-batch; a table's rows are one list column or numeric columns. .safetensors files are memory-mapped \
+batch; a table's rows are one list column or numeric columns. .safetensors files are read block by block \
 (F64, F32, F16, BF16 widened exactly; FILE:TENSOR picks one). llama.cpp KL-divergence base files \
 (llama-perplexity --kl-divergence-base) are recognised by their magic _logits_ whatever their name, \
 decoded and used as llama.cpp uses them (not renormalised; base entries at or below -16 nats left \

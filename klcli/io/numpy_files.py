@@ -101,7 +101,7 @@ def _slices(rows: np.ndarray, block_rows: int) -> Iterator[np.ndarray]:
 
 
 def open_npy(path: str, operand: str) -> Source:
-    """A memory-mapped ``.npy`` file, read only."""
+    """A ``.npy`` file, read only: block by block (``array`` maps it whole, for ``klcli.read``)."""
     with open(path, "rb") as stream:
         shape, fortran, dtype = _read_header(stream, path)
         offset = stream.tell()
