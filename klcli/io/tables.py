@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from klcli.errors import InputError
+from klcli.io.arrow_ipc import BatchClaim, batch_claims
 from klcli.io.source import Source, check_piece, first_line, max_block_bytes, read_ahead
 
 
@@ -270,10 +271,7 @@ def open_arrow(path: str, operand: str, selector: str | None) -> Source:
         """(schema, a function giving a fresh iterator of the batches)."""
         try:
             reader = pa.ipc.open_file(pa.memory_map(path, "r"))
-            batches = lambda: (reader.get_batch(i) for i in range(reader.num_record_batches))  # noqa: E731
-            # count_rows (pyarrow 17+) reads the batches' metadata, decoding nothing; before it, count by decoding.
-            count = getattr(reader, "count_rows", None) or (lambda: sum(batch.num_rows for batch in batches()))
-            return reader.schema, batches, count
+            return reader.schema, lambda: (reader.get_batch(i) for i in range(reader.num_record_batches))
         except _read_errors():
             pass
         try:
@@ -286,9 +284,15 @@ def open_arrow(path: str, operand: str, selector: str | None) -> Source:
             with pa.memory_map(path, "r") as mapped:
                 yield from pa.ipc.open_stream(mapped)
 
-        return schema, stream, lambda: sum(batch.num_rows for batch in stream())
+        return schema, stream
 
-    schema, batches, count_rows = open_batches()
+    schema, batches = open_batches()
+    # Rows counted, and every batch's decoded size bounded, from the messages' metadata: nothing is decoded.
+    with _decoding(path, "not a valid Arrow IPC / Feather v2 file"):
+        with pa.memory_map(path, "r") as mapped:
+            claims = batch_claims(mapped.read_buffer())
+    _check_batch_claims(path, claims)
+    rows = sum(claim.rows for claim in claims if not claim.dictionary)
 
     def first_length(column: str) -> int:
         with _decoding(path, "cannot be read"):
@@ -298,8 +302,6 @@ def open_arrow(path: str, operand: str, selector: str | None) -> Source:
         return 0
 
     layout = _layout_of(schema, path, selector, first_length)
-    with _decoding(path, "not a valid Arrow IPC / Feather v2 file"):
-        rows = count_rows()
     _check_piece_sizes(path, layout, rows)
 
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
@@ -308,6 +310,27 @@ def open_arrow(path: str, operand: str, selector: str | None) -> Source:
 
     shape = (rows,) if layout.is_vector else (rows, layout.width)
     return Source(operand, path, "arrow", shape, layout.dtype, blocks)
+
+
+# A compressed batch decoding to more than this many times the bytes it occupies, and past the block budget, is
+# refused before it is decoded: real logits (noisy floats) compress by a few times at most; a constant run, by
+# thousands. (Within the budget any batch is decoded.)
+BOMB_RATIO = 64
+
+
+def _check_batch_claims(path: str, claims: list[BatchClaim]) -> None:
+    limit = max_block_bytes()
+    counts = {True: 0, False: 0}  # record and dictionary batches are numbered apart
+    for claim in claims:
+        index = counts[claim.dictionary]
+        counts[claim.dictionary] += 1
+        if claim.compressed and claim.decoded_bytes > limit and claim.decoded_bytes > BOMB_RATIO * claim.stored_bytes:
+            what = "dictionary batch" if claim.dictionary else "record batch"
+            raise InputError(
+                f"{path}: {what} {index} would take {claim.decoded_bytes / 2**20:,.0f} MiB decoded from "
+                f"{claim.stored_bytes / 2**10:,.0f} KiB in the file, more than the {limit / 2**20:,.0f} MiB one "
+                "block may hold (KLCLI_MAX_BLOCK_BYTES); a batch is decoded whole: write the file in smaller "
+                "batches (pyarrow.feather.write_feather(..., chunksize=1024)) or uncompressed")
 
 
 # --- CSV / TSV -------------------------------------------------------------
