@@ -226,7 +226,7 @@ def _open_stdin(stream, operand: str = "-", name: str = "standard input") -> Sou
         from klcli.io.numpy_files import open_npy_stream
 
         return open_npy_stream(stream, name, operand, fmt="stdin-npy")
-    data = _read_text_input(stream)
+    data = _read_text_input(stream, name)
     if data.startswith(b"\x93NUMPY"):  # a stream that could not be peeked
         import io
 
@@ -247,21 +247,22 @@ def max_stdin_bytes() -> int:
     return env_bytes("KLCLI_MAX_STDIN_BYTES")
 
 
-def _read_text_input(stream) -> bytes:
-    """Standard input's CSV text, read in bounded memory: binary data and endless input are errors.
+def _read_text_input(stream, name: str = "standard input") -> bytes:
+    """Standard input's (or a named pipe's) CSV text, read in bounded memory: binary data and endless input are
+    errors.
 
     (``.npy`` bytes are streamed block by block instead; text is held so a bad row can be located.)
     """
     limit = max_stdin_bytes()
     first = stream.read(1 << 16)
     if b"\0" in first and not first.startswith(b"\x93NUMPY"):
-        raise InputError("standard input: holds NUL bytes: it is binary data, not CSV text or .npy bytes")
+        raise InputError(f"{name}: holds NUL bytes: it is binary data, not CSV text or .npy bytes")
     parts, size = [first], len(first)
     while chunk := stream.read(1 << 20):
         parts.append(chunk)
         size += len(chunk)
         if size > limit:
-            raise InputError(f"standard input: holds more than {limit} bytes of text (KLCLI_MAX_STDIN_BYTES); "
+            raise InputError(f"{name}: holds more than {limit} bytes of text (KLCLI_MAX_STDIN_BYTES); "
                              "save it to a file, which klcli reads in streaming, or raise the limit")
     return b"".join(parts)
 

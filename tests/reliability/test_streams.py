@@ -205,6 +205,19 @@ def test_a_fifo_operand_is_read(cli, tmp_path):
     assert run.code == 0 and float(run.out) == float(cli("kl", P, Q, "-q").out)
 
 
+def test_binary_data_in_a_fifo_is_an_error_naming_the_fifo(cli, tmp_path):
+    import threading
+
+    fifo = tmp_path / "z.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: open(fifo, "wb").write(b"\0" * 1000))  # noqa: SIM115
+    writer.start()
+    run = cli("kl", fifo, Q)
+    writer.join(10)
+    assert run.code == 2
+    assert run.err == f"klcli: error: {fifo}: holds NUL bytes: it is binary data, not CSV text or .npy bytes\n"
+
+
 def test_dev_stdin_on_a_pipe_is_read():
     done = subprocess.run([*KLCLI, "kl", "/dev/stdin", Q, "-q"], input=(SAMPLES / "p.csv").read_bytes(),
                           capture_output=True)
