@@ -171,7 +171,7 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
         for name in columns:
             stats.add_column(name, justify="right")
         for key in SUMMARY_KEYS:
-            stats.add_row(key.replace("_", "."), *(number(m.get(key)) for m in columns.values()))
+            stats.add_row(key.replace("_", "."), *(_cell(m, key) for m in columns.values()))
         console.print(stats)
 
     estimates = _mean_figures(result.figures)
@@ -190,7 +190,7 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
             for column in value[0]:
                 listing.add_column(column, justify="right")
             for entry in value:
-                listing.add_row(*(number(v) for v in entry.values()))
+                listing.add_row(*(_untrusted(_shard_name(v)) if k == "shard" else number(v) for k, v in entry.items()))
             console.print(listing)
 
     if per_row and result.per_row:
@@ -213,6 +213,21 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
         console.print(checks)
     text = buffer.getvalue()
     return text.translate(ASCII_SYMBOLS) if ascii_only else text
+
+
+def _cell(summary: dict, key: str) -> str:
+    """A summary table cell; a sharded input's argmax also names its shard and row there: ``4 (part-2.npy:1)``."""
+    if key == "argmax" and isinstance(summary.get("argmax_shard"), str):
+        return (f"{summary['argmax']} ({_untrusted(_shard_name(summary['argmax_shard']))}:"
+                f"{summary['argmax_row_in_shard']})")
+    return number(summary.get(key))
+
+
+def _shard_name(path) -> str:
+    """A shard as the table names it: its file name (the JSON keeps the path as the glob gave it)."""
+    import os
+
+    return os.path.basename(str(path)) or str(path)
 
 
 def _mean_figures(figures: dict) -> list[tuple[str, dict]]:
