@@ -169,9 +169,13 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
                       title_justify="left", pad_edge=False)
         stats.add_column("statistic")
         for name in columns:
-            stats.add_column(name, justify="right")
+            stats.add_column(name, justify="right", overflow="fold")  # (a shard name is folded, never elided)
         for key in SUMMARY_KEYS:
-            stats.add_row(key.replace("_", "."), *(_cell(m, key) for m in columns.values()))
+            stats.add_row(key.replace("_", "."), *(number(m.get(key)) for m in columns.values()))
+        if any("argmax_shard" in m for m in columns.values()):  # a sharded input: where the argmax row lies
+            stats.add_row("argmax shard", *(_untrusted(_shard_name(m.get("argmax_shard", "—")))
+                                            for m in columns.values()))
+            stats.add_row("shard row", *(number(m.get("argmax_row_in_shard")) for m in columns.values()))
         console.print(stats)
 
     estimates = _mean_figures(result.figures)
@@ -213,14 +217,6 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
         console.print(checks)
     text = buffer.getvalue()
     return text.translate(ASCII_SYMBOLS) if ascii_only else text
-
-
-def _cell(summary: dict, key: str) -> str:
-    """A summary table cell; a sharded input's argmax also names its shard and row there: ``4 (part-2.npy:1)``."""
-    if key == "argmax" and isinstance(summary.get("argmax_shard"), str):
-        return (f"{summary['argmax']} ({_untrusted(_shard_name(summary['argmax_shard']))}:"
-                f"{summary['argmax_row_in_shard']})")
-    return number(summary.get(key))
 
 
 def _shard_name(path) -> str:
