@@ -112,8 +112,11 @@ def _resolve(operand: str) -> tuple[str, str | None, bool] | None:
 
 
 def _matches(pattern: str) -> list[str]:
-    """The regular files a glob matches (hidden files only if the pattern names them, as the shell does)."""
-    return [path for path in glob.glob(pattern) if os.path.isfile(path)]
+    """The regular files a glob matches: ``**`` spans folders; hidden files and ``_SUCCESS``/``_metadata``
+    sidecars only if the pattern's own name starts with ``.`` or ``_`` (hidden ones, as the shell does)."""
+    sidecars = not os.path.basename(pattern).startswith("_")
+    return [path for path in glob.glob(pattern, recursive=True)
+            if os.path.isfile(path) and not (sidecars and os.path.basename(path).startswith("_"))]
 
 
 def shard_paths(operand: str) -> list[str] | None:

@@ -19,7 +19,7 @@ def _split(values: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
 
 
 def _save_npy(folder, values, sizes, name="part-{}.npy"):
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     for index, piece in enumerate(_split(values, sizes)):
         np.save(folder / name.format(index), piece)
 
@@ -196,3 +196,35 @@ def test_only_one_shard_is_open_at_a_time_while_streaming(tmp_path, rows, monkey
     assert len(opened) == 1
     list(stream)
     assert len(opened) == 11
+
+
+def test_a_directory_with_a_trailing_slash_and_a_recursive_glob(tmp_path, rows):
+    _save_npy(tmp_path / "run" / "a", rows[:4], [4])
+    _save_npy(tmp_path / "run" / "b", rows[4:], [2, 5])
+    assert np.array_equal(klcli.read(f"{tmp_path / 'run' / 'a'}/"), rows[:4])
+    assert np.array_equal(klcli.read(f"{tmp_path / 'run'}/**/*.npy"), rows)
+
+
+def test_a_glob_skips_sidecars_unless_it_names_them(tmp_path, rows):
+    _save_npy(tmp_path / "out", rows, [6, 5])
+    (tmp_path / "out" / "_SUCCESS").write_bytes(b"")
+    assert np.array_equal(klcli.read(f"{tmp_path / 'out'}/*"), rows)
+    with pytest.raises(InputError, match="_SUCCESS: is empty"):
+        open_operand(f"{tmp_path / 'out'}/_*")
+
+
+def test_llama_base_file_shards_carry_their_tokens(tmp_path):
+    from tests.io.test_llm_formats import write_llama_base
+
+    rng = np.random.default_rng(9)
+    n_ctx, n_vocab = 16, 33
+    logits = rng.normal(0, 3, size=(3, n_ctx - 1 - n_ctx // 2, n_vocab))
+    tokens = rng.integers(0, n_vocab, size=(3, n_ctx))
+    write_llama_base(tmp_path / "whole.kld", logits, tokens, n_ctx)
+    (tmp_path / "parts").mkdir()
+    write_llama_base(tmp_path / "parts" / "chunk-0.kld", logits[:1], tokens[:1], n_ctx)
+    write_llama_base(tmp_path / "parts" / "chunk-1.kld", logits[1:], tokens[1:], n_ctx)
+    whole, parts = open_operand(str(tmp_path / "whole.kld")), open_operand(str(tmp_path / "parts"))
+    assert parts.shape == whole.shape and parts.forced_kind == whole.forced_kind
+    assert np.array_equal(np.concatenate(list(parts.blocks(5))), np.concatenate(list(whole.blocks(5))))
+    assert np.array_equal(np.concatenate(list(parts.labels(5))), np.concatenate(list(whole.labels(5))))
