@@ -230,7 +230,8 @@ def compare_command(
                                               "last axis = vocabulary): a file, or shards ('base/part-*.npy', a "
                                               "directory).", show_default=False)],
     test_model: Annotated[str, typer.Argument(metavar="TEST", help="The test model's logits for the same positions "
-                                              "and vocabulary.", show_default=False)],
+                                              "and vocabulary (a file or shards, as BASE; they may be cut "
+                                              "differently).", show_default=False)],
     labels: LabelsOpt = None,
     ignore_index: IgnoreIndexOpt = -100,
     mask: MaskOpt = None,
