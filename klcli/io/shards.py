@@ -192,7 +192,7 @@ def open_shards(operand: str) -> Source:
         shards.append(Shard(path, shard_operand(path), tuple(source.shape)))
         dtypes.append(source.dtype)
         has_labels = source.labels is not None
-        del source  # (its file is closed when the Source goes: at most one shard is open at a time)
+        del source  # (its file closes with it: the first shard and this one are the most open at once)
     assert first is not None
     first_shape = first.shape
     shape = ((None if any(s.shape[0] is None for s in shards) else sum(int(s.shape[0] or 0) for s in shards)),
