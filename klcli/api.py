@@ -911,7 +911,10 @@ def read(operand):
           float64 (rows, n_vocab) (the tokens they carry are not returned);
         - OpenAI-style logprobs JSON/JSONL: the sampled tokens'
           log-probabilities, float64 (sequences, longest), padded with NaN;
-        - inline numbers: float64, 1-D for one row.
+        - inline numbers: float64, 1-D for one row;
+        - shards (a glob such as ``"logits/part-*.npy"``, or a directory): the
+          shards' arrays concatenated along their first axis, in natural order
+          (1-D shards as one vector), read into memory.
 
     Raises
     ------

@@ -191,8 +191,9 @@ def js_command(
 @delivered
 def perplexity_command(
     scores: Annotated[str, typer.Argument(metavar="LOGITS|LOGPROBS", help="Logits of shape (N, V) or (B, T, V) "
-                                          "with --labels; or, with --kind logprobs|probs, the observed tokens' "
-                                          "log-probabilities (1-D, FILE:COLUMN, or 2-D padded with NaN).",
+                                          "(a file, or shards: a quoted glob or a directory) with --labels; or, "
+                                          "with --kind logprobs|probs, the observed tokens' log-probabilities (1-D, "
+                                          "FILE:COLUMN, or 2-D padded with NaN).",
                                           show_default=False)],
     labels: LabelsOpt = None,
     kind: TokenKindOpt = None,
@@ -226,9 +227,11 @@ def perplexity_command(
 @delivered
 def compare_command(
     base_model: Annotated[str, typer.Argument(metavar="BASE", help="The reference model's logits (rows = positions, "
-                                              "last axis = vocabulary).", show_default=False)],
+                                              "last axis = vocabulary): a file, or shards ('base/part-*.npy', a "
+                                              "directory).", show_default=False)],
     test_model: Annotated[str, typer.Argument(metavar="TEST", help="The test model's logits for the same positions "
-                                              "and vocabulary.", show_default=False)],
+                                              "and vocabulary (a file or shards, as BASE; they may be cut "
+                                              "differently).", show_default=False)],
     labels: LabelsOpt = None,
     ignore_index: IgnoreIndexOpt = -100,
     mask: MaskOpt = None,
@@ -258,6 +261,8 @@ def compare_command(
       klcli compare sample_data/teacher_logits.npy sample_data/student_logits.npy
 
       klcli compare base.npy quant.npy --labels ids.npy --check 'kl.p99<0.2' --check 'top1_agreement>=0.98'
+
+      klcli compare 'sample_data/teacher_shards/part-*.npy' sample_data/student_logits.npy
     """
     _go("compare", locals(), "base_model", "test_model")
 

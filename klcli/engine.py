@@ -122,14 +122,26 @@ def blocks(items: Iterable[Any], kernel: Callable[[Any], Partial], *, threads: i
 class Rows:
     """Hands out rows from an iterator of blocks, in the sizes asked for."""
 
-    def __init__(self, blocks: Iterable[np.ndarray]):
+    def __init__(self, blocks: Iterable[np.ndarray], label: str = "the input"):
         self._blocks = iter(blocks)
         self._pending: list[np.ndarray] = []
         self.taken = 0
+        self._label = label
+        self._width: int | None = None
+        self._seen = 0
 
     def _next_block(self) -> np.ndarray | None:
         for block in self._blocks:
             if block.shape[0]:
+                # Rows of one stream are equally wide; the files of a sharded operand of 1-D arrays are not
+                # (they make one vector of token ids or values, not rows of a distribution).
+                if self._width is None:
+                    self._width = block.shape[1]
+                elif block.ndim > 1 and block.shape[1] != self._width:
+                    raise ShapeError(f"{self._label}: row {self._seen} has {block.shape[1]} outcomes but the rows "
+                                     f"before it have {self._width}; every row needs the same outcomes (1-D "
+                                     "shards are one vector, not rows: give 2-D shards)")
+                self._seen += block.shape[0]
                 return block
         return None
 
@@ -193,7 +205,7 @@ def paired_blocks(
     ShapeError
         Different widths, or different row counts with neither side single.
     """
-    p_rows, q_rows = Rows(p_blocks), Rows(q_blocks)
+    p_rows, q_rows = Rows(p_blocks, p_label), Rows(q_blocks, q_label)
     p_single, p_width = p_rows.peek_single_row()
     q_single, q_width = q_rows.peek_single_row()
     for width, label in ((p_width, p_label), (q_width, q_label)):

@@ -18,7 +18,11 @@ klcli-gaussian(1), klcli-compare(1), klcli-rlhf(1)."""
 INPUT_FORMATS = """\
 An operand is, in this order: - (standard input: CSV or TSV text, or .npy bytes recognised by their \
 magic); an existing file; FILE:SELECTOR when FILE exists and the whole string does not (an .npz \
-array key, or a table's column or comma-separated columns); or inline numbers, where a comma \
+array key, or a table's column or comma-separated columns); shards: a quoted glob \
+('logits/part-*.npy', '**' spanning folders) or a directory (DIR or DIR:SELECTOR; hidden files and \
+_SUCCESS/_metadata sidecars skipped), one input whose rows are its files' rows concatenated in \
+natural sort order (part-2 before part-10), every file of one format, shape and dtype, read one \
+after the other; or inline numbers, where a comma \
 separates outcomes and a semicolon rows (0.1,0.9;0.5,0.5). Inline numbers that begin with a minus \
 sign go after --, with every option before it.
 

@@ -85,7 +85,7 @@ PrecisionOpt = Annotated[str, typer.Option(
 TOKENS = "Tokens and labels"
 LabelsOpt = Annotated[Optional[str], typer.Option(
     "--labels", metavar="IDS", help="The observed token ids: shape (N) or (B, T) matching the logits' leading axes "
-    "(.npy, FILE:COLUMN, inline).", rich_help_panel=TOKENS, show_default=False)]
+    "(.npy, FILE:COLUMN, a glob or directory of shards, inline).", rich_help_panel=TOKENS, show_default=False)]
 IgnoreIndexOpt = Annotated[int, typer.Option(
     "--ignore-index", metavar="ID", help="Label value of positions not scored (PyTorch's convention).",
     rich_help_panel=TOKENS)]
@@ -95,7 +95,7 @@ ShiftOpt = Annotated[bool, typer.Option(
 
 MaskOpt = Annotated[Optional[str], typer.Option(
     "--mask", metavar="FILE", help="Which positions to score: one 1/0 (or boolean) per position, shape (N) or "
-    "(B, T) (.npy, FILE:COLUMN, inline), e.g. an attention mask. With --labels, a 0 acts as --ignore-index on "
+    "(B, T) (.npy, FILE:COLUMN, shards, inline), e.g. an attention mask. With --labels, a 0 acts as --ignore-index on "
     "that position's label (labels AND mask).", rich_help_panel=TOKENS, show_default=False)]
 
 # --- output ----------------------------------------------------------------
@@ -132,7 +132,9 @@ CheckOpt = Annotated[Optional[list[str]], typer.Option(
 # --- operands and per-command options used by more than one command --------
 
 P_ARG = Annotated[str, typer.Argument(metavar="P", help="The first distribution(s): a file, FILE:SELECTOR, "
-                                      "'-' for standard input, or inline numbers such as 0.1,0.9.",
+                                      "shards (a quoted glob such as 'p/part-*.npy', or a directory; rows "
+                                      "concatenated in natural order), '-' for standard input, or inline numbers "
+                                      "such as 0.1,0.9.",
                                       show_default=False)]
 Q_ARG = Annotated[str, typer.Argument(metavar="Q", help="The second distribution(s), in the same forms; a single "
                                       "row is compared with every row of P.", show_default=False)]

@@ -169,9 +169,13 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
                       title_justify="left", pad_edge=False)
         stats.add_column("statistic")
         for name in columns:
-            stats.add_column(name, justify="right")
+            stats.add_column(name, justify="right", overflow="fold")  # (a shard name is folded, never elided)
         for key in SUMMARY_KEYS:
             stats.add_row(key.replace("_", "."), *(number(m.get(key)) for m in columns.values()))
+        if any("argmax_shard" in m for m in columns.values()):  # a sharded input: where the argmax row lies
+            stats.add_row("argmax shard", *(_untrusted(_shard_name(m.get("argmax_shard", "—")))
+                                            for m in columns.values()))
+            stats.add_row("shard row", *(number(m.get("argmax_row_in_shard")) for m in columns.values()))
         console.print(stats)
 
     estimates = _mean_figures(result.figures)
@@ -190,7 +194,7 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
             for column in value[0]:
                 listing.add_column(column, justify="right")
             for entry in value:
-                listing.add_row(*(number(v) for v in entry.values()))
+                listing.add_row(*(_untrusted(_shard_name(v)) if k == "shard" else number(v) for k, v in entry.items()))
             console.print(listing)
 
     if per_row and result.per_row:
@@ -213,6 +217,13 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
         console.print(checks)
     text = buffer.getvalue()
     return text.translate(ASCII_SYMBOLS) if ascii_only else text
+
+
+def _shard_name(path) -> str:
+    """A shard as the table names it: its file name (the JSON keeps the path as the glob gave it)."""
+    import os
+
+    return os.path.basename(str(path)) or str(path)
 
 
 def _mean_figures(figures: dict) -> list[tuple[str, dict]]:

@@ -249,7 +249,11 @@ def plan(command: str, *operands, **options) -> Plan:
         planner = PLANNERS[command]
     except KeyError:
         raise UsageError(f"no command {command!r}; use one of {', '.join(PLANNERS)}") from None
-    return planner(*operands, **options)
+    from klcli.rownames import named_by_shard
+
+    made = planner(*operands, **options)
+    # Rows of a sharded operand are also named by their shard (argmax_shard …), here, once for every command.
+    return replace(made, compute=named_by_shard(made.compute, made.operands))
 
 
 # --- from Python -----------------------------------------------------------------------------------------------

@@ -100,6 +100,7 @@ def main() -> None:
              policy_logits=policy_logits, ref_logits=ref_logits, tokens=tokens)
 
     write_model_formats()
+    write_shards()
 
 
 def write_safetensors(path: Path, float32: dict[str, np.ndarray], bfloat16: dict[str, np.ndarray]) -> None:
@@ -190,6 +191,15 @@ def write_model_formats() -> None:
     (HERE / "reference.json").write_text(json.dumps(chat_completion(reference, picks), indent=1) + "\n")
     lines = [chat_completion(candidate[:4], picks[:4]), chat_completion(candidate[4:], picks[4:])]
     (HERE / "candidate.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def write_shards() -> None:
+    """The teacher's logits cut into three uneven shards (10, 1 and 53 rows), for the sharded-input examples."""
+    teacher = np.load(HERE / "teacher_logits.npy")
+    folder = HERE / "teacher_shards"
+    folder.mkdir(exist_ok=True)
+    for index, piece in enumerate(np.split(teacher, [10, 11])):
+        np.save(folder / f"part-{index}.npy", piece)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,17 @@ def _check_shapes(base: Source, test: Source) -> None:
                          "compare needs the same positions and vocabulary")
 
 
+def _check_positions(base: Source, counter: Source | None) -> None:
+    """Labels (or a mask) of known size hold one value per position of the logits: else both counts, up front."""
+    if counter is None or None in base.shape or None in counter.shape or len(base.shape) < 2:
+        return
+    positions, values = math.prod(base.shape[:-1]), math.prod(counter.shape)
+    if positions != values:
+        what, verb = ("mask values", "holds") if counter.role == "mask" else ("labels", "hold")
+        raise ShapeError(f"{counter.label} {verb} {values} {what} but {base.label} has {positions} positions; give "
+                         f"one {what[:-1]} per position")
+
+
 def _position_blocks(source: Source, as_values):
     """``source`` read one value per position, each block converted by ``as_values`` (which names bad ones)."""
     position = 0
@@ -91,6 +102,8 @@ def compare(base_operand, test_operand, reading: Reading, *, labels=None, mask=N
     if labels is None and base.labels is not None:  # a llama.cpp base file carries its tokens
         label_source = Source(base.operand, base.path, base.format, base.shape[:-1], "int32", base.labels,
                               role="labels")
+    for counted in (label_source, mask_source):
+        _check_positions(base, counted)
     if shift and label_source is None:
         raise UsageError("--shift scores position t against label t+1; it needs --labels IDS")
     sources = [base, test] + [s for s in (label_source, mask_source) if s is not None]

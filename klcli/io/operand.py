@@ -1,8 +1,10 @@
 """From an operand string to an opened :class:`~klcli.io.source.Source` (SPEC §3).
 
 An operand is, in this order: ``-`` (standard input); an existing file;
-``FILE:SELECTOR`` when FILE exists and the whole string does not; or inline
-numbers (``0.1,0.2,0.7`` one row, ``0.1,0.9;0.5,0.5`` two rows).
+``FILE:SELECTOR`` when FILE exists and the whole string does not; a sharded
+operand — a directory (``DIR`` or ``DIR:SELECTOR``) or a glob pattern, with an
+optional ``:SELECTOR`` (:mod:`klcli.io.shards`); or inline numbers
+(``0.1,0.2,0.7`` one row, ``0.1,0.9;0.5,0.5`` two rows).
 """
 
 from __future__ import annotations
@@ -115,6 +117,10 @@ def open_operand(operand, role: str = "", *, stdin=None) -> Source:
     """
     source = _open(operand, stdin)
     source.role = role
+    if source.shards:
+        from klcli.io.shards import note_opened
+
+        note_opened(source)
     return source
 
 
@@ -129,6 +135,10 @@ def _open(operand, stdin) -> Source:
         if stdin is None and 0 in CLOSED:
             raise InputError("standard input is closed (0<&-); pipe CSV text or .npy bytes into '-'")
         return _open_stdin(stdin if stdin is not None else sys.stdin.buffer)
+    from klcli.io.shards import is_sharded, open_shards
+
+    if is_sharded(operand):
+        return open_shards(operand)
     path, selector = split_operand(operand)
     if path is not None:
         return _open_file(path, operand, selector)
@@ -168,6 +178,16 @@ def _refuse_unsearchable(operand: str) -> None:
             continue
 
 
+def file_format(path: str) -> str | None:
+    """The format a regular file is read as: a llama.cpp base file by its magic, others by extension, then magic."""
+    return _sniff(path, only="llama") or FORMATS.get(os.path.splitext(path)[1].lower()) or _sniff(path)
+
+
+def open_file(path: str, operand: str, selector: str | None) -> Source:
+    """One existing file (``path``, read with ``selector``) as a Source: the shards of a sharded operand."""
+    return _open_file(path, operand, selector)
+
+
 def _open_file(path: str, operand: str, selector: str | None) -> Source:
     if os.path.isdir(path):
         raise InputError(f"{path}: is a directory; name a file")
@@ -178,7 +198,7 @@ def _open_file(path: str, operand: str, selector: str | None) -> Source:
     if os.path.getsize(path) == 0:
         raise InputError(f"{path}: is empty")
     # llama.cpp base files are recognised by their magic whatever they are called.
-    fmt = _sniff(path, only="llama") or FORMATS.get(os.path.splitext(path)[1].lower()) or _sniff(path)
+    fmt = file_format(path)
     if fmt is None:
         from klcli.io.numpy_files import is_torch_checkpoint, torch_checkpoint_error
 
@@ -326,6 +346,8 @@ def read_array(operand, role: str) -> tuple[np.ndarray, Source]:
 def whole_array(source: Source) -> np.ndarray:
     """An opened source's values gathered from its blocks, in its stored shape (a text column as a vector)."""
     blocks = [np.asarray(block) for block in source.blocks(1 << 16)]
+    if len(source.shape) == 1 and len(blocks) > 1:  # 1-D shards: one vector, concatenated
+        blocks = [np.concatenate([block.reshape(-1) for block in blocks]).reshape(1, -1)]
     rows = np.concatenate(blocks) if blocks else np.empty((0, source.shape[-1] or 0))
     shape = tuple(rows.shape[0] if s is None else s for s in source.shape)
     if len(shape) == 1 and source.shape[0] is None:  # a text column gathered as one vector
@@ -336,7 +358,7 @@ def whole_array(source: Source) -> np.ndarray:
 def read_columns(operand, role: str) -> tuple[dict[str, np.ndarray], Source]:
     """Every column of a table operand, by name, each as a 1-D float array (small tables)."""
     source = open_operand(operand, role)
-    if source.format not in ("csv", "tsv", "parquet", "arrow") or source.path is None:
+    if source.format not in ("csv", "tsv", "parquet", "arrow") or source.path is None or source.shards:
         raise InputError(f"{source.label}: expected a table file with named columns (CSV, TSV, Parquet, Arrow)")
     from klcli.io.tables import numeric_columns
 

@@ -62,25 +62,33 @@ def _identity(info: os.stat_result) -> tuple[int, int]:
 
 def input_identities(operands: Iterable[str]) -> dict[tuple[int, int], str]:
     """(device, inode) of every file the operands read, standard input included, by how to name it."""
+    from klcli.errors import InputError
     from klcli.io.operand import split_operand
+    from klcli.io.shards import shard_paths
 
     found: dict[tuple[int, int], str] = {}
     for operand in operands:
         if not isinstance(operand, str):
             continue
         try:
-            if operand == "-":
-                info = os.fstat(0)
-                name = "standard input"
-            else:
-                path, _selector = split_operand(operand)
-                if path is None:
-                    continue
-                info, name = os.stat(path), path
-        except (OSError, ValueError):
-            continue
-        if stat.S_ISREG(info.st_mode) or stat.S_ISBLK(info.st_mode):
-            found.setdefault(_identity(info), name)
+            shards = shard_paths(operand)
+        except InputError:  # (a pattern matching nothing reads nothing; the reader says so)
+            shards = []
+        for path in shards if shards is not None else [operand]:
+            try:
+                if path == "-":
+                    info = os.fstat(0)
+                    name = "standard input"
+                else:
+                    if shards is None:
+                        path, _selector = split_operand(path)
+                        if path is None:
+                            continue
+                    info, name = os.stat(path), path
+            except (OSError, ValueError):
+                continue
+            if stat.S_ISREG(info.st_mode) or stat.S_ISBLK(info.st_mode):
+                found.setdefault(_identity(info), name)
     return found
 
 

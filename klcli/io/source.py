@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from klcli.errors import InputError
+
+if TYPE_CHECKING:
+    from klcli.io.shards import Shard
 
 # Row blocks hold about this many values, so a block of 32 000-wide logits is
 # 32 rows (1 MiB of float32, 8 MiB once widened to float64).
@@ -164,6 +168,9 @@ class Source:
     # A format whose bytes are the array (.npy, safetensors): the whole array in its stored shape, at once
     # (a read-only memory map; bfloat16 is widened to a float32 copy). None: read it block by block.
     array: Callable[[], np.ndarray] | None = field(default=None, repr=False)
+    # A sharded operand (a glob or a directory, klcli.io.shards): its files in the order their rows are read;
+    # empty for one file. ``path`` is then the pattern or directory.
+    shards: tuple[Shard, ...] = ()
 
     @property
     def label(self) -> str:
@@ -192,7 +199,7 @@ class Source:
         shape = list(self.shape)
         if shape and shape[0] is None and rows_read is not None:
             shape[0] = rows_read
-        return {
+        entry: dict = {
             "role": self.role,
             "operand": self.operand,
             "path": self.path,
@@ -200,3 +207,6 @@ class Source:
             "shape": shape,
             "dtype": self.dtype,
         }
+        if self.shards:
+            entry["shards"] = len(self.shards)
+        return entry

@@ -538,7 +538,7 @@ def open_csv(path: str | None, operand: str, selector: str | None, *, delimiter:
 
 def group_codes(source: Source, column: str) -> np.ndarray:
     """Sequence numbers (0, 1, … by first appearance) from a table's ``column`` of any type (``--group``)."""
-    if source.format not in ("csv", "tsv", "parquet", "arrow") or source.path is None:
+    if source.format not in ("csv", "tsv", "parquet", "arrow") or source.path is None or source.shards:
         raise InputError(f"--group {column}: needs a table file (CSV, TSV, Parquet, Arrow), "
                          f"not {source.label}")
     pa = _pa()

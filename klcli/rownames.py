@@ -1,0 +1,96 @@
+"""Global rows named by their shard (SPEC §4): ``argmax_shard``/``argmax_row_in_shard`` and ``worst[].shard``.
+
+Every command numbers rows globally, over all the rows read. When an operand
+is sharded (a glob or a directory), the result also says where a named row
+lies: beside each summary's ``argmax``, the shard's path (as the glob gave it)
+and the row within that shard; in each ``worst`` entry, ``shard`` and
+``row_in_shard`` beside ``row``. It is done here, once, for every command: the
+shards are those of the first sharded operand in the command's order (P before
+Q, BASE before TEST, then labels and mask) that holds the rows named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from klcli.io.shards import locate, recording, total
+from klcli.io.source import Source
+from klcli.result import Result
+
+# Operands whose every value is one position (token ids, a mask, per-token log-probabilities): a global position
+# counts their values; a distribution operand's position is a row.
+_PER_POSITION_ROLES = ("labels", "mask", "logprobs", "probs")
+
+
+def named_by_shard(compute: Callable, operands: list) -> Callable:
+    """``compute`` (progress → Result), whose result also names its rows by shard when an operand is sharded."""
+
+    def named(progress):
+        with recording() as opened:
+            result = compute(progress)
+        return name_rows(result, opened, operands) if opened else result
+
+    return named
+
+
+def _unit(source: Source, result: Result) -> str:
+    if result.summary_over == "sequences":
+        return "sequences"
+    return "values" if source.role in _PER_POSITION_ROLES else "rows"
+
+
+def _named_rows(result: Result) -> list[int]:
+    rows = [summary["argmax"] for summary in _summaries(result) if isinstance(summary.get("argmax"), int)]
+    rows += [entry["row"] for entry in _worst(result) if isinstance(entry.get("row"), int)]
+    return rows
+
+
+def _summaries(result: Result) -> list[dict]:
+    return [result.summary, *(m for m in result.metrics.values() if isinstance(m, dict))]
+
+
+def _worst(result: Result) -> list[dict]:
+    worst = result.figures.get("worst")
+    return [entry for entry in worst if isinstance(entry, dict)] if isinstance(worst, list) else []
+
+
+def _choose(result: Result, opened: list[Source], operands: list) -> tuple[Source, str] | None:
+    """The sharded source whose shards name the rows: the first, in operand order, holding all of them."""
+    rows = _named_rows(result)
+    if not rows:
+        return None
+    by_operand: dict[str, Source] = {}
+    for source in opened:
+        by_operand.setdefault(source.operand, source)
+    for operand in operands:
+        source = by_operand.get(operand) if isinstance(operand, str) else None
+        if source is None:
+            continue
+        unit = _unit(source, result)
+        if unit != "values" and len(source.shape) == 1:
+            continue  # 1-D shards are one vector: a row or a sequence spans them all
+        size = total(source, unit)
+        if size is not None and max(rows) < size:
+            return source, unit
+    return None
+
+
+def name_rows(result: Result, opened: list[Source], operands: list) -> Result:
+    """``result`` with each named row's shard beside it (the result itself when no operand is sharded)."""
+    chosen = _choose(result, opened, operands)
+    if chosen is None:
+        return result
+    source, unit = chosen
+
+    def beside(entry: dict, key: str, shard_key: str, row_key: str) -> None:
+        where = locate(source, entry[key], unit)
+        if where is not None:
+            entry[shard_key], entry[row_key] = where
+
+    for summary in _summaries(result):
+        if isinstance(summary.get("argmax"), int):
+            beside(summary, "argmax", "argmax_shard", "argmax_row_in_shard")
+    for entry in _worst(result):
+        if isinstance(entry.get("row"), int):
+            beside(entry, "row", "shard", "row_in_shard")
+    return result
