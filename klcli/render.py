@@ -180,8 +180,8 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
         for key in SUMMARY_KEYS:
             stats.add_row(key.replace("_", "."), *(number(m.get(key)) for m in columns.values()))
         console.print(stats)
-    for name, histogram in _histograms(result.figures):
-        console.print_plain(histogram_text(histogram, result.unit.name, name))
+        for name, histogram in _histograms(result.figures):
+            console.print_plain(histogram_text(histogram, result.unit.name, name))
 
     estimates = _mean_figures(result.figures)
     if estimates:
@@ -196,7 +196,9 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
     for key, value in result.figures.items():
         if isinstance(value, list) and value and isinstance(value[0], dict):
             listing = Table(box=box.SIMPLE_HEAD, title=key, title_justify="left", pad_edge=False)
-            shown = [column for column in value[0] if not column.endswith("_text")]
+            # Token text goes beside its id (see _cell); nested figures (a candidate's summaries) are no cell.
+            shown = [column for column in value[0]
+                     if not column.endswith("_text") and not isinstance(value[0][column], (dict, list))]
             for column in shown:
                 listing.add_column(column, justify="right")
             for entry in value:

@@ -167,3 +167,38 @@ def test_table_shows_token_text_escaped(cli, sequences):
     expected = f'{first["base_top1"]} "t{first["base_top1"]}\\x1b]0;x\\x07[red]"'
     assert expected in out
     assert re.search(r"^ +" + str(first["row"]) + r" .*" + re.escape(expected), out, re.M)
+
+
+def test_one_histogram_per_candidate_in_the_table():
+    from klcli.render import to_table
+    from klcli.result import Result
+
+    def histogram(counts):
+        return {"edges": [10.0 ** (-3 + i / 4) for i in range(len(counts) + 1)], "counts": counts, "zero": 1,
+                "infinite": 0}
+
+    summary = {"count": 9, "mean": 0.01}
+    tests = [{"name": "q4\x1b[31m", "kl_histogram": histogram([3, 5])},
+             {"name": "q8", "kl_histogram": histogram([7, 0, 1])}]
+    result = Result(command="compare", headline="mean D(base‖test)", value=0.01, rows=9, inputs=[], summary=summary,
+                    metrics={"kl": summary}, figures={"kl_histogram": tests[0]["kl_histogram"], "tests": tests})
+    out = to_table(result, per_row=False, color=False, width=80)
+    assert "KL histogram of q4\\x1b[31m (nats, 9 positions, log-spaced bins)" in out and "\x1b" not in out
+    assert "KL histogram of q8 (nats, 9 positions, log-spaced bins)" in out
+    assert out.count("KL histogram") == 2
+    block = out[out.index("KL histogram of q8"):].split("\n\n")[0].splitlines()
+    assert [int(line.rsplit(None, 1)[1]) for line in block[1:]] == [1, 7, 0, 1]
+
+
+def test_python_api_takes_the_report_options(sequences):
+    import klcli
+    from klcli.errors import UsageError
+
+    base, test, _, texts, folder = sequences
+    report = folder / "api.html"
+    doc = klcli.compare(base, test, tokenizer=str(folder / "tokenizer.json"), html=str(report), worst=3)
+    first = doc["worst"][0]
+    assert first["base_top1_text"] == (texts[first["base_top1"]] if first["base_top1"] < 10 else None)
+    assert repr(doc["kl"]["mean"]) in report.read_text()
+    with pytest.raises(UsageError, match="give --tokenizer or --vocab, not both"):
+        klcli.compare(base, test, tokenizer="a", vocab="b")
