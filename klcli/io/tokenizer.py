@@ -22,25 +22,39 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from klcli.errors import InputError
 from klcli.io.source import env_bytes, parse_json
 
 
+def _as_written(token: str) -> str:
+    return token
+
+
 @dataclass(frozen=True)
 class Vocabulary:
-    """Token ids → their text; ``name`` is the file it came from (for notes)."""
+    """Token ids → their tokens as stored, and how a token becomes text; ``name`` is the file (for notes).
+
+    Tokens are turned into text when asked (a report shows a few dozen of a
+    vocabulary's 150,000); ``added`` ids (special tokens) are shown as written.
+    """
 
     name: str
-    texts: dict[int, str]
+    tokens: dict[int, str]
+    show: Callable[[str], str] = _as_written
+    added: frozenset[int] = field(default_factory=frozenset)
 
     def text(self, token_id) -> str | None:
         """The text of ``token_id``, or None for an id the vocabulary does not hold."""
-        return self.texts.get(token_id) if isinstance(token_id, int) and not isinstance(token_id, bool) else None
+        if isinstance(token_id, bool) or not isinstance(token_id, int) or token_id not in self.tokens:
+            return None
+        token = self.tokens[token_id]
+        return token if token_id in self.added else self.show(token)
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return len(self.tokens)
 
 
 def _bytes_to_unicode() -> dict[str, int]:
@@ -192,16 +206,18 @@ def read_tokenizer(path: str) -> Vocabulary:
         raise InputError(f"{where}: is not JSON ({exc.msg} at line {exc.lineno}); give a tokenizer.json") from None
     if not isinstance(document, dict):
         raise InputError(f"{where}: holds a JSON {type(document).__name__}, not a tokenizer.json object")
-    show = _shower(document)
-    texts = {token_id: show(token) for token_id, token in _model_vocab(document.get("model"), where).items()}
+    tokens = _model_vocab(document.get("model"), where)
     added = document.get("added_tokens") or []
     if not isinstance(added, list):
         raise InputError(f"{where}: added_tokens must be a list")
+    special = set()
     for index, entry in enumerate(added):
         if not isinstance(entry, dict) or not isinstance(entry.get("content"), str) or "id" not in entry:
             raise InputError(f"{where}: added_tokens[{index}] needs an 'id' and a 'content' string")
-        texts[_token_id(entry["id"], f"{where}: added_tokens[{index}].id")] = entry["content"]
-    return Vocabulary(path, texts)
+        token_id = _token_id(entry["id"], f"{where}: added_tokens[{index}].id")
+        tokens[token_id] = entry["content"]
+        special.add(token_id)
+    return Vocabulary(path, tokens, _shower(document), frozenset(special))
 
 
 def read_vocab(path: str) -> Vocabulary:
@@ -214,7 +230,7 @@ def read_vocab(path: str) -> Vocabulary:
         lines = [line[:-1] for line in lines]
     if not lines:
         raise InputError(f"--vocab {path}: holds no tokens; give one token per line, line n for id n")
-    return Vocabulary(path, dict(enumerate(lines)))
+    return Vocabulary(path, dict(enumerate(lines)))  # shown as written
 
 
 def read_vocabulary(tokenizer: str | None, vocab: str | None) -> Vocabulary | None:
