@@ -263,3 +263,12 @@ def test_chromium_renders_the_report(cli, runs, tmp_path):
     assert shots["blank"][3] == 0  # the check itself: a blank page has no varying row
     assert varying > 0.3 * height, varying
     assert size > 20_000 and size > 5 * shots["blank"][0]
+
+
+def test_html_written_when_a_check_fails(cli, runs):
+    report = runs / "failed.html"
+    run = cli(*_args(runs, "far.npy"), "--html", report, "--check", "kl.mean<0.001")
+    assert run.code == 1 and run.err.startswith("klcli: check failed: kl.mean<0.001")
+    page = Page(report.read_text())
+    assert "1 of 1 checks FAILED" in "".join(page.text)
+    assert ["kl.mean<0.001"] == [row[0] for row in page.rows if row and row[-1] == "FAIL"]
