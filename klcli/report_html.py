@@ -29,8 +29,9 @@ STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:72em;padding:0 1em;
 color:#222;background:#fff;line-height:1.4}
 h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.5em 0;display:block;overflow-x:auto;max-width:100%}th,td{padding:.2em .7em;border-bottom:1px solid #eee;text-align:right;
-vertical-align:top;white-space:nowrap}th{background:#f4f4f4;white-space:normal}td.key,th.key,td.text{text-align:left}
+table{border-collapse:collapse;margin:.5em 0;display:block;overflow-x:auto;max-width:100%}
+th,td{padding:.2em .7em;border-bottom:1px solid #eee;text-align:right;vertical-align:top;white-space:nowrap}
+th{background:#f4f4f4;white-space:normal}td.key,th.key,td.text{text-align:left}
 td.key{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.9em}
 code,.token{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;background:#f4f4f4;padding:0 .2em}
 .verdict{font-size:1.2em;font-weight:bold;padding:.4em .8em;display:inline-block;border-radius:.3em}
