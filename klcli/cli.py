@@ -80,13 +80,13 @@ def _go(command: str, options: dict, *operand_names: str) -> None:
     if command == "rlhf":
         options["per_row"] = delivery.per_row
     planned = plan(command, *operands, **options)
-    delivery.check_target([o for o in planned.operands if isinstance(o, str)])  # before the work, not after it
+    delivery.check_target([o for o in planned.operands if isinstance(o, str)], planned.reports)  # before the work
     progress = delivery.progress_bar()
     try:
         result = planned.compute(progress)
     finally:
         progress.close()
-    raise typer.Exit(delivery.deliver(result))
+    raise typer.Exit(delivery.deliver(result, planned.reports))
 
 
 @app.command("kl")
@@ -246,6 +246,19 @@ def compare_command(
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
     tail: TailOpt = "bucket",
+    # The report options: token ids shown as text, and the HTML report.
+    tokenizer: Annotated[Optional[str], typer.Option(
+        "--tokenizer", metavar="TOKENIZER_JSON", show_default=False,
+        help="A Hugging Face tokenizer.json: the worst positions' token ids shown as text too (byte-level BPE "
+             "markers as the spaces and newlines they stand for).")] = None,
+    vocab: Annotated[Optional[str], typer.Option(
+        "--vocab", metavar="FILE", show_default=False,
+        help="A text file with one token per line (line n = id n), instead of --tokenizer.")] = None,
+    html: Annotated[Optional[str], typer.Option(
+        "--html", metavar="FILE", show_default=False,
+        help="Also write a self-contained HTML report (no network, no scripts): leaderboard, KL histogram, KL by "
+             "confidence and along the sequence, worst positions, every figure; written atomically like -o.")
+    ] = None,
     delivery=None,
 ) -> None:
     """A drift report between two models' outputs at the same positions; the headline is mean D(base‖test).
@@ -254,13 +267,16 @@ def compare_command(
     --labels, each model's perplexity, their ratio, and Δp = p_test(label) − p_base(label) — the statistics of
     llama.cpp's --kl-divergence, for any framework's logits, as JSON with gates. Positions whose label is
     --ignore-index, that --mask marks 0, or (with --shift) that end a sequence are left out of every statistic;
-    rows (argmax, worst) are still numbered as in the input.
+    rows (argmax, worst) are still numbered as in the input. The table ends its summary with a histogram of
+    per-position KL (log-spaced bins, plain text); --html writes a self-contained page with the charts.
 
     Examples:
 
       klcli compare sample_data/teacher_logits.npy sample_data/student_logits.npy
 
       klcli compare base.npy quant.npy --labels ids.npy --check 'kl.p99<0.2' --check 'top1_agreement>=0.98'
+
+      klcli compare base.npy quant.npy --labels ids.npy --tokenizer tokenizer.json --html report.html
 
       klcli compare 'sample_data/teacher_shards/part-*.npy' sample_data/student_logits.npy
     """

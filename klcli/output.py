@@ -55,7 +55,7 @@ class Delivery:
 
         return Progress(total, self.progress)
 
-    def check_target(self, operands: list[str]) -> None:
+    def check_target(self, operands: list[str], reports=()) -> None:
         """Refuse an ``-o`` path that is one of the inputs (or cannot be written), before any work is done."""
         if self.output not in (None, "-"):
             from klcli.io.output import check_output_path
@@ -63,6 +63,27 @@ class Delivery:
             check_output_path(self.output, [*operands, *self.protected])
         elif 1 in _closed_streams():
             raise UsageError("standard output is closed (>&-): nowhere to print the result; give -o FILE")
+        self.check_reports(operands, reports)
+
+    def check_reports(self, operands: list[str], reports) -> None:
+        """Refuse a further report file (``--html``) that is an input or ``-o``'s file, before any work is done."""
+        from klcli.io.output import check_output_path, input_identities
+
+        for report in reports:
+            written = self.output not in (None, "-")
+            if report.path == self.output or written and (input_identities([self.output]).keys()
+                                                          & input_identities([report.path]).keys()):
+                raise UsageError(f"{report.option} {report.path} and -o {self.output} name the same file; give "
+                                 "each its own")
+            others = [name for name in self.protected if name != report.path]
+            check_output_path(report.path, [*operands, *others], option=report.option)
+
+    def write_reports(self, reports, document: dict) -> None:
+        """Write each further report file (``--html``) from the delivered document, atomically like ``-o``."""
+        from klcli.io.output import write_result
+
+        for report in reports:
+            write_result(report.path, report.render(document), stdout=sys.stdout, option=report.option)
 
     def report(self, result: Result) -> tuple[Result, dict]:
         """The result in the asked unit, and its JSON document with the checks' outcomes.
@@ -76,12 +97,14 @@ class Delivery:
         document["checks"], document["passed"] = result.checks, result.passed
         return result, document
 
-    def deliver(self, result: Result) -> int:
-        """Print (or write) the result and the notes; return the exit code (0, or 1 if a check failed)."""
+    def deliver(self, result: Result, reports=()) -> int:
+        """Print (or write) the result, its further reports and the notes; return the exit code (0, or 1 if a check
+        failed)."""
         from klcli.errors import shown
         from klcli.streams import say
 
         result, document = self.report(result)
+        self.write_reports(reports, document)
         to_stdout = self.output in (None, "-")
         text = self._text(result, document, to_terminal=to_stdout and _is_terminal(sys.stdout),
                           encoding=(getattr(sys.stdout, "encoding", None) or "utf-8") if to_stdout else "utf-8")

@@ -110,6 +110,13 @@ class _Printer:
         self.console.width = max(self.width, needed)
         self.console.print(table)
 
+    def print_plain(self, text: str) -> None:
+        """Lines as they are: no markup, no wrapping, no colour (a histogram drawn in characters)."""
+        from rich.text import Text
+
+        self.console.width = 1 << 16
+        self.console.print(Text(text), no_wrap=True, crop=False)
+
 
 def _ascii_table(table_class):
     """rich's Table, with titles, headers and cells translated by :data:`ASCII_SYMBOLS` before layout."""
@@ -177,6 +184,8 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
                                             for m in columns.values()))
             stats.add_row("shard row", *(number(m.get("argmax_row_in_shard")) for m in columns.values()))
         console.print(stats)
+        for name, histogram in _histograms(result.figures):
+            console.print_plain(histogram_text(histogram, result.unit.name, name))
 
     estimates = _mean_figures(result.figures)
     if estimates:
@@ -191,10 +200,13 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
     for key, value in result.figures.items():
         if isinstance(value, list) and value and isinstance(value[0], dict):
             listing = Table(box=box.SIMPLE_HEAD, title=key, title_justify="left", pad_edge=False)
-            for column in value[0]:
+            # Token text goes beside its id (see _cell); nested figures (a candidate's summaries) are no cell.
+            shown = [column for column in value[0]
+                     if not column.endswith("_text") and not isinstance(value[0][column], (dict, list))]
+            for column in shown:
                 listing.add_column(column, justify="right")
             for entry in value:
-                listing.add_row(*(_untrusted(_shard_name(v)) if k == "shard" else number(v) for k, v in entry.items()))
+                listing.add_row(*(_cell(entry, column) for column in shown))
             console.print(listing)
 
     if per_row and result.per_row:
@@ -224,6 +236,59 @@ def _shard_name(path) -> str:
     import os
 
     return os.path.basename(str(path)) or str(path)
+
+
+def _cell(entry: dict, column: str) -> str:
+    """A listing's cell: a figure, a (file-derived) name — a shard by its file name — or a token id with its text."""
+    value = entry[column]
+    if column == "shard":
+        return _untrusted(_shard_name(value))
+    if isinstance(value, str):
+        return _untrusted(value)
+    text = entry.get(f"{column}_text")
+    if text is not None:
+        from klcli.io.tokenizer import token_shown
+
+        return f"{number(value)} {_untrusted(token_shown(text))}"
+    return number(value)
+
+
+# The histogram's bar, in characters: '#' survives any encoding, redirection and the absence of colour.
+HISTOGRAM_BAR = 40
+
+
+def _histograms(figures: dict) -> list[tuple[str | None, dict]]:
+    """Each candidate's KL histogram: one per entry of ``tests`` when there are several, else the result's own."""
+    tests = figures.get("tests")
+    if isinstance(tests, list) and len(tests) > 1:
+        return [(str(test.get("name")), test["kl_histogram"]) for test in tests
+                if isinstance(test, dict) and isinstance(test.get("kl_histogram"), dict)]
+    histogram = figures.get("kl_histogram")
+    return [(None, histogram)] if isinstance(histogram, dict) else []
+
+
+def histogram_text(histogram: dict, unit: str, name: str | None = None) -> str:
+    """Per-position KL in log-spaced bins, as plain text lines of at most 80 characters.
+
+    One line a bin, ``[lo, hi)`` (the last ``[lo, hi]``), a bar of ``#``
+    scaled to the fullest bin (any non-empty bin shows at least one), and the
+    count; exact zeros and infinite values on lines of their own.
+    """
+    edges, counts = histogram.get("edges") or [], histogram.get("counts") or []
+    zero, infinite = histogram.get("zero") or 0, histogram.get("infinite") or 0
+    lines = [(f"[{edges[i]:.3g}, {edges[i + 1]:.3g}" + ("]" if i == len(counts) - 1 else ")"), count)
+             for i, count in enumerate(counts)]
+    lines.insert(0, ("0 (identical)", zero))
+    if infinite:
+        lines.append(("inf", infinite))
+    total = sum(count for _, count in lines)
+    fullest = max((count for _, count in lines), default=0) or 1
+    about = f" of {_untrusted(name)}" if name else ""
+    out = [f"KL histogram{about} ({unit}, {total} positions, log-spaced bins)"]
+    for label, count in lines:
+        bar = "#" * (max(1, round(HISTOGRAM_BAR * count / fullest)) if count else 0)
+        out.append(f" {label:>22} |{bar:<{HISTOGRAM_BAR}} {count:>10}")
+    return "\n".join(out) + "\n"
 
 
 def _mean_figures(figures: dict) -> list[tuple[str, dict]]:

@@ -33,12 +33,22 @@ ESTIMATORS = ("k1", "k2", "k3", "all")
 
 
 @dataclass(frozen=True)
+class Report:
+    """A further file the delivered JSON document is written to (compare's ``--html``), atomically like ``-o``."""
+
+    option: str  # the option that names it, for error messages
+    path: str
+    render: Callable[[dict], str]  # the delivered document → the file's text
+
+
+@dataclass(frozen=True)
 class Plan:
     """A command whose options have been checked: the operands it reads, and how to compute its Result."""
 
     command: str
     operands: list
     compute: Callable[[Any], Result]  # progress (or None) → Result
+    reports: tuple[Report, ...] = ()
 
 
 def _value(option):
@@ -173,8 +183,20 @@ def plan_perplexity(scores, *, labels=None, kind=None, ignore_index=-100, shift=
 
 def plan_compare(base_model, test_model, *, labels=None, ignore_index=-100, mask=None, shift=False, top_k=5,
                  worst=10, kind=None, base_kind=None, test_kind=None, normalize=False, epsilon=0.0, temperature=1.0,
-                 threads=0, tail="bucket") -> Plan:
+                 threads=0, tail="bucket", tokenizer=None, vocab=None, html=None) -> Plan:
     from klcli.commands import compare
+
+    # The report options (token text, --html): the vocabulary is read before the work, the HTML after it.
+    if tokenizer is not None and vocab is not None:
+        raise UsageError("give --tokenizer or --vocab, not both: each names the tokens' text")
+    if html in ("", "-"):
+        raise UsageError(f"--html {html!r}: give a file name; standard output holds the table or JSON")
+    reports: tuple[Report, ...] = ()
+    if html is not None:
+        from klcli import report_html
+
+        reports = (Report("--html", html, report_html.html_report),)
+    texts = _listed(tokenizer, vocab)
 
     if top_k < 1:
         raise UsageError(f"--top-k {top_k}: must be >= 1")
@@ -187,10 +209,17 @@ def plan_compare(base_model, test_model, *, labels=None, ignore_index=-100, mask
                     p_kind_given=bool(base_kind or kind), q_kind_given=bool(test_kind or kind),
                     kind_fix="pass --kind probs (or --base-kind/--test-kind probs) if these are probabilities")
     tail = one_of("--tail", tail, TAILS)
-    return Plan("compare", _listed(base_model, test_model, labels, mask),
-                lambda progress: compare.compare(base_model, test_model, group, labels=labels, mask=mask,
-                                                 shift=shift, top_k=top_k, worst=worst, ignore_index=ignore_index,
-                                                 progress=progress, tail=tail))
+
+    def compute(progress) -> Result:
+        from klcli.commands.tokens import with_token_text
+        from klcli.io.tokenizer import read_vocabulary
+
+        vocabulary = read_vocabulary(tokenizer, vocab)  # a bad file is an error before the work
+        result = compare.compare(base_model, test_model, group, labels=labels, mask=mask, shift=shift, top_k=top_k,
+                                 worst=worst, ignore_index=ignore_index, progress=progress, tail=tail)
+        return with_token_text(result, vocabulary) if vocabulary is not None else result
+
+    return Plan("compare", _listed(base_model, test_model, labels, mask) + texts, compute, reports)
 
 
 def plan_rlhf(policy=None, ref=None, *, estimator="all", group=None, reward=None, beta=0.1, policy_logits=None,
@@ -298,8 +327,10 @@ def run(command: str, *operands, base="e", bits: bool = False, per_row: bool = F
     delivery = Delivery.from_options(fmt=None, json_flag=True, per_row=per_row, quiet=False, output=None,
                                      check=list(check) if check else None, no_progress=True, base=_base_text(base),
                                      bits=bits)
-    result = plan(command, *operands, **options).compute(None)
-    _, document = delivery.report(result)
+    planned = plan(command, *operands, **options)
+    delivery.check_reports(planned.operands, planned.reports)
+    _, document = delivery.report(planned.compute(None))
+    delivery.write_reports(planned.reports, document)
     return json_safe(document)
 
 

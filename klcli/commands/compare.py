@@ -9,6 +9,7 @@ import numpy as np
 from klcli import engine
 from klcli.commands.common import Reading, describe_inputs, open_operands, open_pair
 from klcli.commands.perplexity import _sequence_length
+from klcli.core import drift
 from klcli.core.compare import agreement_stderr, label_stats, nll_correlation, paired_difference, position_stats
 from klcli.core.perplexity import INF_PERPLEXITY as _INF_PERPLEXITY
 from klcli.core.perplexity import as_token_ids, perplexity_of, shifted_labels
@@ -20,7 +21,9 @@ from klcli.io.source import Source, rows_per_block
 from klcli.result import Result
 
 # The information quantities among the per-position figures (nats, reported in the chosen unit at delivery).
-_INFORMATION = {"kl": 1.0, "kl_reverse": 1.0, "js": 1.0, "nll_base": 1.0, "nll_test": 1.0, "worst.kl": 1.0}
+_INFORMATION = {"kl": 1.0, "kl_reverse": 1.0, "js": 1.0, "nll_base": 1.0, "nll_test": 1.0, "worst.kl": 1.0,
+                **{f"{where}{key}": 1.0 for where in ("", "tests.")
+                   for key in ("kl_histogram.edges", "kl_by_position")}}
 
 
 def _check_shapes(base: Source, test: Source) -> None:
@@ -153,6 +156,7 @@ def compare(base_operand, test_operand, reading: Reading, *, labels=None, mask=N
     vocab = base.outcomes or test.outcomes
     kinds = [reading.p_kind, reading.q_kind] + (["labels"] if with_labels else []) + (["mask"] if mask_source else [])
     result = _report(stats, rows, vocab, top_k, worst, describe_inputs(sources, kinds, [rows] * len(sources)))
+    result.figures.update(where_drifts(stats["kl"], stats["row"], _sequence_length(base.shape)))
     if marks is not None:
         result.figures["ignored_positions"] = rows - stats["row"].size
         if rows > stats["row"].size:
@@ -162,6 +166,11 @@ def compare(base_operand, test_operand, reading: Reading, *, labels=None, mask=N
     result.figures.update(extras)
     result.notes.extend(reading.notes())
     return result
+
+
+def where_drifts(kl: np.ndarray, at: np.ndarray, length: int | None) -> dict:
+    """One candidate's KL histogram (log-spaced bins) and mean KL per position index (None for 2-D input)."""
+    return {"kl_histogram": drift.log_histogram(kl), "kl_by_position": drift.mean_by_position(kl, at, length)}
 
 
 def _left_out_why(with_labels: bool, mask: Source | None, shift: bool, ignore_index: int) -> str:

@@ -92,12 +92,12 @@ def input_identities(operands: Iterable[str]) -> dict[tuple[int, int], str]:
     return found
 
 
-def check_output_path(path: str, operands: Iterable[str]) -> None:
+def check_output_path(path: str, operands: Iterable[str], *, option: str = "-o") -> None:
     """Refuse, before any work, an ``-o`` target that is an input, or that cannot be a place to write."""
     if path == "":
-        raise OutputError("-o '': names no file; give a file name, or '-' for standard output")
+        raise OutputError(f"{option} '': names no file; give a file name, or '-' for standard output")
     if "\x00" in path:
-        raise OutputError(f"-o {path!r}: a file name cannot hold a NUL character")
+        raise OutputError(f"{option} {path!r}: a file name cannot hold a NUL character")
     inputs = input_identities(operands)
     descriptor = descriptor_of(path)
     try:
@@ -106,45 +106,45 @@ def check_output_path(path: str, operands: Iterable[str]) -> None:
         info = None
     except OSError as exc:
         if descriptor is not None:
-            raise OutputError(f"-o {path}: {'standard output' if descriptor == 1 else f'descriptor {descriptor}'} "
-                              f"is not open ({_reason(exc)})") from None
-        raise OutputError(f"-o {path}: {_reason(exc)}") from None
+            which = "standard output" if descriptor == 1 else f"descriptor {descriptor}"
+            raise OutputError(f"{option} {path}: {which} is not open ({_reason(exc)})") from None
+        raise OutputError(f"{option} {path}: {_reason(exc)}") from None
     if info is not None:
         if _identity(info) in inputs and (stat.S_ISREG(info.st_mode) or stat.S_ISBLK(info.st_mode)):
             named = inputs[_identity(info)]
             also = "" if named == path else f" ({named})"
-            raise UsageError(f"-o {path}: is one of the inputs{also}; klcli never overwrites its inputs")
-        _refuse_kind(path, info.st_mode)
+            raise UsageError(f"{option} {path}: is one of the inputs{also}; klcli never overwrites its inputs")
+        _refuse_kind(path, info.st_mode, option)
         return
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise OutputError(f"-o {path}: the folder {folder} does not exist")
+        raise OutputError(f"{option} {path}: the folder {folder} does not exist")
 
 
-def _refuse_kind(path: str, mode: int) -> None:
+def _refuse_kind(path: str, mode: int, option: str) -> None:
     if stat.S_ISDIR(mode):
-        raise OutputError(f"-o {path}: is a directory; name a file")
+        raise OutputError(f"{option} {path}: is a directory; name a file")
     if stat.S_ISSOCK(mode):
-        raise OutputError(f"-o {path}: is a socket; name a file, a pipe or '-'")
+        raise OutputError(f"{option} {path}: is a socket; name a file, a pipe or '-'")
     if stat.S_ISBLK(mode):
-        raise OutputError(f"-o {path}: is a block device; klcli does not write a report onto a disk")
+        raise OutputError(f"{option} {path}: is a block device; klcli does not write a report onto a disk")
 
 
-def write_result(path: str, text: str, *, stdout=None) -> None:
+def write_result(path: str, text: str, *, stdout=None, option: str = "-o") -> None:
     """Write ``text`` to the ``-o`` target ``path`` (see the module's rules); errors are OutputError."""
     descriptor = descriptor_of(path)
     if descriptor is not None:
-        return _write_descriptor(path, descriptor, text, stdout)
+        return _write_descriptor(path, descriptor, text, stdout, option)
     try:
         info = os.stat(path)
     except FileNotFoundError:
         info = None
     except OSError as exc:
-        raise OutputError(f"-o {path}: {_reason(exc)}") from None
+        raise OutputError(f"{option} {path}: {_reason(exc)}") from None
     if info is not None and not stat.S_ISREG(info.st_mode):
-        _refuse_kind(path, info.st_mode)
-        return _write_special(path, text)
-    return write_atomically(path, text, existing=info)
+        _refuse_kind(path, info.st_mode, option)
+        return _write_special(path, text, option)
+    return write_atomically(path, text, existing=info, option=option)
 
 
 def _encoded(text: str) -> bytes:
@@ -158,7 +158,7 @@ def _write_all(descriptor: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _write_descriptor(path: str, descriptor: int, text: str, stdout) -> None:
+def _write_descriptor(path: str, descriptor: int, text: str, stdout, option: str) -> None:
     if descriptor == 1 and stdout is not None:  # through the stream, so its buffer and encoding are honoured
         stdout.write(text)
         stdout.flush()
@@ -168,21 +168,21 @@ def _write_descriptor(path: str, descriptor: int, text: str, stdout) -> None:
     except BrokenPipeError:
         raise
     except OSError as exc:
-        raise OutputError(f"-o {path}: {_reason(exc)}") from None
+        raise OutputError(f"{option} {path}: {_reason(exc)}") from None
 
 
-def _write_special(path: str, text: str) -> None:
+def _write_special(path: str, text: str, option: str) -> None:
     """A FIFO or character device: written into, never replaced."""
     try:
         descriptor = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise OutputError(f"-o {path}: {_reason(exc)}") from None
+        raise OutputError(f"{option} {path}: {_reason(exc)}") from None
     try:
         _write_all(descriptor, _encoded(text))
     except BrokenPipeError:
-        raise OutputError(f"-o {path}: the pipe's reader has gone") from None
+        raise OutputError(f"{option} {path}: the pipe's reader has gone") from None
     except OSError as exc:
-        raise OutputError(f"-o {path}: {_reason(exc)}") from None
+        raise OutputError(f"{option} {path}: {_reason(exc)}") from None
     finally:
         os.close(descriptor)
 
@@ -230,7 +230,7 @@ def _new_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def write_atomically(path: str, text: str, existing: os.stat_result | None = None) -> None:
+def write_atomically(path: str, text: str, existing: os.stat_result | None = None, *, option: str = "-o") -> None:
     """Write through a temporary file in the same folder, then rename over ``path``.
 
     An interrupted write leaves the old file (or none) in place, never half a
@@ -269,8 +269,8 @@ def write_atomically(path: str, text: str, existing: os.stat_result | None = Non
             temporary = None
         except OSError as exc:
             if not os.path.isdir(folder):
-                raise OutputError(f"-o {path}: the folder {folder} does not exist (was it removed?)") from None
-            raise OutputError(f"-o {path}: {_reason(exc)}") from None
+                raise OutputError(f"{option} {path}: the folder {folder} does not exist (was it removed?)") from None
+            raise OutputError(f"{option} {path}: {_reason(exc)}") from None
         finally:
             if temporary is not None:
                 try:

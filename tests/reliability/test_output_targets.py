@@ -221,9 +221,9 @@ def test_folder_removed_during_the_run(cli, tmp_path, monkeypatch):
     folder.mkdir()
     real = output.write_atomically
 
-    def remove_then_write(path, text, existing=None):
+    def remove_then_write(path, text, existing=None, **options):
         shutil.rmtree(folder)
-        return real(path, text, existing)
+        return real(path, text, existing, **options)
 
     monkeypatch.setattr(output, "write_atomically", remove_then_write)
     run = cli("kl", P, Q, "-o", folder / "out.json")
