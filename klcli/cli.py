@@ -187,6 +187,36 @@ def js_command(
     """
     _go("js", locals(), "p", "q")
 
+@app.command("entropy")
+@delivered
+def entropy_command(
+    p: P_ARG,
+    by_leading: Annotated[int, typer.Option(
+        "--by-leading", min=0, metavar="N", help="Summarise the entropy separately for each index of the first N "
+        "leading axes (needs rank >= N+1; the axes between are each group's rows): JSON 'by', and a table.")] = 0,
+    kind: KindOpt = None,
+    logits: LogitsOpt = False,
+    normalize: NormalizeOpt = False,
+    temperature: TemperatureOpt = 1.0,
+    threads: ThreadsOpt = 0,
+    delivery=None,
+) -> None:
+    """Shannon entropy H(P) = −Σ p·log p, row by row; the headline is the mean over rows.
+
+    Beside H (in --base units): normalized_entropy = H / log V (V outcomes; 0 to 1, the same in every base) and
+    effective_support = exp(H in nats) (the number of equally likely outcomes with the same entropy); neither is
+    scaled by --base. For attention maps of shape (layers, heads, T, T), --by-leading 2 gives each head's mean.
+
+    Examples:
+
+      klcli entropy 0.25,0.25,0.5 --bits -q
+
+      klcli entropy sample_data/lm_logits.npy --logits --per-row --format csv
+
+      klcli entropy attention.npy --by-leading 2 --json
+    """
+    _go("entropy", locals(), "p")
+
 @app.command("perplexity")
 @delivered
 def perplexity_command(

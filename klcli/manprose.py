@@ -13,7 +13,7 @@ space, streams large files in bounded memory, and prints tables for people or JS
 for programs. --check gates turn a result into an exit status for CI jobs.
 
 Each command has its own page: klcli-kl(1), klcli-xent(1), klcli-js(1), klcli-perplexity(1), \
-klcli-gaussian(1), klcli-compare(1), klcli-rlhf(1)."""
+klcli-gaussian(1), klcli-compare(1), klcli-rlhf(1), klcli-entropy(1)."""
 
 INPUT_FORMATS = """\
 An operand is, in this order: - (standard input: CSV or TSV text, or .npy bytes recognised by their \
@@ -66,6 +66,10 @@ OUTPUT = {
     "xent": "Summaries cross_entropy, entropy and kl; value is the mean cross-entropy. With --labels: "
             "cross_entropy (over tokens), tokens, label_smoothing, and perplexity when no smoothing is applied.",
     "js": "Summaries js_divergence and js_distance, and weights; value is the mean JS divergence.",
+    "entropy": "Summaries entropy (H, in --base units), normalized_entropy (H / log V, unit-free) and "
+               "effective_support (exp of H in nats, unit-free); value is the mean entropy. With --by-leading N, "
+               "by lists, per index of the N leading axes in row-major order, its index, count, mean, stderr, min "
+               "and max of the entropy.",
     "perplexity": "perplexity (the headline: exp of the mean NLL per token, in nats), nll (mean per token, in "
                   "--base units), nll_stderr, bits_per_token, tokens, sequences, mean_sequence_perplexity "
                   "(the mean of each sequence's own perplexity), and summary over the per-token NLL. "

@@ -33,6 +33,11 @@ def number(value) -> str:
     return f"{value:.7g}"
 
 
+def _cell(value) -> str:
+    """A listing's cell: a figure, or an index such as entropy --by-leading's [i, j] written i,j."""
+    return ",".join(str(item) for item in value) if isinstance(value, list) else number(value)
+
+
 def quiet(result: Result) -> str:
     """The headline alone, as Python's shortest round-trip repr."""
     return repr(float(result.value)) + "\n"
@@ -190,7 +195,7 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
             for column in value[0]:
                 listing.add_column(column, justify="right")
             for entry in value:
-                listing.add_row(*(number(v) for v in entry.values()))
+                listing.add_row(*(_cell(v) for v in entry.values()))
             console.print(listing)
 
     if per_row and result.per_row:

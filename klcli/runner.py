@@ -158,6 +158,17 @@ def plan_js(p, q, *, weights=None, kind=None, logits=False, p_kind=None, q_kind=
                                                              tail=tail))
 
 
+def plan_entropy(p, *, by_leading=0, kind=None, logits=False, normalize=False, temperature=1.0,
+                 threads=0) -> Plan:
+    from klcli.commands import entropy
+
+    if by_leading < 0:
+        raise UsageError(f"--by-leading {by_leading}: give the number of leading axes to group by (>= 1)")
+    group = reading(kind, logits, None, None, normalize, 0.0, temperature, threads)
+    return Plan("entropy", [p], lambda progress: entropy.entropy(p, group, by_leading=by_leading,
+                                                                 progress=progress))
+
+
 def plan_perplexity(scores, *, labels=None, kind=None, ignore_index=-100, shift=False, group=None,
                     temperature=1.0, threads=0, precision="precise") -> Plan:
     from klcli.commands import perplexity
@@ -236,6 +247,7 @@ PLANNERS: dict[str, Callable[..., Plan]] = {
     "kl": plan_kl,
     "xent": plan_xent,
     "js": plan_js,
+    "entropy": plan_entropy,
     "perplexity": plan_perplexity,
     "compare": plan_compare,
     "rlhf": plan_rlhf,
@@ -262,7 +274,7 @@ def run(command: str, *operands, base="e", bits: bool = False, per_row: bool = F
     Parameters
     ----------
     command : str
-        ``kl``, ``xent``, ``js``, ``perplexity``, ``compare``, ``rlhf`` or ``gaussian``.
+        ``kl``, ``xent``, ``js``, ``entropy``, ``perplexity``, ``compare``, ``rlhf`` or ``gaussian``.
     *operands
         The command's operands: paths, ``FILE:SELECTOR`` strings, inline numbers (``"0.1,0.9"``) or arrays.
     base : {"e", 2, 10} or float

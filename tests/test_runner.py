@@ -41,6 +41,8 @@ CASES = [
       "--labels", f"{S}/rlhf.npz:tokens", "--estimator", "k2"], ("rlhf",),
      {"policy_logits": f"{S}/rlhf.npz:policy_logits", "ref_logits": f"{S}/rlhf.npz:ref_logits",
       "labels": f"{S}/rlhf.npz:tokens", "estimator": "k2"}),
+    (["entropy", LM, "--logits", "--by-leading", "1", "--bits", "--per-row"], ("entropy", LM),
+     {"logits": True, "by_leading": 1, "bits": True, "per_row": True}),
     (["gaussian", "--mu1", "0", "--sigma1", "1", "--mu2", "1", "--sigma2", "2"], ("gaussian",),
      {"mu1": 0, "sigma1": 1, "mu2": 1, "sigma2": 2}),
     (["gaussian", f"{S}/gaussians.csv", "--direction", "reverse", "--per-row"], ("gaussian", f"{S}/gaussians.csv"),
