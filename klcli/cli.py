@@ -232,6 +232,14 @@ def perplexity_command(
         "--group", metavar="COLUMN", help="With a table's log-prob column (FILE:COLUMN): the column whose values "
         "split the rows into sequences (documents).", rich_help_panel="Tokens and labels",
         show_default=False)] = None,
+    bytes: Annotated[Optional[str], typer.Option(  # noqa: A002
+        "--bytes", metavar="B", help="The scored text's UTF-8 byte count: one total, or one count per sequence "
+        "(inline or a file). Adds bits_per_byte = Σ NLL / (Σ bytes · ln 2) and byte_perplexity = 2^bits_per_byte "
+        "(lm-evaluation-harness's; in bits whatever --base says).", rich_help_panel="Tokens and labels",
+        show_default=False)] = None,
+    words: Annotated[Optional[str], typer.Option(
+        "--words", metavar="W", help="The scored text's word count, given as --bytes is. Adds word_perplexity = "
+        "exp(Σ NLL / Σ words).", rich_help_panel="Tokens and labels", show_default=False)] = None,
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
     precision: PrecisionOpt = "precise",
@@ -249,6 +257,8 @@ def perplexity_command(
       klcli perplexity sample_data/lm_logits.npy --labels sample_data/lm_labels.npy
 
       klcli perplexity sample_data/token_logprobs.csv:logprob --kind logprobs --group doc --check 'perplexity<50'
+
+      klcli perplexity sample_data/lm_logits.npy --labels sample_data/lm_labels.npy --bytes 180 --words 40 --json
     """
     _go("perplexity", locals(), "scores")
 

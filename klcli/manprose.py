@@ -73,6 +73,8 @@ OUTPUT = {
     "perplexity": "perplexity (the headline: exp of the mean NLL per token, in nats), nll (mean per token, in "
                   "--base units), nll_stderr, bits_per_token, tokens, sequences, mean_sequence_perplexity "
                   "(the mean of each sequence's own perplexity), and summary over the per-token NLL. "
+                  "With --bytes: bytes, bits_per_byte and byte_perplexity; with --words: words and "
+                  "word_perplexity (never scaled by --base). "
                   "per_row holds each sequence's nll, perplexity and tokens.",
     "gaussian": "kl (and kl_reverse, kl_symmetric with --direction), form (univariate, diagonal, full or vae), "
                 "dimensions and direction.",

@@ -170,7 +170,7 @@ def plan_entropy(p, *, by_leading=0, kind=None, logits=False, normalize=False, t
 
 
 def plan_perplexity(scores, *, labels=None, kind=None, ignore_index=-100, shift=False, group=None,
-                    temperature=1.0, threads=0, precision="precise") -> Plan:
+                    temperature=1.0, threads=0, precision="precise", bytes=None, words=None) -> Plan:  # noqa: A002
     from klcli.commands import perplexity
 
     kind = _value(kind)
@@ -179,7 +179,8 @@ def plan_perplexity(scores, *, labels=None, kind=None, ignore_index=-100, shift=
     tokens = token_reading(kind or "logits", labels, ignore_index, shift, temperature, group=group, threads=threads,
                            precision=precision, kind_given=kind is not None)
     return Plan("perplexity", _listed(scores, labels),
-                lambda progress: perplexity.perplexity(scores, tokens, progress=progress))
+                lambda progress: perplexity.perplexity(scores, tokens, progress=progress, byte_counts=bytes,
+                                                       word_counts=words))
 
 
 def plan_compare(base_model, test_model, *, labels=None, ignore_index=-100, mask=None, shift=False, top_k=5,
