@@ -330,6 +330,13 @@ def rlhf_command(
         show_default=False)] = None,
     labels: LabelsOpt = None,
     ignore_index: IgnoreIndexOpt = -100,
+    behavior: Annotated[Optional[str], typer.Option(
+        "--behavior", metavar="MU", help="The same tokens' log-probabilities under the behaviour policy μ that "
+        "sampled them (an older policy, an inference engine), shaped as POLICY: each token's estimate is weighted "
+        "by w = π/μ (not self-normalised); JSON effective_sample_size = (Σw)²/Σw².", show_default=False)] = None,
+    per_token: Annotated[bool, typer.Option(
+        "--per-token", help="Also the token-level mean of each estimator over every token (GRPO's convention), "
+        "beside the per-sequence sums: JSON per_token.")] = False,
     threads: ThreadsOpt = 0,
     delivery=None,
 ) -> None:
@@ -337,7 +344,8 @@ def rlhf_command(
 
     With log r = log π_ref − log π per sampled token: k1 = −log r (unbiased, can be negative), k2 = ½(log r)²
     (biased, ≥ 0), k3 = (r − 1) − log r (unbiased, ≥ 0), summed per sequence (Schulman, 2020). The headline is the
-    mean per-sequence k3.
+    mean per-sequence k3. With --labels beside POLICY, REF and the logits, POLICY and REF must be
+    the logits' log-softmax at the labels (within 1e-4 nats).
 
     Examples:
 
@@ -346,6 +354,8 @@ def rlhf_command(
       klcli rlhf sample_data/rlhf.npz:policy sample_data/rlhf.npz:ref --reward sample_data/rlhf.npz:reward
 
       klcli rlhf policy.npy ref.npy --policy-logits policy_logits.npy --ref-logits ref_logits.npy --per-row
+
+      klcli rlhf policy.npy ref.npy --behavior sampler_logprobs.npy --per-token --json
     """
     _go("rlhf", locals(), "policy", "ref")
 

@@ -80,7 +80,8 @@ OUTPUT = {
                 "dimensions and direction.",
     "rlhf": "estimators (k1, k2, k3 as chosen: mean and stderr over sequences, and per_sequence with --per-row), "
             "tokens, sequences; objective (mean, stderr, estimator, beta) with --reward; exact_kl (mean, stderr) with "
-            "--policy-logits and --ref-logits; value is the mean per-sequence k3 and summary is over sequences.",
+            "--policy-logits and --ref-logits; per_token (mean, stderr over tokens) with --per-token; "
+            "effective_sample_size with --behavior; value is the mean per-sequence k3 and summary is over sequences.",
     "compare": "kl (D(base||test)), kl_reverse, js and tv summaries; vocab; top1_agreement, "
                "top1_agreement_stderr, top_k, topk_overlap; worst (row, kl, base_top1, test_top1 and label "
                "of the positions with the largest KL); with --labels also tokens, ppl_base, ppl_test, "

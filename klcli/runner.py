@@ -206,15 +206,17 @@ def plan_compare(base_model, test_model, *, labels=None, ignore_index=-100, mask
 
 
 def plan_rlhf(policy=None, ref=None, *, estimator="all", group=None, reward=None, beta=0.1, policy_logits=None,
-              ref_logits=None, labels=None, ignore_index=-100, threads=0, per_row=False) -> Plan:
+              ref_logits=None, labels=None, ignore_index=-100, threads=0, per_row=False, behavior=None,
+              per_token=False) -> Plan:
     from klcli.commands import rlhf
 
     estimator = one_of("--estimator", estimator, ESTIMATORS)
     _threads(threads)
-    return Plan("rlhf", _listed(policy, ref, policy_logits, ref_logits, labels),
+    return Plan("rlhf", _listed(policy, ref, policy_logits, ref_logits, labels, behavior),
                 lambda progress: rlhf.rlhf(policy, ref, estimator=estimator, group=group, reward=reward, beta=beta,
                                            policy_logits=policy_logits, ref_logits=ref_logits, labels=labels,
-                                           ignore_index=ignore_index, per_row=per_row, threads=threads))
+                                           ignore_index=ignore_index, per_row=per_row, threads=threads,
+                                           behavior=behavior, per_token=per_token))
 
 
 def plan_gaussian(params=None, *, mu1=None, sigma1=None, var1=None, logvar1=None, cov1=None, mu2=None, sigma2=None,
