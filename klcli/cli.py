@@ -26,6 +26,7 @@ from klcli.options import (
     EpsilonOpt,
     IgnoreIndexOpt,
     KindOpt,
+    KOpt,
     LabelSmoothingOpt,
     LabelsOpt,
     LogitsOpt,
@@ -34,6 +35,7 @@ from klcli.options import (
     PKindOpt,
     PrecisionOpt,
     QKindOpt,
+    SamplesOpt,
     ShiftOpt,
     TailOpt,
     TemperatureOpt,
@@ -108,6 +110,8 @@ def kl_command(
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
     tail: TailOpt = "bucket",
+    samples: SamplesOpt = False,
+    k: KOpt = 5,
     delivery=None,
 ) -> None:
     """Kullback–Leibler divergence D(P‖Q) = Σ p·log(p/q), row by row; the headline is the mean over rows.
@@ -117,6 +121,8 @@ def kl_command(
       klcli kl 0.5,0.5 0.9,0.1 -q
 
       klcli kl sample_data/teacher_logits.npy sample_data/student_logits.npy --logits --check 'p99<0.5'
+
+      klcli kl --samples embeddings_a.npy embeddings_b.npy --k 5 --json   (continuous P, Q known by samples)
     """
     _go("kl", locals(), "p", "q")
 
@@ -199,6 +205,8 @@ def entropy_command(
     normalize: NormalizeOpt = False,
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
+    samples: SamplesOpt = False,
+    k: KOpt = 5,
     delivery=None,
 ) -> None:
     """Shannon entropy H(P) = −Σ p·log p, row by row; the headline is the mean over rows.
@@ -214,6 +222,8 @@ def entropy_command(
       klcli entropy sample_data/lm_logits.npy --logits --per-row --format csv
 
       klcli entropy attention.npy --by-leading 2 --json
+
+      klcli entropy --samples activations.npy --k 5   (differential entropy of continuous samples)
     """
     _go("entropy", locals(), "p")
 

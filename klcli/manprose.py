@@ -62,14 +62,19 @@ line per row with a row column. -q prints the headline alone."""
 OUTPUT = {
     "kl": "Per metric, a summary under its name: kl for D(P||Q), and with --direction reverse or both "
           "kl_reverse and kl_symmetric; direction says which. value is the mean forward divergence (the "
-          "reverse one with --direction reverse).",
+          "reverse one with --direction reverse). With --samples: value (the k-NN estimate), stderr, "
+          "stderr_subsamples, estimator (wang-kulkarni-verdu), k, samples [n, m] and dimensions; the estimate "
+          "assumes i.i.d. samples of continuous densities.",
     "xent": "Summaries cross_entropy, entropy and kl; value is the mean cross-entropy. With --labels: "
             "cross_entropy (over tokens), tokens, label_smoothing, and perplexity when no smoothing is applied.",
     "js": "Summaries js_divergence and js_distance, and weights; value is the mean JS divergence.",
     "entropy": "Summaries entropy (H, in --base units), normalized_entropy (H / log V, unit-free) and "
                "effective_support (exp of H in nats, unit-free); value is the mean entropy. With --by-leading N, "
                "by lists, per index of the N leading axes in row-major order, its index, count, mean, stderr, min "
-               "and max of the entropy.",
+               "and max of the entropy. With --samples: the differential entropy's k-NN estimate "
+               "(kozachenko-leonenko), "
+               "with stderr, stderr_subsamples, k, samples [n] and dimensions; it assumes i.i.d. samples of a "
+               "continuous density.",
     "perplexity": "perplexity (the headline: exp of the mean NLL per token, in nats), nll (mean per token, in "
                   "--base units), nll_stderr, bits_per_token, tokens, sequences, mean_sequence_perplexity "
                   "(the mean of each sequence's own perplexity), and summary over the per-token NLL. "

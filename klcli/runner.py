@@ -108,9 +108,34 @@ def _listed(*operands) -> list:
 # --- the planners: one per command ----------------------------------------------------------------------------
 
 
+def _samples_only(given: dict) -> None:
+    """``--samples`` reads points, not distributions: the reading options have no meaning with it."""
+    for option, value in given.items():
+        if value:
+            raise UsageError(f"{option} does not apply to --samples (sample points, not distributions); "
+                             "--samples takes --k")
+
+
+def _k(k) -> int:
+    if not (isinstance(k, int) and k >= 1):
+        raise UsageError(f"--k {k}: the neighbour must be a whole number >= 1")
+    return k
+
+
 def plan_kl(p, q, *, direction="forward", t2_scale=False, precision="precise", kind=None, logits=False, p_kind=None,
-            q_kind=None, normalize=False, epsilon=0.0, temperature=1.0, threads=0, tail="bucket") -> Plan:
+            q_kind=None, normalize=False, epsilon=0.0, temperature=1.0, threads=0, tail="bucket", samples=False,
+            k=5) -> Plan:
     from klcli.commands import divergence
+
+    if samples:
+        from klcli.commands import samples as from_samples
+
+        _samples_only({"--direction": _value(direction) != "forward", "--t2-scale": t2_scale,
+                       "--precision fast": _value(precision) == "fast", "--kind": kind, "--logits": logits,
+                       "--p-kind": p_kind, "--q-kind": q_kind, "--normalize": normalize, "--epsilon": epsilon,
+                       "--temperature": temperature != 1.0})
+        k = _k(k)
+        return Plan("kl", [p, q], lambda progress: from_samples.kl_from_samples(p, q, k=k))
 
     direction = one_of("--direction", direction, divergence.DIRECTIONS)
     group = reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads, precision)
@@ -159,8 +184,16 @@ def plan_js(p, q, *, weights=None, kind=None, logits=False, p_kind=None, q_kind=
 
 
 def plan_entropy(p, *, by_leading=0, kind=None, logits=False, normalize=False, temperature=1.0,
-                 threads=0) -> Plan:
+                 threads=0, samples=False, k=5) -> Plan:
     from klcli.commands import entropy
+
+    if samples:
+        from klcli.commands import samples as from_samples
+
+        _samples_only({"--by-leading": by_leading, "--kind": kind, "--logits": logits, "--normalize": normalize,
+                       "--temperature": temperature != 1.0})
+        k = _k(k)
+        return Plan("entropy", [p], lambda progress: from_samples.entropy_from_samples(p, k=k))
 
     if by_leading < 0:
         raise UsageError(f"--by-leading {by_leading}: give the number of leading axes to group by (>= 1)")
