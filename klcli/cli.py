@@ -18,6 +18,7 @@ from klcli.boundary import main, run  # noqa: F401  (the entry points, kept impo
 from klcli.options import (
     P_ARG,
     Q_ARG,
+    SAMPLES,
     BaseKindOpt,
     BetaOpt,
     CompareKindOpt,
@@ -391,6 +392,16 @@ def gaussian_command(
                                       "of --mu and --logvar.")] = False,
     mu: Optional[str] = parameter("--mu", "With --vae: the encoder means, (n, k)."),
     logvar: Optional[str] = parameter("--logvar", "With --vae: the encoder log-variances, (n, k)."),
+    fit: Annotated[Optional[tuple[str, str]], typer.Option(
+        "--fit", metavar="P Q", help="Fit a Gaussian (sample mean and covariance, n − 1) to each of two sample "
+        "sets, (n, d) and (m, d) points, and give the closed-form KL between the fits.", rich_help_panel=SAMPLES,
+        show_default=False)] = None,
+    diagonal: Annotated[bool, typer.Option(
+        "--diagonal", help="With --fit: diagonal covariances (the variances alone).", rich_help_panel=SAMPLES)] = False,
+    knn: Annotated[bool, typer.Option(
+        "--knn", help="With --fit: the k-NN estimate of KL from the same samples beside it (as kl --samples), to "
+        "show how non-Gaussian they are. Needs scipy.", rich_help_panel=SAMPLES)] = False,
+    k: KOpt = 5,
     direction: DirectionOpt = Direction.forward,
     delivery=None,
 ) -> None:
@@ -407,6 +418,8 @@ def gaussian_command(
       klcli gaussian sample_data/gaussians.csv --per-row
 
       klcli gaussian --vae --mu sample_data/vae.npz:mu --logvar sample_data/vae.npz:logvar
+
+      klcli gaussian --fit embeddings_a.npy embeddings_b.npy --knn --json
     """
     _go("gaussian", locals(), "params")
 

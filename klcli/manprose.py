@@ -81,8 +81,10 @@ OUTPUT = {
                   "With --bytes: bytes, bits_per_byte and byte_perplexity; with --words: words and "
                   "word_perplexity (never scaled by --base). "
                   "per_row holds each sequence's nll, perplexity and tokens.",
-    "gaussian": "kl (and kl_reverse, kl_symmetric with --direction), form (univariate, diagonal, full or vae), "
-                "dimensions and direction.",
+    "gaussian": "kl (and kl_reverse, kl_symmetric with --direction), form (univariate, diagonal, full, vae, "
+                "fit-full or fit-diagonal), dimensions and direction; with --fit, samples [n, m], and with --knn, "
+                "knn (value, stderr, stderr_subsamples, estimator, k: the k-NN estimate, which assumes i.i.d. "
+                "samples of continuous densities).",
     "rlhf": "estimators (k1, k2, k3 as chosen: mean and stderr over sequences, and per_sequence with --per-row), "
             "tokens, sequences; objective (mean, stderr, estimator, beta) with --reward; exact_kl (mean, stderr) with "
             "--policy-logits and --ref-logits; per_token (mean, stderr over tokens) with --per-token; "

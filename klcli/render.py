@@ -186,7 +186,7 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
         for column in ("figure", "mean", "stderr"):
             table.add_column(column, justify="left" if column == "figure" else "right")
         for name, figure in estimates:
-            table.add_row(name, number(figure.get("mean")), number(figure.get("stderr")))
+            table.add_row(name, number(figure.get("mean", figure.get("value"))), number(figure.get("stderr")))
         console.print(table)
 
     for key, value in result.figures.items():
@@ -221,10 +221,10 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
 
 
 def _mean_figures(figures: dict) -> list[tuple[str, dict]]:
-    """Figures given as a mean and its standard error (rlhf's estimators, objective, exact KL)."""
+    """Figures given as a mean (or a value) and its standard error (rlhf's estimators, gaussian --fit's knn)."""
     found = []
     for key, value in figures.items():
-        if isinstance(value, dict) and "mean" in value and "stderr" in value:
+        if isinstance(value, dict) and ("mean" in value or "value" in value) and "stderr" in value:
             found.append((key, value))
         elif isinstance(value, dict) and value and all(isinstance(v, dict) and "mean" in v for v in value.values()):
             found.extend((f"{key}.{name}", v) for name, v in value.items())

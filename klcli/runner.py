@@ -253,13 +253,26 @@ def plan_rlhf(policy=None, ref=None, *, estimator="all", group=None, reward=None
 
 
 def plan_gaussian(params=None, *, mu1=None, sigma1=None, var1=None, logvar1=None, cov1=None, mu2=None, sigma2=None,
-                  var2=None, logvar2=None, cov2=None, vae=False, mu=None, logvar=None, direction="forward") -> Plan:
+                  var2=None, logvar2=None, cov2=None, vae=False, mu=None, logvar=None, direction="forward",
+                  fit=None, diagonal=False, knn=False, k=5) -> Plan:
     from klcli.commands import gaussian
 
     direction = one_of("--direction", direction, ("forward", "reverse", "both"))
     sides = {"--mu1": mu1, "--sigma1": sigma1, "--var1": var1, "--logvar1": logvar1, "--cov1": cov1,
              "--mu2": mu2, "--sigma2": sigma2, "--var2": var2, "--logvar2": logvar2, "--cov2": cov2}
     given = [option for option, value in sides.items() if value is not None]
+    if fit is not None:
+        others = given + ["--vae"] * bool(vae) + ["PARAMS"] * (params is not None) + ["--mu"] * (mu is not None)
+        if others or logvar is not None:
+            raise UsageError(f"--fit P Q fits its Gaussians to samples; it takes no {(others or ['--logvar'])[0]}")
+        if len(fit) != 2:
+            raise UsageError("--fit takes two operands, P and Q (sample points, (n, d) each)")
+        fit_p, fit_q = fit
+        k = _k(k)
+        return Plan("gaussian", [fit_p, fit_q], lambda progress: gaussian.fit(
+            fit_p, fit_q, diagonal=diagonal, direction=direction, knn=knn, k=k))
+    if diagonal or knn:
+        raise UsageError(f"{'--diagonal' if diagonal else '--knn'} goes with --fit P Q")
     if vae:
         if given or params is not None:
             raise UsageError(f"--vae takes --mu and --logvar only, not {(given or ['PARAMS'])[0]}")

@@ -75,17 +75,23 @@ def _result(command: str, headline: str, estimate, k: int, shape: list[int], dim
     )
 
 
-def kl_from_samples(p, q, *, k: int = 5) -> Result:
-    """The Wang–Kulkarni–Verdú estimate of D(P‖Q) from samples of P (n, d) and Q (m, d), with its stderr."""
+def kl_estimate(p_points: np.ndarray, q_points: np.ndarray, k: int, inputs: list[dict]):
+    """The Wang–Kulkarni–Verdú estimate of D(P‖Q) (nats) and its (stderr, subsamples), from (n, d) and (m, d) points."""
     module = knn()
-    p_points, p_input = points(p, "P")
-    q_points, q_input = points(q, "Q")
     if p_points.shape[1] != q_points.shape[1]:
         raise ShapeError(f"P has points of {p_points.shape[1]} dimensions but Q of {q_points.shape[1]}; both "
                          "samples must live in the same space")
-    _enough(p_points.shape[0], k, p_input["operand"], True)
-    _enough(q_points.shape[0], k, q_input["operand"], False)
-    estimate = _estimate(module, module.kl_divergence, [p_points, q_points], k)
+    _enough(p_points.shape[0], k, inputs[0]["operand"], True)
+    _enough(q_points.shape[0], k, inputs[1]["operand"], False)
+    return _estimate(module, module.kl_divergence, [p_points, q_points], k)
+
+
+def kl_from_samples(p, q, *, k: int = 5) -> Result:
+    """The Wang–Kulkarni–Verdú estimate of D(P‖Q) from samples of P (n, d) and Q (m, d), with its stderr."""
+    knn()  # scipy's absence is told before any file is read
+    p_points, p_input = points(p, "P")
+    q_points, q_input = points(q, "Q")
+    estimate = kl_estimate(p_points, q_points, k, [p_input, q_input])
     return _result("kl", "k-NN estimate of D(P‖Q)", estimate, k, [p_points.shape[0], q_points.shape[0]],
                    p_points.shape[1], [p_input, q_input])
 
