@@ -379,6 +379,6 @@ def rlhf(policy=None, ref=None, **options) -> dict:
 
     ``policy`` and ``ref`` are operands or arrays (1-D, or 2-D padded with NaN, one row per sequence); further
     options as in :func:`run` (``estimator``, ``reward``, ``beta``, ``policy_logits``, ``ref_logits``,
-    ``labels``, ``per_row`` …).
+    ``labels``, ``behavior``, ``per_token``, ``per_row`` …).
     """
     return run("rlhf", policy, ref, **options)

@@ -115,3 +115,21 @@ def test_run_from_python():
     assert doc["value"] == pytest.approx(0.5)
     by = klcli.run("entropy", _probs((2, 3, 4)), by_leading=1)["by"]
     assert [entry["count"] for entry in by] == [3, 3]
+
+
+@pytest.mark.slow
+def test_one_off_imports_no_scipy():
+    """scipy is the samples extra's: entropy, and kl without --samples, never import it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from klcli.cli import main\n"
+        "codes = [main(['entropy', '0.5,0.5', '-q']), main(['kl', '0.5,0.5', '0.9,0.1', '-q']),\n"
+        "         main(['perplexity', '--kind', 'logprobs', '--bytes', '3', '-q', '--', '-1,-2'])]\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'scipy', 'rich', 'pyarrow'})\n"
+        "print([int(c) for c in codes], heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "[0, 0, 0] []"
