@@ -14,7 +14,7 @@ from klcli.commands.common import Reading, describe_inputs, open_operands, run_r
 from klcli.core.discrete import entropy_rows
 from klcli.core.logspace import LogRows
 from klcli.core.stats import summarize
-from klcli.errors import ShapeError, UsageError
+from klcli.errors import InputError, ShapeError, UsageError
 from klcli.result import Result
 
 # Only H is in --base units: H/log V and exp(H nats) are unit-free (the base cancels, or is fixed at e).
@@ -70,6 +70,8 @@ def entropy(p, reading: Reading, *, by_leading: int = 0, progress=None) -> Resul
         raise UsageError(f"--by-leading {by_leading}: give the number of leading axes to group by (>= 1)")
     (source,) = open_operands((p, "P"))
     run = run_rows(source, reading, _kernel, progress)
+    if not run.rows:
+        raise InputError(f"{source.label}: holds no rows")
     metrics = summaries(run.per_row)
     figures: dict = {}
     if by_leading:

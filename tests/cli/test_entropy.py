@@ -85,6 +85,12 @@ def test_by_leading_needs_the_axes(cli, tmp_path):
     assert run.err.startswith("klcli: error:") and "--by-leading 2 needs an array of rank >= 3" in run.err
 
 
+def test_no_rows_is_an_error(cli, tmp_path):
+    np.save(tmp_path / "empty.npy", np.zeros((0, 5)))
+    run = cli("entropy", tmp_path / "empty.npy")
+    assert run.code == 2 and run.err.strip() == f"klcli: error: P ({tmp_path / 'empty.npy'}): holds no rows"
+
+
 def test_bounds_and_one_hot(cli):
     doc = cli("entropy", "1,0,0;0,1,0;0.2,0.3,0.5", "--json", "--per-row").json()
     assert doc["per_row"]["entropy"][:2] == [0.0, 0.0]
