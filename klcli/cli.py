@@ -18,6 +18,7 @@ from klcli.boundary import main, run  # noqa: F401  (the entry points, kept impo
 from klcli.options import (
     P_ARG,
     Q_ARG,
+    SAMPLES,
     BaseKindOpt,
     BetaOpt,
     CompareKindOpt,
@@ -26,6 +27,7 @@ from klcli.options import (
     EpsilonOpt,
     IgnoreIndexOpt,
     KindOpt,
+    KOpt,
     LabelSmoothingOpt,
     LabelsOpt,
     LogitsOpt,
@@ -34,6 +36,7 @@ from klcli.options import (
     PKindOpt,
     PrecisionOpt,
     QKindOpt,
+    SamplesOpt,
     ShiftOpt,
     TailOpt,
     TemperatureOpt,
@@ -108,6 +111,8 @@ def kl_command(
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
     tail: TailOpt = "bucket",
+    samples: SamplesOpt = False,
+    k: KOpt = 5,
     delivery=None,
 ) -> None:
     """Kullback–Leibler divergence D(P‖Q) = Σ p·log(p/q), row by row; the headline is the mean over rows.
@@ -117,6 +122,8 @@ def kl_command(
       klcli kl 0.5,0.5 0.9,0.1 -q
 
       klcli kl sample_data/teacher_logits.npy sample_data/student_logits.npy --logits --check 'p99<0.5'
+
+      klcli kl --samples embeddings_a.npy embeddings_b.npy --k 5 --json   (continuous P, Q known by samples)
     """
     _go("kl", locals(), "p", "q")
 
@@ -187,6 +194,40 @@ def js_command(
     """
     _go("js", locals(), "p", "q")
 
+@app.command("entropy")
+@delivered
+def entropy_command(
+    p: P_ARG,
+    by_leading: Annotated[int, typer.Option(
+        "--by-leading", min=0, metavar="N", help="Summarise the entropy separately for each index of the first N "
+        "leading axes (needs rank >= N+1; the axes between are each group's rows): JSON 'by', and a table.")] = 0,
+    kind: KindOpt = None,
+    logits: LogitsOpt = False,
+    normalize: NormalizeOpt = False,
+    temperature: TemperatureOpt = 1.0,
+    threads: ThreadsOpt = 0,
+    samples: SamplesOpt = False,
+    k: KOpt = 5,
+    delivery=None,
+) -> None:
+    """Shannon entropy H(P) = −Σ p·log p, row by row; the headline is the mean over rows.
+
+    Beside H (in --base units): normalized_entropy = H / log V (V outcomes; 0 to 1, the same in every base) and
+    effective_support = exp(H in nats) (the number of equally likely outcomes with the same entropy); neither is
+    scaled by --base. For attention maps of shape (layers, heads, T, T), --by-leading 2 gives each head's mean.
+
+    Examples:
+
+      klcli entropy 0.25,0.25,0.5 --bits -q
+
+      klcli entropy sample_data/lm_logits.npy --logits --per-row --format csv
+
+      klcli entropy attention.npy --by-leading 2 --json
+
+      klcli entropy --samples activations.npy --k 5   (differential entropy of continuous samples)
+    """
+    _go("entropy", locals(), "p")
+
 @app.command("perplexity")
 @delivered
 def perplexity_command(
@@ -203,6 +244,14 @@ def perplexity_command(
         "--group", metavar="COLUMN", help="With a table's log-prob column (FILE:COLUMN): the column whose values "
         "split the rows into sequences (documents).", rich_help_panel="Tokens and labels",
         show_default=False)] = None,
+    bytes: Annotated[Optional[str], typer.Option(  # noqa: A002
+        "--bytes", metavar="B", help="The scored text's UTF-8 byte count: one total, or one count per sequence "
+        "(inline or a file). Adds bits_per_byte = Σ NLL / (Σ bytes · ln 2) and byte_perplexity = 2^bits_per_byte "
+        "(lm-evaluation-harness's; in bits whatever --base says).", rich_help_panel="Tokens and labels",
+        show_default=False)] = None,
+    words: Annotated[Optional[str], typer.Option(
+        "--words", metavar="W", help="The scored text's word count, given as --bytes is. Adds word_perplexity = "
+        "exp(Σ NLL / Σ words).", rich_help_panel="Tokens and labels", show_default=False)] = None,
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
     precision: PrecisionOpt = "precise",
@@ -220,6 +269,8 @@ def perplexity_command(
       klcli perplexity sample_data/lm_logits.npy --labels sample_data/lm_labels.npy
 
       klcli perplexity sample_data/token_logprobs.csv:logprob --kind logprobs --group doc --check 'perplexity<50'
+
+      klcli perplexity sample_data/lm_logits.npy --labels sample_data/lm_labels.npy --bytes 180 --words 40 --json
     """
     _go("perplexity", locals(), "scores")
 
@@ -311,6 +362,13 @@ def rlhf_command(
         show_default=False)] = None,
     labels: LabelsOpt = None,
     ignore_index: IgnoreIndexOpt = -100,
+    behavior: Annotated[Optional[str], typer.Option(
+        "--behavior", metavar="MU", help="The same tokens' log-probabilities under the behaviour policy μ that "
+        "sampled them (an older policy, an inference engine), shaped as POLICY: each token's estimate is weighted "
+        "by w = π/μ (not self-normalised); JSON effective_sample_size = (Σw)²/Σw².", show_default=False)] = None,
+    per_token: Annotated[bool, typer.Option(
+        "--per-token", help="Also the token-level mean of each estimator over every token (GRPO's convention), "
+        "beside the per-sequence sums: JSON per_token.")] = False,
     threads: ThreadsOpt = 0,
     delivery=None,
 ) -> None:
@@ -318,7 +376,8 @@ def rlhf_command(
 
     With log r = log π_ref − log π per sampled token: k1 = −log r (unbiased, can be negative), k2 = ½(log r)²
     (biased, ≥ 0), k3 = (r − 1) − log r (unbiased, ≥ 0), summed per sequence (Schulman, 2020). The headline is the
-    mean per-sequence k3.
+    mean per-sequence k3. With --labels beside POLICY, REF and the logits, POLICY and REF must be
+    the logits' log-softmax at the labels (within 1e-4 nats).
 
     Examples:
 
@@ -327,6 +386,8 @@ def rlhf_command(
       klcli rlhf sample_data/rlhf.npz:policy sample_data/rlhf.npz:ref --reward sample_data/rlhf.npz:reward
 
       klcli rlhf policy.npy ref.npy --policy-logits policy_logits.npy --ref-logits ref_logits.npy --per-row
+
+      klcli rlhf policy.npy ref.npy --behavior sampler_logprobs.npy --per-token --json
     """
     _go("rlhf", locals(), "policy", "ref")
 
@@ -352,6 +413,16 @@ def gaussian_command(
                                       "of --mu and --logvar.")] = False,
     mu: Optional[str] = parameter("--mu", "With --vae: the encoder means, (n, k)."),
     logvar: Optional[str] = parameter("--logvar", "With --vae: the encoder log-variances, (n, k)."),
+    fit: Annotated[Optional[tuple[str, str]], typer.Option(
+        "--fit", metavar="P Q", help="Fit a Gaussian (sample mean and covariance, n − 1) to each of two sample "
+        "sets, (n, d) and (m, d) points, and give the closed-form KL between the fits.", rich_help_panel=SAMPLES,
+        show_default=False)] = None,
+    diagonal: Annotated[bool, typer.Option(
+        "--diagonal", help="With --fit: diagonal covariances (the variances alone).", rich_help_panel=SAMPLES)] = False,
+    knn: Annotated[bool, typer.Option(
+        "--knn", help="With --fit: the k-NN estimate of KL from the same samples beside it (as kl --samples), to "
+        "show how non-Gaussian they are. Needs scipy.", rich_help_panel=SAMPLES)] = False,
+    k: KOpt = 5,
     direction: DirectionOpt = Direction.forward,
     delivery=None,
 ) -> None:
@@ -368,6 +439,8 @@ def gaussian_command(
       klcli gaussian sample_data/gaussians.csv --per-row
 
       klcli gaussian --vae --mu sample_data/vae.npz:mu --logvar sample_data/vae.npz:logvar
+
+      klcli gaussian --fit embeddings_a.npy embeddings_b.npy --knn --json
     """
     _go("gaussian", locals(), "params")
 

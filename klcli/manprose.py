@@ -13,7 +13,7 @@ space, streams large files in bounded memory, and prints tables for people or JS
 for programs. --check gates turn a result into an exit status for CI jobs.
 
 Each command has its own page: klcli-kl(1), klcli-xent(1), klcli-js(1), klcli-perplexity(1), \
-klcli-gaussian(1), klcli-compare(1), klcli-rlhf(1)."""
+klcli-gaussian(1), klcli-compare(1), klcli-rlhf(1), klcli-entropy(1)."""
 
 INPUT_FORMATS = """\
 An operand is, in this order: - (standard input: CSV or TSV text, or .npy bytes recognised by their \
@@ -66,19 +66,33 @@ line per row with a row column. -q prints the headline alone."""
 OUTPUT = {
     "kl": "Per metric, a summary under its name: kl for D(P||Q), and with --direction reverse or both "
           "kl_reverse and kl_symmetric; direction says which. value is the mean forward divergence (the "
-          "reverse one with --direction reverse).",
+          "reverse one with --direction reverse). With --samples: value (the k-NN estimate), stderr, "
+          "stderr_subsamples, estimator (wang-kulkarni-verdu), k, samples [n, m] and dimensions; the estimate "
+          "assumes i.i.d. samples of continuous densities.",
     "xent": "Summaries cross_entropy, entropy and kl; value is the mean cross-entropy. With --labels: "
             "cross_entropy (over tokens), tokens, label_smoothing, and perplexity when no smoothing is applied.",
     "js": "Summaries js_divergence and js_distance, and weights; value is the mean JS divergence.",
+    "entropy": "Summaries entropy (H, in --base units), normalized_entropy (H / log V, unit-free) and "
+               "effective_support (exp of H in nats, unit-free); value is the mean entropy. With --by-leading N, "
+               "by lists, per index of the N leading axes in row-major order, its index, count, mean, stderr, min "
+               "and max of the entropy. With --samples: the differential entropy's k-NN estimate "
+               "(kozachenko-leonenko), "
+               "with stderr, stderr_subsamples, k, samples [n] and dimensions; it assumes i.i.d. samples of a "
+               "continuous density.",
     "perplexity": "perplexity (the headline: exp of the mean NLL per token, in nats), nll (mean per token, in "
                   "--base units), nll_stderr, bits_per_token, tokens, sequences, mean_sequence_perplexity "
                   "(the mean of each sequence's own perplexity), and summary over the per-token NLL. "
+                  "With --bytes: bytes, bits_per_byte and byte_perplexity; with --words: words and "
+                  "word_perplexity (never scaled by --base). "
                   "per_row holds each sequence's nll, perplexity and tokens.",
-    "gaussian": "kl (and kl_reverse, kl_symmetric with --direction), form (univariate, diagonal, full or vae), "
-                "dimensions and direction.",
+    "gaussian": "kl (and kl_reverse, kl_symmetric with --direction), form (univariate, diagonal, full, vae, "
+                "fit-full or fit-diagonal), dimensions and direction; with --fit, samples [n, m], and with --knn, "
+                "knn (value, stderr, stderr_subsamples, estimator, k: the k-NN estimate, which assumes i.i.d. "
+                "samples of continuous densities).",
     "rlhf": "estimators (k1, k2, k3 as chosen: mean and stderr over sequences, and per_sequence with --per-row), "
             "tokens, sequences; objective (mean, stderr, estimator, beta) with --reward; exact_kl (mean, stderr) with "
-            "--policy-logits and --ref-logits; value is the mean per-sequence k3 and summary is over sequences.",
+            "--policy-logits and --ref-logits; per_token (mean, stderr over tokens) with --per-token; "
+            "effective_sample_size with --behavior; value is the mean per-sequence k3 and summary is over sequences.",
     "compare": "kl (D(base||test)), kl_reverse, js and tv summaries; vocab; top1_agreement, "
                "top1_agreement_stderr, top_k, topk_overlap; worst (row, kl, base_top1, test_top1 and label "
                "of the positions with the largest KL); with --labels also tokens, ppl_base, ppl_test, "

@@ -194,15 +194,14 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
         for column in ("figure", "mean", "stderr"):
             table.add_column(column, justify="left" if column == "figure" else "right")
         for name, figure in estimates:
-            table.add_row(name, number(figure.get("mean")), number(figure.get("stderr")))
+            table.add_row(name, number(figure.get("mean", figure.get("value"))), number(figure.get("stderr")))
         console.print(table)
 
     for key, value in result.figures.items():
         if isinstance(value, list) and value and isinstance(value[0], dict):
             listing = Table(box=box.SIMPLE_HEAD, title=key, title_justify="left", pad_edge=False)
             # Token text goes beside its id (see _cell); nested figures (a candidate's summaries) are no cell.
-            shown = [column for column in value[0]
-                     if not column.endswith("_text") and not isinstance(value[0][column], (dict, list))]
+            shown = [column for column in value[0] if not column.endswith("_text") and not _nested(value[0][column])]
             for column in shown:
                 listing.add_column(column, justify="right")
             for entry in value:
@@ -231,6 +230,11 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
     return text.translate(ASCII_SYMBOLS) if ascii_only else text
 
 
+def _nested(value) -> bool:
+    """A figure that is no cell of a listing: a dictionary, or a list of anything but numbers."""
+    return isinstance(value, dict) or (isinstance(value, list) and not all(isinstance(v, int) for v in value))
+
+
 def _shard_name(path) -> str:
     """A shard as the table names it: its file name (the JSON keeps the path as the glob gave it)."""
     import os
@@ -241,6 +245,8 @@ def _shard_name(path) -> str:
 def _cell(entry: dict, column: str) -> str:
     """A listing's cell: a figure, a (file-derived) name — a shard by its file name — or a token id with its text."""
     value = entry[column]
+    if isinstance(value, list):  # an index such as entropy --by-leading's [i, j], written i,j
+        return ",".join(str(item) for item in value)
     if column == "shard":
         return _untrusted(_shard_name(value))
     if isinstance(value, str):
@@ -292,10 +298,10 @@ def histogram_text(histogram: dict, unit: str, name: str | None = None) -> str:
 
 
 def _mean_figures(figures: dict) -> list[tuple[str, dict]]:
-    """Figures given as a mean and its standard error (rlhf's estimators, objective, exact KL)."""
+    """Figures given as a mean (or a value) and its standard error (rlhf's estimators, gaussian --fit's knn)."""
     found = []
     for key, value in figures.items():
-        if isinstance(value, dict) and "mean" in value and "stderr" in value:
+        if isinstance(value, dict) and ("mean" in value or "value" in value) and "stderr" in value:
             found.append((key, value))
         elif isinstance(value, dict) and value and all(isinstance(v, dict) and "mean" in v for v in value.values()):
             found.extend((f"{key}.{name}", v) for name, v in value.items())

@@ -118,9 +118,34 @@ def _listed(*operands) -> list:
 # --- the planners: one per command ----------------------------------------------------------------------------
 
 
+def _samples_only(given: dict) -> None:
+    """``--samples`` reads points, not distributions: the reading options have no meaning with it."""
+    for option, value in given.items():
+        if value:
+            raise UsageError(f"{option} does not apply to --samples (sample points, not distributions); "
+                             "--samples takes --k")
+
+
+def _k(k) -> int:
+    if not (isinstance(k, int) and k >= 1):
+        raise UsageError(f"--k {k}: the neighbour must be a whole number >= 1")
+    return k
+
+
 def plan_kl(p, q, *, direction="forward", t2_scale=False, precision="precise", kind=None, logits=False, p_kind=None,
-            q_kind=None, normalize=False, epsilon=0.0, temperature=1.0, threads=0, tail="bucket") -> Plan:
+            q_kind=None, normalize=False, epsilon=0.0, temperature=1.0, threads=0, tail="bucket", samples=False,
+            k=5) -> Plan:
     from klcli.commands import divergence
+
+    if samples:
+        from klcli.commands import samples as from_samples
+
+        _samples_only({"--direction": _value(direction) != "forward", "--t2-scale": t2_scale,
+                       "--precision fast": _value(precision) == "fast", "--kind": kind, "--logits": logits,
+                       "--p-kind": p_kind, "--q-kind": q_kind, "--normalize": normalize, "--epsilon": epsilon,
+                       "--temperature": temperature != 1.0})
+        k = _k(k)
+        return Plan("kl", [p, q], lambda progress: from_samples.kl_from_samples(p, q, k=k))
 
     direction = one_of("--direction", direction, divergence.DIRECTIONS)
     group = reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads, precision)
@@ -168,8 +193,27 @@ def plan_js(p, q, *, weights=None, kind=None, logits=False, p_kind=None, q_kind=
                                                              tail=tail))
 
 
+def plan_entropy(p, *, by_leading=0, kind=None, logits=False, normalize=False, temperature=1.0,
+                 threads=0, samples=False, k=5) -> Plan:
+    from klcli.commands import entropy
+
+    if samples:
+        from klcli.commands import samples as from_samples
+
+        _samples_only({"--by-leading": by_leading, "--kind": kind, "--logits": logits, "--normalize": normalize,
+                       "--temperature": temperature != 1.0})
+        k = _k(k)
+        return Plan("entropy", [p], lambda progress: from_samples.entropy_from_samples(p, k=k))
+
+    if by_leading < 0:
+        raise UsageError(f"--by-leading {by_leading}: give the number of leading axes to group by (>= 1)")
+    group = reading(kind, logits, None, None, normalize, 0.0, temperature, threads)
+    return Plan("entropy", [p], lambda progress: entropy.entropy(p, group, by_leading=by_leading,
+                                                                 progress=progress))
+
+
 def plan_perplexity(scores, *, labels=None, kind=None, ignore_index=-100, shift=False, group=None,
-                    temperature=1.0, threads=0, precision="precise") -> Plan:
+                    temperature=1.0, threads=0, precision="precise", bytes=None, words=None) -> Plan:  # noqa: A002
     from klcli.commands import perplexity
 
     kind = _value(kind)
@@ -178,7 +222,8 @@ def plan_perplexity(scores, *, labels=None, kind=None, ignore_index=-100, shift=
     tokens = token_reading(kind or "logits", labels, ignore_index, shift, temperature, group=group, threads=threads,
                            precision=precision, kind_given=kind is not None)
     return Plan("perplexity", _listed(scores, labels),
-                lambda progress: perplexity.perplexity(scores, tokens, progress=progress))
+                lambda progress: perplexity.perplexity(scores, tokens, progress=progress, byte_counts=bytes,
+                                                       word_counts=words))
 
 
 def plan_compare(base_model, test_model, *, labels=None, ignore_index=-100, mask=None, shift=False, top_k=5,
@@ -223,25 +268,40 @@ def plan_compare(base_model, test_model, *, labels=None, ignore_index=-100, mask
 
 
 def plan_rlhf(policy=None, ref=None, *, estimator="all", group=None, reward=None, beta=0.1, policy_logits=None,
-              ref_logits=None, labels=None, ignore_index=-100, threads=0, per_row=False) -> Plan:
+              ref_logits=None, labels=None, ignore_index=-100, threads=0, per_row=False, behavior=None,
+              per_token=False) -> Plan:
     from klcli.commands import rlhf
 
     estimator = one_of("--estimator", estimator, ESTIMATORS)
     _threads(threads)
-    return Plan("rlhf", _listed(policy, ref, policy_logits, ref_logits, labels),
+    return Plan("rlhf", _listed(policy, ref, policy_logits, ref_logits, labels, behavior),
                 lambda progress: rlhf.rlhf(policy, ref, estimator=estimator, group=group, reward=reward, beta=beta,
                                            policy_logits=policy_logits, ref_logits=ref_logits, labels=labels,
-                                           ignore_index=ignore_index, per_row=per_row, threads=threads))
+                                           ignore_index=ignore_index, per_row=per_row, threads=threads,
+                                           behavior=behavior, per_token=per_token))
 
 
 def plan_gaussian(params=None, *, mu1=None, sigma1=None, var1=None, logvar1=None, cov1=None, mu2=None, sigma2=None,
-                  var2=None, logvar2=None, cov2=None, vae=False, mu=None, logvar=None, direction="forward") -> Plan:
+                  var2=None, logvar2=None, cov2=None, vae=False, mu=None, logvar=None, direction="forward",
+                  fit=None, diagonal=False, knn=False, k=5) -> Plan:
     from klcli.commands import gaussian
 
     direction = one_of("--direction", direction, ("forward", "reverse", "both"))
     sides = {"--mu1": mu1, "--sigma1": sigma1, "--var1": var1, "--logvar1": logvar1, "--cov1": cov1,
              "--mu2": mu2, "--sigma2": sigma2, "--var2": var2, "--logvar2": logvar2, "--cov2": cov2}
     given = [option for option, value in sides.items() if value is not None]
+    if fit is not None:
+        others = given + ["--vae"] * bool(vae) + ["PARAMS"] * (params is not None) + ["--mu"] * (mu is not None)
+        if others or logvar is not None:
+            raise UsageError(f"--fit P Q fits its Gaussians to samples; it takes no {(others or ['--logvar'])[0]}")
+        if len(fit) != 2:
+            raise UsageError("--fit takes two operands, P and Q (sample points, (n, d) each)")
+        fit_p, fit_q = fit
+        k = _k(k)
+        return Plan("gaussian", [fit_p, fit_q], lambda progress: gaussian.fit(
+            fit_p, fit_q, diagonal=diagonal, direction=direction, knn=knn, k=k))
+    if diagonal or knn:
+        raise UsageError(f"{'--diagonal' if diagonal else '--knn'} goes with --fit P Q")
     if vae:
         if given or params is not None:
             raise UsageError(f"--vae takes --mu and --logvar only, not {(given or ['PARAMS'])[0]}")
@@ -265,6 +325,7 @@ PLANNERS: dict[str, Callable[..., Plan]] = {
     "kl": plan_kl,
     "xent": plan_xent,
     "js": plan_js,
+    "entropy": plan_entropy,
     "perplexity": plan_perplexity,
     "compare": plan_compare,
     "rlhf": plan_rlhf,
@@ -295,7 +356,7 @@ def run(command: str, *operands, base="e", bits: bool = False, per_row: bool = F
     Parameters
     ----------
     command : str
-        ``kl``, ``xent``, ``js``, ``perplexity``, ``compare``, ``rlhf`` or ``gaussian``.
+        ``kl``, ``xent``, ``js``, ``entropy``, ``perplexity``, ``compare``, ``rlhf`` or ``gaussian``.
     *operands
         The command's operands: paths, ``FILE:SELECTOR`` strings, inline numbers (``"0.1,0.9"``) or arrays.
     base : {"e", 2, 10} or float
@@ -353,6 +414,6 @@ def rlhf(policy=None, ref=None, **options) -> dict:
 
     ``policy`` and ``ref`` are operands or arrays (1-D, or 2-D padded with NaN, one row per sequence); further
     options as in :func:`run` (``estimator``, ``reward``, ``beta``, ``policy_logits``, ``ref_logits``,
-    ``labels``, ``per_row`` …).
+    ``labels``, ``behavior``, ``per_token``, ``per_row`` …).
     """
     return run("rlhf", policy, ref, **options)

@@ -33,6 +33,10 @@ CASES = [
      {"labels": IDS, "per_row": True, "check": ["perplexity<100"]}),
     (["perplexity", f"{S}/token_logprobs.csv:logprob", "--kind", "logprobs", "--group", "doc"],
      ("perplexity", f"{S}/token_logprobs.csv:logprob"), {"kind": "logprobs", "group": "doc"}),
+    (["perplexity", LM, "--labels", IDS, "--bytes", "1,2,3", "--words", "40"], ("perplexity", LM),
+     {"labels": IDS, "bytes": "1,2,3", "words": 40}),
+    (["rlhf", f"{S}/rlhf.npz:policy", f"{S}/rlhf.npz:ref", "--behavior", f"{S}/rlhf.npz:ref", "--per-token"],
+     ("rlhf", f"{S}/rlhf.npz:policy", f"{S}/rlhf.npz:ref"), {"behavior": f"{S}/rlhf.npz:ref", "per_token": True}),
     (["compare", TEACHER, STUDENT, "--top-k", "3", "--worst", "4", "--per-row"], ("compare", TEACHER, STUDENT),
      {"top_k": 3, "worst": 4, "per_row": True}),
     (["rlhf", f"{S}/rlhf.npz:policy", f"{S}/rlhf.npz:ref", "--reward", f"{S}/rlhf.npz:reward", "--per-row"],
@@ -41,6 +45,8 @@ CASES = [
       "--labels", f"{S}/rlhf.npz:tokens", "--estimator", "k2"], ("rlhf",),
      {"policy_logits": f"{S}/rlhf.npz:policy_logits", "ref_logits": f"{S}/rlhf.npz:ref_logits",
       "labels": f"{S}/rlhf.npz:tokens", "estimator": "k2"}),
+    (["entropy", LM, "--logits", "--by-leading", "1", "--bits", "--per-row"], ("entropy", LM),
+     {"logits": True, "by_leading": 1, "bits": True, "per_row": True}),
     (["gaussian", "--mu1", "0", "--sigma1", "1", "--mu2", "1", "--sigma2", "2"], ("gaussian",),
      {"mu1": 0, "sigma1": 1, "mu2": 1, "sigma2": 2}),
     (["gaussian", f"{S}/gaussians.csv", "--direction", "reverse", "--per-row"], ("gaussian", f"{S}/gaussians.csv"),
@@ -56,6 +62,25 @@ def test_run_returns_the_clis_json_document(cli, argv, args, options):
     printed = cli(*argv, "--json")
     assert printed.code == 0, printed.err
     assert klcli.run(*args, **options) == printed.json()
+
+
+def test_samples_and_fit_from_python_equal_the_cli(cli, tmp_path):
+    pytest.importorskip("scipy.spatial")
+    rng = np.random.default_rng(0)
+    p, q = rng.normal(size=(300, 2)), rng.normal(size=(200, 2)) + 0.5
+    np.save(tmp_path / "p.npy", p)
+    np.save(tmp_path / "q.npy", q)
+    pairs = [(["kl", "--samples", tmp_path / "p.npy", tmp_path / "q.npy", "--k", "3"],
+              ("kl", p, q), {"samples": True, "k": 3}),
+             (["entropy", "--samples", tmp_path / "p.npy", "--bits"], ("entropy", p), {"samples": True, "bits": True}),
+             (["gaussian", "--fit", tmp_path / "p.npy", tmp_path / "q.npy", "--knn"], ("gaussian",),
+              {"fit": (p, q), "knn": True})]
+    for argv, args, options in pairs:
+        printed = cli(*argv, "--json").json()
+        ours = klcli.run(*args, **options)
+        for doc in (printed, ours):  # where the inputs came from differs; every figure is the same
+            doc.pop("inputs")
+        assert ours == printed
 
 
 def test_every_command_is_covered():

@@ -176,6 +176,29 @@ def run_pairs(
     return PairRun(merged.per_row, merged.rows, seen["P"].rows, seen["Q"].rows, seen["P"].width, seen["Q"].width)
 
 
+def run_rows(source: Source, reading: Reading, kernel: Callable[[LogRows], dict[str, np.ndarray]],
+             progress=None) -> PairRun:
+    """The one-operand form of :func:`run_pairs` (``entropy``): ``source``'s blocks through ``kernel`` on the engine."""
+    source = reading.checked(source, reading.p_kind, reading.p_kind_given)
+    width: list[int] = []
+
+    def items():
+        start = 0
+        for block in source.blocks(rows_per_block(source.outcomes or 1)):
+            width[:] = [block.shape[1]]
+            yield start, block
+            start += block.shape[0]
+
+    def work(item) -> engine.Partial:
+        start, block = item
+        rows = reading.log_rows(block, reading.p_kind, source, start)
+        figures = {name: np.asarray(values) for name, values in kernel(rows).items()}
+        return engine.Partial(start, start + rows.rows, figures)
+
+    merged = engine.run(items(), work, threads=reading.threads, progress=progress)
+    return PairRun(merged.per_row, merged.rows, merged.rows, 0, width[0] if width else None)
+
+
 class _SideCount:
     """Counts one side's rows; a block seen again (a single row broadcast) is converted once."""
 

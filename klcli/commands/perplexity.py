@@ -249,9 +249,63 @@ def _sequence_means(scores: TokenScores) -> np.ndarray:
         return scores.sequence_sums / scores.sequence_tokens
 
 
-def perplexity(operand, reading: TokenReading, *, progress=None) -> Result:
-    """Corpus perplexity exp(Σ NLL / Σ tokens), per-token NLL statistics and per-sequence figures."""
+def _text_counts(counts, option: str, sequences: int) -> float | None:
+    """Σ of ``--bytes``/``--words``: one number (the total), or an operand holding one count per sequence."""
+    if counts is None:
+        return None
+    try:
+        if not isinstance(counts, (str, int, float)):
+            raise ValueError("an array of counts")
+        values = np.array([float(counts)])
+    except ValueError:
+        from klcli.io.operand import read_array
+
+        array, _ = read_array(counts, option)
+        values = np.asarray(array, dtype=np.float64).reshape(-1)
+        if values.size != sequences:
+            raise ShapeError(f"{option} has {values.size} counts but there are {sequences} sequences; give one "
+                             "count per sequence (or one total number)") from None
+    if not (np.isfinite(values).all() and (values >= 0).all() and values.sum() > 0):
+        raise InputError(f"{option}: counts must be finite, >= 0 and not all 0 (the scored text's UTF-8 bytes or "
+                         "words)")
+    return float(values.sum())
+
+
+def _exp(nats: float) -> float:
+    return math.exp(nats) if nats < 709.78 else math.inf  # beyond float range: inf, as the perplexity itself
+
+
+def per_text(total_nll: float, byte_count: float | None, word_count: float | None) -> dict:
+    """lm-evaluation-harness's tokenizer-free figures: Σ NLL (nats) over the scored text's bytes and words.
+
+    bits_per_byte = Σ NLL / (Σ bytes · ln 2), byte_perplexity = 2^bits_per_byte, word_perplexity =
+    exp(Σ NLL / Σ words) (its ``bits_per_byte`` and ``weighted_perplexity`` aggregations): fixed units, never
+    scaled by --base.
+
+    Examples
+    --------
+    >>> per_text(math.log(2) * 10, 5, 2)
+    {'bytes': 5.0, 'bits_per_byte': 2.0, 'byte_perplexity': 4.0, 'words': 2.0, 'word_perplexity': 32.0}
+    """
+    figures: dict = {}
+    if byte_count is not None:
+        bits = total_nll / (byte_count * math.log(2))
+        figures.update(bytes=float(byte_count), bits_per_byte=bits,
+                       byte_perplexity=2.0**bits if bits < 1024 else math.inf)
+    if word_count is not None:
+        figures.update(words=float(word_count), word_perplexity=_exp(total_nll / word_count))
+    return figures
+
+
+def perplexity(operand, reading: TokenReading, *, progress=None, byte_counts=None, word_counts=None) -> Result:
+    """Corpus perplexity exp(Σ NLL / Σ tokens), per-token NLL statistics and per-sequence figures.
+
+    ``byte_counts`` and ``word_counts`` (``--bytes``/``--words``) add :func:`per_text`'s figures.
+    """
     scores = token_scores(operand, reading, progress)
+    text_figures = per_text(float(np.sum(scores.losses)),
+                            _text_counts(byte_counts, "--bytes", scores.sequence_sums.size),
+                            _text_counts(word_counts, "--words", scores.sequence_sums.size))
     total, tokens = float(np.sum(scores.losses)), int(scores.losses.size)
     corpus = corpus_perplexity(total, tokens)
     summary = summarize(scores.losses, scores.at)
@@ -284,6 +338,7 @@ def perplexity(operand, reading: TokenReading, *, progress=None) -> Result:
             "sequences": int(with_tokens.sum()),
             "mean_sequence_perplexity": float(np.mean(per_sequence[with_tokens])),
             "precision": scores.precision,
+            **text_figures,
         },
         per_row=per_row,
         notes=scores.notes + threads_note(reading.threads),

@@ -155,11 +155,64 @@ def _check_logprobs(values: np.ndarray, counted: np.ndarray, sequence: np.ndarra
         raise DistributionError(f"{label}: {_where(at, sequence)} holds {float(values[at])!r}; log-probabilities "
                                 "must be <= 0 (give log_softmax(logits)[token], not probabilities or logits; or "
                                 "give the logits with --policy-logits, --ref-logits and --labels)")
-    if side == "POLICY" and (impossible := counted & (values == -np.inf)).any():
+    if side in ("POLICY", "sampler") and (impossible := counted & (values == -np.inf)).any():
         at = int(np.flatnonzero(impossible)[0])
         raise DistributionError(f"{label}: {_where(at, sequence)} holds -inf, but the tokens were sampled from the "
                                 "policy, so each has probability > 0 under it; score them with the distribution they "
                                 "were sampled from (the same temperature and top-k/top-p filter)")
+
+
+# POLICY and REF must be the logits' log-softmax at the labels within this (float32 dumps round to about 1e-6).
+AGREEMENT_NATS = 1e-4
+
+
+def _checked_label_ids(labels: str | None, positions: int, inputs: list[dict]) -> np.ndarray | None:
+    """``--labels`` given with POLICY and REF: the token ids, one per position of POLICY (padding included)."""
+    if labels is None:
+        return None
+    label_array, label_source = read_array(labels, "labels")
+    ids = as_token_ids(label_array, label=label_source.label, first_position=0).reshape(-1)
+    if ids.size != positions:
+        raise ShapeError(f"{label_source.label} has {ids.size} labels but POLICY has {positions} positions (padding "
+                         "included); they must cover the same positions")
+    inputs.append(dict(label_source.describe(), kind="labels"))
+    return ids
+
+
+def _agree(values: np.ndarray, from_logits: np.ndarray, counted: np.ndarray, sequence: np.ndarray, label: str,
+           logits_option: str) -> None:
+    """Token log-probs must equal the logits' log-softmax at the labels within AGREEMENT_NATS; else name the first."""
+    with np.errstate(invalid="ignore"):
+        apart = counted & ~(np.abs(values - from_logits) <= AGREEMENT_NATS)
+    if apart.any():
+        at = int(np.flatnonzero(apart)[0])
+        raise InputError(f"{label}: {_where(at, sequence)} holds {float(values[at])!r} but log_softmax of "
+                         f"{logits_option} at its label gives {float(from_logits[at])!r} (more than "
+                         f"{AGREEMENT_NATS:g} nats apart); the log-probs and the logits do not score the same tokens "
+                         "(a shifted label, another temperature, or other logits?)")
+
+
+def weighted(estimates: dict[str, np.ndarray], policy: np.ndarray, behavior: np.ndarray):
+    """Each token's estimates times its importance weight w = π/μ, and the weights' effective sample size.
+
+    Tokens sampled from a behaviour policy μ rather than π: E_μ[w·k] = E_π[k], so the weighted sums are unbiased
+    for the KL along μ's sampled prefixes, without self-normalisation. A token π gives probability 0 has weight 0
+    and contributes 0 (not 0·inf). The effective sample size (Σw)²/Σw² (Kish) says how many tokens drawn from π
+    the weighted ones are worth.
+
+    Examples
+    --------
+    >>> import math
+    >>> e, ess = weighted({"k1": np.array([1.0, 2.0])}, np.log([0.5, 0.2]), np.log([0.25, 0.4]))
+    >>> e["k1"].tolist(), ess  # w = 2 and 0.5
+    ([2.0, 1.0], 1.4705882352941178)
+    """
+    with np.errstate(over="ignore"):
+        w = np.exp(np.asarray(policy, dtype=np.float64) - np.asarray(behavior, dtype=np.float64))
+    with np.errstate(invalid="ignore"):
+        scaled = {name: np.where(w == 0, 0.0, w * values) for name, values in estimates.items()}
+    square = float(np.sum(w * w))
+    return scaled, float(np.sum(w)) ** 2 / square if square > 0 else 0.0
 
 
 def _sequences_with_tokens(counted: np.ndarray, sequence: np.ndarray, count: int) -> np.ndarray:
@@ -170,11 +223,14 @@ def _sequences_with_tokens(counted: np.ndarray, sequence: np.ndarray, count: int
 def rlhf(policy, ref, *, estimator: str = "all", group: str | None = None,
          reward: str | None = None, beta: float = 0.1, policy_logits: str | None = None,
          ref_logits: str | None = None, labels: str | None = None, ignore_index: int = -100,
-         per_row: bool = False, threads: int = 0) -> Result:
+         per_row: bool = False, threads: int = 0, behavior: str | None = None, per_token: bool = False) -> Result:
     """KL(π‖π_ref) estimated per sequence from sampled tokens, with the penalised objective and the exact KL.
 
     The sampled tokens' log-probabilities come from POLICY and REF, or, when
-    those are not given, from ``policy_logits`` and ``ref_logits`` at ``labels``.
+    those are not given, from ``policy_logits`` and ``ref_logits`` at ``labels``
+    (given with POLICY and REF, ``labels`` checks them against the logits).
+    ``behavior`` holds the log-probabilities under the policy μ that sampled the
+    tokens: each token's estimate is weighted by π/μ (see :func:`weighted`).
     """
     if (policy is None) != (ref is None):
         raise UsageError("give both POLICY and REF, or neither (then --policy-logits, --ref-logits and --labels)")
@@ -188,8 +244,9 @@ def rlhf(policy, ref, *, estimator: str = "all", group: str | None = None,
         inputs.append(dict(label_source.describe(), kind="labels"))
         names = (f"--policy-logits {policy_logits}", f"--ref-logits {ref_logits}")
     else:
-        if labels is not None:
-            raise UsageError("--labels goes with --policy-logits and --ref-logits when POLICY and REF are not given")
+        if labels is not None and policy_logits is None:
+            raise UsageError("--labels goes with --policy-logits and --ref-logits (with POLICY and REF, to check them "
+                             "against the logits at the labels)")
         policy_values, sequence, count, policy_source = _tokens(policy, "POLICY", group)
         ref_values, _, _, ref_source = _tokens(ref, "REF", group)
         # The values' own shape: a text column's length is known only once it has been read.
@@ -208,13 +265,25 @@ def rlhf(policy, ref, *, estimator: str = "all", group: str | None = None,
         raise ShapeError(f"POLICY and REF are padded differently: {_where(at, sequence)} is NaN in "
                          f"{'POLICY' if padding_p[at] else 'REF'} only")
     counted = ~padding_p
-    _check_logprobs(policy_values, counted, sequence, names[0], "POLICY")
+    behavior_values = None
+    if behavior is not None:
+        behavior_values, _, _, behavior_source = _tokens(behavior, "--behavior", group)
+        inputs.append(dict(behavior_source.describe(behavior_values.shape[0]), kind="logprobs"))
+        if behavior_values.shape != policy_values.shape or (np.isnan(behavior_values) != padding_p).any():
+            raise ShapeError(f"--behavior ({behavior_source.label}) must score the same sampled tokens as POLICY, "
+                             f"padded alike: it has {behavior_values.size} values, POLICY {policy_values.size}")
+        _check_logprobs(behavior_values, counted, sequence, f"--behavior ({behavior_source.label})", "sampler")
+    # The tokens were sampled from μ where it is given: then π may give one probability 0 (its weight is 0).
+    _check_logprobs(policy_values, counted, sequence, names[0], "POLICY" if behavior is None else "REF")
     _check_logprobs(ref_values, counted, sequence, names[1], "REF")
     real = _sequences_with_tokens(counted, sequence, count)
     if not real.any():
         raise InputError(f"{names[0]}: no token was counted (every value is padding); there is nothing "
                          "to estimate")
-    estimates = token_estimates(policy_values[counted], ref_values[counted])
+    with np.errstate(invalid="ignore"):  # inf − inf where μ sampled a token π cannot give: weight 0, see weighted
+        estimates = token_estimates(policy_values[counted], ref_values[counted])
+    if behavior_values is not None:
+        estimates, effective = weighted(estimates, policy_values[counted], behavior_values[counted])
     ids = sequence[counted]
     per_seq = {name: per_sequence(values, ids, count) for name, values in estimates.items()}
     chosen = ESTIMATORS if estimator == "all" else (estimator,)
@@ -223,6 +292,11 @@ def rlhf(policy, ref, *, estimator: str = "all", group: str | None = None,
         "tokens": int(counted.sum()),
         "sequences": int(real.sum()),
     }
+    if per_token:  # the token-level mean over every token of the batch (GRPO's convention)
+        figures["per_token"] = {name: dict(zip(("mean", "stderr"), mean_and_stderr(estimates[name])))
+                                for name in chosen}
+    if behavior_values is not None:
+        figures["effective_sample_size"] = effective
     notes = []
     if (zero := counted & (ref_values == -np.inf)).any():
         at = int(np.flatnonzero(zero)[0])
@@ -240,9 +314,13 @@ def rlhf(policy, ref, *, estimator: str = "all", group: str | None = None,
         per_row_extra["objective"] = penalised
     if policy_logits is not None:
         if exact_per_position is None:  # POLICY and REF given: the logits at the same positions, padding included
-            exact_per_position, _, _, logit_inputs = _logits_pass(policy_logits, ref_logits, counted, None, threads,
-                                                                  ignore_index)
+            label_ids = _checked_label_ids(labels, policy_values.size, inputs)
+            exact_per_position, logit_pi, logit_ref, logit_inputs = _logits_pass(
+                policy_logits, ref_logits, counted, label_ids, threads, ignore_index)
             inputs += logit_inputs
+            if label_ids is not None:
+                _agree(policy_values, logit_pi, counted, sequence, names[0], "--policy-logits")
+                _agree(ref_values, logit_ref, counted, sequence, names[1], "--ref-logits")
         exact = per_sequence(exact_per_position[counted], ids, count)
         figures["exact_kl"] = _summary(exact, real, per_row)
         per_row_extra["exact_kl"] = exact
@@ -262,5 +340,5 @@ def rlhf(policy, ref, *, estimator: str = "all", group: str | None = None,
         per_row=per_row_values,
         notes=notes,
         # The objective R − β·KL is in the rewards' units (β·KL in nats, as trainers compute it): never scaled.
-        information={"k1": 1.0, "k2": 1.0, "k3": 1.0, "estimators": 1.0, "exact_kl": 1.0},
+        information={"k1": 1.0, "k2": 1.0, "k3": 1.0, "estimators": 1.0, "exact_kl": 1.0, "per_token": 1.0},
     )

@@ -110,8 +110,11 @@ def _precise(rows: LogRows) -> LogRows:
 
 
 def entropy_rows(p: LogRows) -> np.ndarray:
-    """H(P) = −Σ p log p per row, in nats (log p = shifted − offset, so E_p[shifted] − offset)."""
-    return p.offset - expectation(p, p.shifted)
+    """H(P) = −Σ p log p per row, in nats (log p = shifted − offset, so E_p[shifted] − offset).
+
+    Each term −p log p is ≥ 0 (p ≤ 1), so a sum below 0 is the rounding of a certain row: it is 0.
+    """
+    return np.maximum(p.offset - expectation(p, p.shifted), 0.0)
 
 
 def cross_entropy_rows(p: LogRows, q: LogRows) -> np.ndarray:
