@@ -152,9 +152,15 @@ def run_pairs(
     seen = {"P": _SideCount(), "Q": _SideCount()}
     p_source = reading.checked(p_source, reading.p_kind, reading.p_kind_given)
     q_source = reading.checked(q_source, reading.q_kind, reading.q_kind_given)
+    # A top-K reference P (klcli.commands.reference): its packed rows are narrower than Q's vocabulary.
+    from klcli.commands.reference import check_reference_pair, is_reference, pair_block_rows
+
+    check_reference_pair(p_source, q_source, reading)
+    with_reference = is_reference(p_source)
     pairs = paired_blocks(p_source.blocks(rows_per_block(p_source.outcomes or 1)),
                           q_source.blocks(rows_per_block(q_source.outcomes or 1)),
-                          block_rows=rows_per_block, p_label=p_source.label, q_label=q_source.label)
+                          block_rows=pair_block_rows(p_source, q_source) if with_reference else rows_per_block,
+                          p_label=p_source.label, q_label=q_source.label, same_width=not with_reference)
 
     def p_rows(block, start):
         return reading.log_rows(block, reading.p_kind, p_source, start)

@@ -67,6 +67,7 @@ class TokenScores:
     at: np.ndarray | None = None
     precision: str = "precise"  # what the losses were computed at (--precision fast only where it applies)
     notes: list[str] = field(default_factory=list)
+    figures: dict = field(default_factory=dict)  # further JSON keys (a top-K reference's ``reference``)
 
 
 def _by_sequence(losses: np.ndarray, sequence: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -125,6 +126,16 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
     else:
         raise UsageError("logits need --labels IDS (the observed token ids); for per-token log-probabilities "
                          "use --kind logprobs")
+    reference_figures: dict = {}
+    if logits.reference is not None:  # a top-K reference file: its labels' log-probabilities are stored, exactly
+        from klcli.commands.reference import check_reference_reading
+
+        check_reference_reading(logits, reading.temperature, label_smoothing=reading.label_smoothing)
+        if reading.shift and reading.labels is None:
+            raise UsageError(f"--shift: {logits.label}'s stored labels are already those of its positions; drop "
+                             "--shift")
+        reference_figures = {"reference": {"top_k": logits.reference.top_k, "vocab": logits.reference.vocab,
+                                           "bound": "exact"}}
     if len(logits.shape) < 2 or logits.shape[-1] is None:
         raise InputError(f"{logits.label}: logits need a vocabulary axis: shape (N, V) or (B, T, V), "
                          f"got {tuple(logits.shape)}")
@@ -157,7 +168,8 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
               dict(labels.describe(positions), kind="labels")]
     precision, notes = effective_precision(reading.precision, [logits], ["logits"], temperature=reading.temperature,
                                            smoothing=reading.label_smoothing)
-    return TokenScores(losses, sums, tokens, positions, inputs, at, precision, notes + list(reading.observed))
+    return TokenScores(losses, sums, tokens, positions, inputs, at, precision, notes + list(reading.observed),
+                       reference_figures)
 
 
 def _token_losses(values: np.ndarray, kind: str, label: str, first_row: int, padded: bool) -> np.ndarray:
@@ -284,6 +296,7 @@ def perplexity(operand, reading: TokenReading, *, progress=None) -> Result:
             "sequences": int(with_tokens.sum()),
             "mean_sequence_perplexity": float(np.mean(per_sequence[with_tokens])),
             "precision": scores.precision,
+            **scores.figures,
         },
         per_row=per_row,
         notes=scores.notes + threads_note(reading.threads),
@@ -297,7 +310,7 @@ def token_cross_entropy(operand, reading: TokenReading, *, progress=None) -> Res
     scores = token_scores(operand, reading, progress)
     summary = summarize(scores.losses, scores.at)
     figures: dict = {"tokens": int(scores.losses.size), "label_smoothing": reading.label_smoothing,
-                     "precision": scores.precision}
+                     "precision": scores.precision, **scores.figures}
     warnings = []
     if not reading.label_smoothing:
         corpus = corpus_perplexity(float(np.sum(scores.losses)), int(scores.losses.size))

@@ -13,6 +13,7 @@ import numpy as np
 
 from klcli.core import fast
 from klcli.core.logspace import LogRows, as_log_rows, log_ratio, normaliser_error
+from klcli.core.reference import aligned
 
 # Below this |u| = |p/q - 1| the Jensen-Shannon element is summed as a series:
 # the closed form loses ~1e-16/|u| of its value to cancellation.
@@ -82,7 +83,7 @@ def kl_rows(p: LogRows, q: LogRows) -> np.ndarray:
     """D(P‖Q) = Σ p log(p/q) per row, in nats."""
     if p.fast and q.fast:
         return _kl_fast(p, q)
-    p, q = _precise(p), _precise(q)
+    p, q = aligned(_precise(p), _precise(q))  # a top-K reference maps the other side onto its K tokens + tail
     ratio = log_ratio(p, q)
     return refined(expectation(p, ratio), ratio, q, p=p)
 
@@ -133,6 +134,7 @@ def js_rows(p: LogRows, q: LogRows, weights: tuple[float, float] = (0.5, 0.5), *
     already has them.
     """
     w_p, w_q = weights
+    p, q = aligned(p, q)  # a top-K reference maps the other side onto its K tokens + tail
     entropies = w_p * entropy_rows(p) + w_q * entropy_rows(q)
     divergence = mixture_entropy(p, q, weights, probs) - entropies
     tiny = np.flatnonzero(~(divergence >= 1e-4))

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from klcli.errors import InputError
+
+if TYPE_CHECKING:
+    from klcli.io.reference import Layout
 
 # Row blocks hold about this many values, so a block of 32 000-wide logits is
 # 32 rows (1 MiB of float32, 8 MiB once widened to float64).
@@ -164,6 +168,8 @@ class Source:
     # A format whose bytes are the array (.npy, safetensors): the whole array in its stored shape, at once
     # (a read-only memory map; bfloat16 is widened to a float32 copy). None: read it block by block.
     array: Callable[[], np.ndarray] | None = field(default=None, repr=False)
+    # A klcli top-K reference file: its layout (klcli.io.reference.Layout); its blocks are packed reference rows.
+    reference: Layout | None = None
 
     @property
     def label(self) -> str:
