@@ -385,10 +385,10 @@ def reference_command(
 
     Examples:
 
-      klcli reference sample_data/teacher_logits.npy --top-k 16 -o teacher.ref.safetensors
+      klcli reference base_logits.npy --labels tokens.npy --top-k 64 -o base.ref.safetensors
 
-      klcli reference sample_data/lm_logits.npy --labels sample_data/lm_labels.npy --top-k 8 -o lm.ref.safetensors
+      klcli compare sample_data/teacher.ref.safetensors sample_data/student_logits.npy --check 'top1_agreement>=0.8'
 
-      klcli compare teacher.ref.safetensors sample_data/student_logits.npy --check 'kl.p99<0.5'
+      klcli kl base.ref.safetensors test_logits.npy --q-kind logits --check 'p99<0.2'
     """
     _go("reference", locals(), "scores")

@@ -100,6 +100,7 @@ def main() -> None:
              policy_logits=policy_logits, ref_logits=ref_logits, tokens=tokens)
 
     write_model_formats()
+    write_reference_sample()
 
 
 def write_safetensors(path: Path, float32: dict[str, np.ndarray], bfloat16: dict[str, np.ndarray]) -> None:
@@ -190,6 +191,20 @@ def write_model_formats() -> None:
     (HERE / "reference.json").write_text(json.dumps(chat_completion(reference, picks), indent=1) + "\n")
     lines = [chat_completion(candidate[:4], picks[:4]), chat_completion(candidate[4:], picks[4:])]
     (HERE / "candidate.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def write_reference_sample() -> None:
+    """A top-K reference of the teacher's logits (klcli reference … --top-k 16), named relative to the project."""
+    import os
+
+    from klcli.commands.reference import write_reference
+
+    here = os.getcwd()
+    os.chdir(HERE.parent)
+    try:
+        write_reference("sample_data/teacher_logits.npy", "sample_data/teacher.ref.safetensors", top_k=16)
+    finally:
+        os.chdir(here)
 
 
 if __name__ == "__main__":

@@ -222,8 +222,9 @@ def check_rows(block: np.ndarray, *, top_k: int, vocab: int, name: str, first_ro
     bad = np.flatnonzero(~np.all((ids >= 0) & (ids < vocab) & (ids == np.round(ids)), axis=1))
     if bad.size:
         row = int(bad[0])
-        value = ids[row][~((ids[row] >= 0) & (ids[row] < vocab) & (ids[row] == np.round(ids[row])))][0]
-        raise InputError(f"{name}: row {first_row + row} stores token id {value!r}, outside the vocabulary "
+        value = float(ids[row][~((ids[row] >= 0) & (ids[row] < vocab) & (ids[row] == np.round(ids[row])))][0])
+        shown = int(value) if value == round(value) else value
+        raise InputError(f"{name}: row {first_row + row} stores token id {shown!r}, outside the vocabulary "
                          f"[0, {vocab}); the file is damaged: write it again with klcli reference")
     if top_k > 1:
         ordered = np.sort(ids, axis=1)
