@@ -93,7 +93,7 @@ def compare(base_operand, test_operand, reading: Reading, *, labels=None, mask=N
         from klcli.commands.reference import check_reference_pair, compare_top_k
 
         check_reference_pair(base, test, reading)
-        top_k, reference_notes = compare_top_k(base, top_k)
+        top_k, reference_notes = compare_top_k(base, top_k, shift=shift and labels is None)
     if labels is None and base.labels is not None:  # a llama.cpp base file carries its tokens
         label_source = Source(base.operand, base.path, base.format, base.shape[:-1], "int32", base.labels,
                               role="labels")

@@ -19,7 +19,8 @@ from klcli import __version__, engine
 from klcli.commands.common import Reading, describe_inputs, logits_checked, open_operands
 from klcli.core.logspace import as_log_rows
 from klcli.core.perplexity import as_token_ids
-from klcli.core.reference import reference_of
+from klcli.core.positions import kept_log_rows
+from klcli.core.reference import Written, reference_of
 from klcli.core.stats import summarize
 from klcli.engine import paired_blocks
 from klcli.errors import InputError, RowCountError, ShapeError, UsageError
@@ -88,9 +89,14 @@ def bound_note(source: Source, divergences: str = "the divergences") -> list[str
             "taken over the K stored tokens and one tail bucket"]
 
 
-def compare_top_k(base: Source, top_k: int) -> tuple[int, list[str]]:
-    """``--top-k`` against a reference BASE (at most its K), and the notes saying which figures are bounds."""
+def compare_top_k(base: Source, top_k: int, *, shift: bool = False) -> tuple[int, list[str]]:
+    """``--top-k`` against a reference BASE (at most its K), and the notes saying which figures are bounds.
+
+    ``shift``: --shift asked of the stored labels, which are already those of their positions.
+    """
     layout = base.reference
+    if shift and base.labels is not None:
+        raise UsageError(f"--shift: {base.label}'s stored labels are already those of its positions; drop --shift")
     notes = bound_note(base, "KL both ways, JS and total variation")
     if layout.top_k < layout.vocab:
         notes.append("top-1 agreement, top-k overlap, the labels' NLL, perplexities and Δp are exact")
@@ -158,15 +164,32 @@ def write_reference(operand, output: str, *, top_k: int, labels=None, kind: str 
         else:
             items = _numbered(blocks)
 
+        def convert(values: np.ndarray, first_row: int):
+            return as_log_rows(values, label=source.label, first_row=first_row, temperature=temperature,
+                               stored=source.dtype, **options)
+
         def work(item) -> engine.Partial:
             start, block, ids = item
-            rows = as_log_rows(block, label=source.label, first_row=start, temperature=temperature,
-                               stored=source.dtype, **options)
-            written = reference_of(rows, top_k, None if ids is None else ids[:, 0], ignore_index=ignore_index,
-                                   label=label_source.label if label_source else "labels", first_row=start)
+            labels_here = None if ids is None else ids[:, 0]
+            # Positions whose label is --ignore-index are padding: never read (they may hold anything), stored
+            # as padding rows (NaN log-probabilities), which commands reading the stored labels skip.
+            keep = None if labels_here is None else labels_here != ignore_index
+            if keep is not None and keep.all():
+                keep = None
+            written = Written(np.tile(np.arange(top_k), (block.shape[0], 1)), np.full((block.shape[0], top_k), np.nan),
+                              np.full(block.shape[0], np.nan), np.full(block.shape[0], np.nan))
+            if keep is None or keep.any():
+                kept_labels = labels_here if labels_here is None or keep is None else labels_here[keep]
+                kept = reference_of(kept_log_rows(convert, block, keep, start), top_k, kept_labels,
+                                    ignore_index=ignore_index, first_row=start,
+                                    label=label_source.label if label_source else "labels")
+                at = slice(None) if keep is None else keep
+                written.ids[at], written.logprobs[at], written.tail[at] = kept.ids, kept.logprobs, kept.tail
+                if kept.label_logprobs is not None:
+                    written.label_logprobs[at] = kept.label_logprobs
             values = {"ids": written.ids, "logprobs": written.logprobs, "tail": written.tail}
-            if ids is not None:
-                values.update(labels=ids[:, 0], label_logprobs=written.label_logprobs)
+            if labels_here is not None:
+                values.update(labels=labels_here, label_logprobs=written.label_logprobs)
             return engine.Partial(start, start + block.shape[0], {"tail_mass": np.exp(written.tail)}, values)
 
         parts = []
@@ -187,6 +210,10 @@ def write_reference(operand, output: str, *, top_k: int, labels=None, kind: str 
     finally:
         writer.close()
     tail_mass = merged.per_row["tail_mass"]
+    scored = np.flatnonzero(~np.isnan(tail_mass))  # padding positions (ignored labels) have none
+    if scored.size == 0:
+        raise InputError(f"{source.label}: every position's label is --ignore-index {ignore_index}; there is "
+                         "nothing to keep")
     kinds = [options["kind"] if source.forced_kind is None else source.forced_kind] + (["labels"] if label_source
                                                                                           else [])
     sources = [source] + ([label_source] if label_source else [])
@@ -194,10 +221,10 @@ def write_reference(operand, output: str, *, top_k: int, labels=None, kind: str 
     return Result(
         command="reference",
         headline="mean tail mass",
-        value=float(np.mean(tail_mass)),
+        value=float(np.mean(tail_mass[scored])),
         rows=merged.rows,
         inputs=describe_inputs(sources, kinds, [merged.rows] * len(sources)),
-        summary=summarize(tail_mass),
+        summary=summarize(tail_mass[scored], scored),
         summary_name="tail mass",
         value_has_unit=False,
         figures={"output": output, "format": FORMAT, "format_version": VERSION, "top_k": top_k, "vocab": vocab,

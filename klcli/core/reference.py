@@ -19,6 +19,7 @@ other, and exact for ids below 2⁵³.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,6 +169,11 @@ def reference_rows(block: np.ndarray, *, top_k: int, vocab: int, has_labels: boo
     values = np.asarray(block, dtype=np.float64)
     ids = values[:, :top_k].astype(np.int64)
     logprobs = values[:, top_k : 2 * top_k + 1]
+    padding = np.flatnonzero(np.isnan(logprobs[:, 0]))
+    if padding.size:
+        raise InputError(f"{label}: row {first_row + int(padding[0])} is a padding position (its label was ignored "
+                         "when the reference was written, and its distribution not read); compare and perplexity, "
+                         "which read the stored labels, leave it out")
     rows = as_log_rows(logprobs, "logprobs", label=label, first_row=first_row, stored=stored,
                        as_stored_below=as_stored_below)
     labels = label_logprobs = None
@@ -215,9 +221,20 @@ def _plain(rows: ReferenceRows) -> LogRows:
 
 
 def check_rows(block: np.ndarray, *, top_k: int, vocab: int, name: str, first_row: int, stored: str,
-               as_stored: bool) -> None:
+               as_stored: bool, ignore_index: int | None = None) -> None:
     """Refuse damaged reference rows: ids out of range or repeated, log-probabilities out of order, NaN or
-    above 0, or a total (top K and tail) that is not 1 within the tolerance of ``stored`` values."""
+    above 0, or a total (top K and tail) that is not 1 within the tolerance of ``stored`` values.
+
+    With labels, a padding row (its label ``ignore_index``, its log-probabilities all NaN: a position the
+    writer did not read) passes; commands that read the stored labels never read it.
+    """
+    if ignore_index is not None:
+        padding = (block[:, 2 * top_k + 1] == ignore_index) & np.all(np.isnan(block[:, top_k : 2 * top_k + 1]),
+                                                                       axis=1)
+        if padding.any():  # checked as a valid row instead: uniform over the K ids and the tail
+            block = block.copy()
+            block[padding, :top_k] = np.arange(top_k)
+            block[padding, top_k : 2 * top_k + 1] = -math.log(top_k + 1)
     ids, logprobs = block[:, :top_k], block[:, top_k : 2 * top_k + 1]
     bad = np.flatnonzero(~np.all((ids >= 0) & (ids < vocab) & (ids == np.round(ids)), axis=1))
     if bad.size:

@@ -215,7 +215,8 @@ def open_reference(path: str, operand: str, header: dict, tensor) -> Source:
                            *((arrays["labels"][start:stop], arrays["label_logprob"][start:stop])
                              if layout.has_labels else ()))
             check_rows(block, top_k=layout.top_k, vocab=layout.vocab, name=path, first_row=start,
-                       stored=logprob_dtype, as_stored=as_stored)
+                       stored=logprob_dtype, as_stored=as_stored,
+                       ignore_index=layout.ignore_index if layout.has_labels else None)
             yield block
 
     def labels(block_rows: int):

@@ -30,8 +30,11 @@ def model(tmp_path):
     order = np.argsort(-log_p, axis=1, kind="stable")
     labels = rng.integers(0, V, size=N)
     labels[:5] = order[:5, 0]  # some labels inside any top K, the rest mostly outside small ones
-    labels[7] = -100  # an ignored position
-    for name, array in (("base", base), ("test", test), ("labels", labels.reshape(3, -1))):
+    padded, garbage = labels.copy(), base.copy()
+    padded[7] = -100  # an ignored position: padding, whose logits may hold anything
+    garbage.reshape(-1, V)[7] = np.nan
+    for name, array in (("base", base), ("test", test), ("labels", labels.reshape(3, -1)),
+                        ("padded", padded.reshape(3, -1)), ("garbage", garbage)):
         np.save(tmp_path / f"{name}.npy", array)
     return tmp_path
 
@@ -94,6 +97,26 @@ def test_round_trip_divergences(cli, model, command, dtype):
         else:
             assert np.all(bounded <= whole * (1 + rel) + 1e-12)
             assert on_ref["reference"] == {"top_k": k, "vocab": V, "bound": "lower"}
+
+
+def test_padding_positions_are_never_read_and_left_out(cli, model):
+    ref = model / "padded.safetensors"
+    written = cli("reference", model / "garbage.npy", "--labels", model / "padded.npy", "--top-k", 5, "-o", ref,
+                  "--json").json()
+    assert written["summary"]["count"] == N - 1
+    full = _doc(cli, "compare", model / "garbage.npy", model / "test.npy", "--labels", model / "padded.npy")
+    on_ref = _doc(cli, "compare", ref, model / "test.npy")
+    assert on_ref["ignored_positions"] == full["ignored_positions"] == 1
+    assert on_ref["per_row"]["kl"][7] is None and on_ref["tokens"] == N - 1
+    for exact in ("top1_agreement", "ppl_base", "ppl_test"):
+        assert on_ref[exact] == pytest.approx(full[exact], **TIGHT), exact
+    assert _doc(cli, "perplexity", ref)["value"] == pytest.approx(
+        _doc(cli, "perplexity", model / "garbage.npy", "--labels", model / "padded.npy")["value"], **TIGHT)
+    run = cli("kl", ref, model / "test.npy", "--logits")
+    assert run.code == 2 and run.err == (
+        f"klcli: error: P ({ref}): row 7 is a padding position (its label was ignored when the reference was "
+        "written, and its distribution not read); compare and perplexity, which read the stored labels, leave it "
+        "out\n")
 
 
 def test_reverse_kl_and_given_labels(cli, model):
