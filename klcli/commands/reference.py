@@ -23,7 +23,7 @@ from klcli.core.positions import kept_log_rows
 from klcli.core.reference import Written, reference_of
 from klcli.core.stats import summarize
 from klcli.engine import paired_blocks
-from klcli.errors import InputError, RowCountError, ShapeError, UsageError
+from klcli.errors import InputError, OutputError, RowCountError, ShapeError, UsageError
 from klcli.io.source import Source, rows_per_block
 from klcli.result import Result
 
@@ -126,6 +126,12 @@ def write_reference(operand, output: str, *, top_k: int, labels=None, kind: str 
     from klcli.io.reference import FORMAT, VERSION, ReferenceWriter
 
     check_output_path(output, [o for o in (operand, labels) if isinstance(o, str)])
+    import os
+    import stat
+
+    if os.path.exists(output) and not stat.S_ISREG(os.stat(output).st_mode):
+        raise OutputError(f"-o {output}: a reference is written as a regular file (it is read back by its offsets); "
+                          "name a file")
     observed: list[str] = []
     (source,) = open_operands((operand, "logits"))
     if is_reference(source):

@@ -149,6 +149,15 @@ def test_ties_keep_the_lowest_ids(cli, tmp_path):
     assert ids.tolist() == [[1, 2], [0, 1]]
 
 
+def test_an_existing_file_is_replaced_atomically_keeping_its_mode(cli, model):
+    out = model / "old.safetensors"
+    out.write_bytes(b"old")
+    out.chmod(0o640)
+    assert cli("reference", model / "base.npy", "--top-k", 2, "-o", out).code == 0
+    assert out.stat().st_mode & 0o777 == 0o640 and out.read_bytes()[8:9] == b"{"
+    assert not list(model.glob(".klcli-*"))
+
+
 def test_file_size_and_metadata(cli, tmp_path):
     rng = np.random.default_rng(2)
     logits = rng.normal(0, 2, size=(64, 32000)).astype(np.float32)
@@ -287,4 +296,7 @@ def test_bad_pairs_and_options(cli, model, tmp_path):
     run = cli("reference", model / "base.npy", "--top-k", 3, "-o", model / "base.npy")
     assert run.code == 2 and "is one of the inputs" in run.err
     assert cli("reference", model / "base.npy", "-o", tmp_path / "y.safetensors").code == 2  # no --top-k
+    run = cli("reference", model / "base.npy", "--top-k", 3, "-o", "/dev/null")
+    assert run.code == 2 and "a reference is written as a regular file" in run.err
+    assert cli("reference", model / "base.npy", "--top-k", 3, "-o", "-").code == 2
     assert not (tmp_path / "x.safetensors").exists() and not list(tmp_path.glob(".klcli-*"))
