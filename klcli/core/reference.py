@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from klcli.core.logspace import LogRows, as_log_rows, unit_sum_misses
+from klcli.core.logspace import LogRows, as_log_rows, logsumexp, unit_sum_misses
 from klcli.errors import InputError
 
 
@@ -65,7 +65,16 @@ def complement_log_mass(rows: LogRows, ids: np.ndarray) -> np.ndarray:
     rest = np.array(np.broadcast_to(weights, (count, weights.shape[1])), dtype=np.float64)
     np.put_along_axis(rest, ids, 0.0, axis=1)
     with np.errstate(divide="ignore"):
-        return np.log(np.sum(rest, axis=1)) - np.log(np.broadcast_to(mass, (count,)))
+        tail = np.log(np.sum(rest, axis=1)) - np.log(np.broadcast_to(mass, (count,)))
+    # The weights are e^(z − max): a rest far below the top (beyond e^−700) underflows there. Its log-sum-exp,
+    # shifted by the rest's own maximum, is still exact (rows used as stored count only their weighted entries).
+    redo = np.flatnonzero(~(tail > -700.0))
+    if redo.size and rows.normalised:
+        shifted = np.broadcast_to(rows.shifted, (count, rows.shifted.shape[1]))[redo].astype(np.float64)
+        np.put_along_axis(shifted, ids[redo] if ids.shape[0] == count else np.broadcast_to(ids, (redo.size,
+                          ids.shape[1])), -np.inf, axis=1)
+        tail[redo] = logsumexp(shifted) - np.broadcast_to(rows.offset, (count,))[redo]
+    return tail
 
 
 @dataclass

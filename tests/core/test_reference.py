@@ -135,3 +135,15 @@ def test_label_log_probabilities_are_exact_inside_and_outside_the_top_k():
     np.testing.assert_allclose(ref.label_logprob(inside), log_p[np.arange(8), inside], rtol=1e-12)
     with pytest.raises(ValueError, match="neither the label stored with the reference nor among its top-K"):
         ref.label_logprob(np.where(labels == 24, 23, 24))
+
+
+def test_a_tail_far_below_the_top_stays_finite_on_both_sides():
+    """A rest 800 nats under the top underflows e^(z − max); its log-sum-exp does not."""
+    logits = np.array([[0.0, -800.0, -801.0, -802.0]])
+    written, ref = _reference(logits, 1)
+    assert written.tail[0] == pytest.approx(-800.0 + math.log(1 + math.exp(-1) + math.exp(-2)), rel=1e-12)
+    confident = as_log_rows(np.array([[0.0, -900.0, -900.0, -900.0]], dtype=np.float32), "logits", label="Q")
+    divergence = kl_rows(ref, confident)  # p_tail·log(p_tail/q_tail), with p_tail = e^−800: 0, not inf or NaN
+    assert divergence.tolist() == [0.0]
+    _, wide = _reference(np.array([[0.0, -30.0, -31.0, -32.0]]), 1)
+    assert np.isfinite(kl_rows(wide, confident)[0]) and kl_rows(wide, confident)[0] > 0
