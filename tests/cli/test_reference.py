@@ -80,6 +80,23 @@ def test_round_trip_compare_and_perplexity(cli, model, k):
     np.testing.assert_allclose(ppl_ref["per_row"]["perplexity"], ppl_full["per_row"]["perplexity"], rtol=1e-9)
 
 
+def test_cli_figures_match_the_float64_oracle(cli, model):
+    """compare and kl on a reference against the partition written out in NumPy, and PPL against scipy."""
+    from tests.core.test_reference import _partition_oracle
+
+    ref, _ = _write(cli, model, 6, "--dtype", "float64")
+    base, test = (np.load(model / f"{name}.npy").reshape(-1, V) for name in ("base", "test"))
+    oracle = _partition_oracle(base, test, 6)
+    doc = _doc(cli, "compare", ref, model / "test.npy")
+    for name in ("kl", "kl_reverse", "js", "tv"):
+        np.testing.assert_allclose(doc["per_row"][name], oracle[name], rtol=1e-9, atol=1e-14)
+    kl = _doc(cli, "kl", ref, model / "test.npy", "--q-kind", "logits")
+    np.testing.assert_allclose(kl["per_row"]["kl"], oracle["kl"], rtol=1e-9, atol=1e-14)
+    labels = np.load(model / "labels.npy").reshape(-1)
+    log_p = special.log_softmax(base.astype(np.float64), axis=1)[np.arange(N), labels]
+    assert _doc(cli, "perplexity", ref)["value"] == pytest.approx(math.exp(-log_p.mean()), rel=1e-12)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("command", ["kl", "js", "xent"])
 def test_round_trip_divergences(cli, model, command, dtype):
