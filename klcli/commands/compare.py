@@ -89,11 +89,14 @@ def compare(base_operand, test_operand, reading: Reading, *, labels=None, mask=N
     mask_source = open_operands((mask, "mask"))[0] if mask is not None else None
     _check_shapes(base, test)
     reference_notes: list[str] = []
-    if base.reference is not None or test.reference is not None:  # a top-K reference BASE (commands/reference.py)
-        from klcli.commands.reference import check_reference_pair, compare_top_k
+    if any(source is not None and source.reference is not None for source in (base, test, label_source, mask_source)):
+        from klcli.commands.reference import check_reference_pair, compare_top_k, refuse_reference
 
+        refuse_reference(label_source, "--labels")
+        refuse_reference(mask_source, "--mask")
         check_reference_pair(base, test, reading)
-        top_k, reference_notes = compare_top_k(base, top_k, shift=shift and labels is None)
+        if base.reference is not None:
+            top_k, reference_notes = compare_top_k(base, top_k, shift=shift and labels is None)
     if labels is None and base.labels is not None:  # a llama.cpp base file carries its tokens
         label_source = Source(base.operand, base.path, base.format, base.shape[:-1], "int32", base.labels,
                               role="labels")

@@ -120,6 +120,10 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
                             fix=f"{LOGITS_FIX}, or pass --kind logits to read them as logits anyway")
     if reading.labels is not None:
         (labels,) = open_operands((reading.labels, "labels"))
+        if labels.reference is not None:
+            from klcli.commands.reference import refuse_reference
+
+            refuse_reference(labels, "--labels")
     elif logits.labels is not None:  # a llama.cpp base file carries its tokens
         labels = Source(logits.operand, logits.path, logits.format, logits.shape[:-1], "int32", logits.labels,
                         role="labels")
@@ -200,6 +204,11 @@ def _from_logprobs(operand: str, reading: TokenReading, progress) -> TokenScores
         raise UsageError(f"--labels goes with --kind logits; --kind {reading.kind} values are already the observed "
                          "tokens' " + ("log-probabilities" if reading.kind == "logprobs" else "probabilities"))
     (source,) = open_operands((operand, reading.kind))
+    if source.reference is not None:
+        from klcli.commands.reference import refuse_reference
+
+        refuse_reference(source, f"--kind {reading.kind} values (its labels' log-probabilities are read with the "
+                         "default --kind)")
     padded = len(source.shape) >= 2
     groups = None
     if reading.group is not None:

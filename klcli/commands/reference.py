@@ -37,6 +37,12 @@ def is_reference(source: Source | None) -> bool:
     return source is not None and source.reference is not None
 
 
+def refuse_reference(source: Source | None, what: str) -> None:
+    """A reference where it cannot be read (labels, a mask, per-token values): an error naming the operand."""
+    if is_reference(source):
+        raise UsageError(f"{source.label}: is a top-K reference file; it is read as P or BASE only, not as {what}")
+
+
 def check_reference_pair(p_source: Source, q_source: Source, reading: Reading | None = None) -> None:
     """A reference is the first operand only, against a test of its vocabulary, read as it was written."""
     if is_reference(q_source):
@@ -152,6 +158,7 @@ def write_reference(operand, output: str, *, top_k: int, labels=None, kind: str 
     label_source = None
     if labels is not None:
         (label_source,) = open_operands((labels, "labels"))
+        refuse_reference(label_source, "--labels")
     elif source.labels is not None:  # a llama.cpp base file carries its tokens
         label_source = Source(source.operand, source.path, source.format, source.shape[:-1], "int32", source.labels,
                               role="labels")

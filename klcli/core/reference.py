@@ -218,6 +218,9 @@ def aligned(p: LogRows, q: LogRows) -> tuple[LogRows, LogRows]:
     Both come back as plain :class:`LogRows` over the K + 1 outcomes, so that kernels calling one another
     map a side only once.
     """
+    if isinstance(p, ReferenceRows) and isinstance(q, ReferenceRows):
+        raise InputError(f"{q.name}: two top-K references cannot be compared with each other (their tokens "
+                         "differ); give one side's full logits")
     if isinstance(p, ReferenceRows):
         return _plain(p), partition_of(q, p.ids)
     if isinstance(q, ReferenceRows):

@@ -324,6 +324,9 @@ def read_array(operand, role: str) -> tuple[np.ndarray, Source]:
 
 def whole_array(source: Source) -> np.ndarray:
     """An opened source's values gathered from its blocks, in its stored shape (a text column as a vector)."""
+    if source.reference is not None:  # its blocks are packed top-K rows, no array of the file's
+        raise InputError(f"{source.label}: is a klcli top-K reference file, which only kl, js, xent, compare and "
+                         "perplexity read (as P or BASE); name one of its tensors as FILE:top_ids … to read it")
     blocks = [np.asarray(block) for block in source.blocks(1 << 16)]
     rows = np.concatenate(blocks) if blocks else np.empty((0, source.shape[-1] or 0))
     shape = tuple(rows.shape[0] if s is None else s for s in source.shape)

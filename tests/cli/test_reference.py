@@ -317,3 +317,13 @@ def test_bad_pairs_and_options(cli, model, tmp_path):
     assert run.code == 2 and "a reference is written as a regular file" in run.err
     assert cli("reference", model / "base.npy", "--top-k", 3, "-o", "-").code == 2
     assert not (tmp_path / "x.safetensors").exists() and not list(tmp_path.glob(".klcli-*"))
+    # Where a reference cannot be read: as labels, per-token values, a parameter array, or against another one.
+    run = cli("compare", model / "base.npy", model / "test.npy", "--labels", ref)
+    assert run.code == 2 and run.err.endswith("is a top-K reference file; it is read as P or BASE only, not as "
+                                              "--labels\n")
+    run = cli("perplexity", ref, "--kind", "logprobs")
+    assert run.code == 2 and "not as --kind logprobs values" in run.err
+    run = cli("gaussian", "--mu1", ref)
+    assert run.code == 2 and "is a klcli top-K reference file, which only kl, js, xent, compare" in run.err
+    run = cli("rlhf", "--policy-logits", ref, "--ref-logits", ref, "--labels", model / "labels.npy")
+    assert run.code == 2 and "two top-K references cannot be compared with each other" in run.err
