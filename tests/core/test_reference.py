@@ -29,10 +29,12 @@ def _oracle_top(values: np.ndarray, k: int) -> np.ndarray:
     return np.array([sorted(range(row.size), key=lambda i: (-row[i], i))[:k] for row in values])
 
 
-@pytest.mark.parametrize("k", [1, 3, 7, 20])
-def test_top_k_ids_ties_by_lowest_id(k):
+@pytest.mark.parametrize(("k", "vocab"), [(1, 20), (3, 20), (7, 20), (20, 20), (64, 300), (65, 300), (120, 300)])
+def test_top_k_ids_ties_by_lowest_id(k, vocab):
     rng = np.random.default_rng(k)
-    values = rng.integers(0, 4, size=(30, 20)).astype(np.float64)  # many ties
+    values = rng.integers(0, 4, size=(30, vocab)).astype(np.float64)  # many ties
+    np.testing.assert_array_equal(top_k_ids(values, k), _oracle_top(values, k))
+    values = rng.normal(size=(30, vocab))
     np.testing.assert_array_equal(top_k_ids(values, k), _oracle_top(values, k))
 
 
