@@ -27,7 +27,6 @@ import numpy as np
 from klcli.core.logspace import LogRows, as_log_rows, logsumexp, unit_sum_misses
 from klcli.errors import InputError
 
-
 _SEGMENTS_UP_TO = 64
 
 
