@@ -283,7 +283,8 @@ def run(command: str, *operands, base="e", bits: bool = False, per_row: bool = F
     Parameters
     ----------
     command : str
-        ``kl``, ``xent``, ``js``, ``perplexity``, ``compare``, ``rlhf`` or ``gaussian``.
+        ``kl``, ``xent``, ``js``, ``perplexity``, ``compare``, ``rlhf``, ``gaussian`` or ``reference`` (which writes
+        its ``output=`` file and returns its report).
     *operands
         The command's operands: paths, ``FILE:SELECTOR`` strings, inline numbers (``"0.1,0.9"``) or arrays.
     base : {"e", 2, 10} or float

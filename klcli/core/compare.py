@@ -11,9 +11,8 @@ import math
 
 import numpy as np
 
-from klcli.core.discrete import expectation, js_rows, refined
+from klcli.core.discrete import aligned, expectation, js_rows, refined
 from klcli.core.logspace import LogRows, log_ratio
-from klcli.core.reference import ReferenceRows, aligned
 
 
 def top_k(values: np.ndarray, k: int) -> np.ndarray:
@@ -58,7 +57,7 @@ def position_stats(base: LogRows, test: LogRows, top_k_size: int) -> dict[str, n
     A top-K reference base (:class:`~klcli.core.reference.ReferenceRows`) gives its stored ids as its top
     tokens (``top_k_size`` at most K) and the divergences on its partition, the test mapped onto it.
     """
-    if isinstance(base, ReferenceRows):
+    if hasattr(base, "ids"):  # a top-K reference (ReferenceRows)
         base_top, test_top = base.ids[:, :top_k_size], top_k(test.shifted, top_k_size)
         base, test = aligned(base, test)
     else:
@@ -87,7 +86,7 @@ def total_variation(base: LogRows, test: LogRows) -> np.ndarray:
 def label_stats(base: LogRows, test: LogRows, labels: np.ndarray) -> dict[str, np.ndarray]:
     """Per position: each model's NLL of the observed token, and Δp = p_test(label) − p_base(label)."""
     rows = np.arange(labels.shape[0])
-    if isinstance(base, ReferenceRows):  # the stored label's exact log-probability (or a top-K token's)
+    if hasattr(base, "label_logprob"):  # a top-K reference: the stored label's exact log-probability
         log_p_base = base.label_logprob(labels)
     else:
         log_p_base = base.shifted[rows, labels] - base.offset

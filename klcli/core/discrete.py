@@ -13,11 +13,20 @@ import numpy as np
 
 from klcli.core import fast
 from klcli.core.logspace import LogRows, as_log_rows, log_ratio, normaliser_error
-from klcli.core.reference import aligned
 
 # Below this |u| = |p/q - 1| the Jensen-Shannon element is summed as a series:
 # the closed form loses ~1e-16/|u| of its value to cancellation.
 _JS_SERIES_BELOW = 1e-3
+
+
+def aligned(p: LogRows, q: LogRows) -> tuple[LogRows, LogRows]:
+    """Both sides over the same outcomes: a top-K reference side (:mod:`klcli.core.reference`, rows with ``ids``)
+    maps the other onto its K tokens and tail. Imported only then, so plain runs import nothing more."""
+    if hasattr(p, "ids") or hasattr(q, "ids"):
+        from klcli.core.reference import aligned as onto_reference
+
+        return onto_reference(p, q)
+    return p, q
 
 
 def weighted_sum(weights: np.ndarray, values: np.ndarray, mass: np.ndarray | float = 1.0) -> np.ndarray:

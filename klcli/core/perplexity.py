@@ -16,7 +16,6 @@ import numpy as np
 from klcli.core.fast import log_normaliser
 from klcli.core.logspace import LogRows, as_log_rows
 from klcli.core.positions import kept_log_rows
-from klcli.core.reference import ReferenceRows
 from klcli.errors import InputError
 
 IGNORE_INDEX = -100  # PyTorch's default ignore_index
@@ -96,7 +95,7 @@ def token_nll(
         rows = LogRows(rows.shifted, log_mass) if np.all(np.isfinite(error)) else rows.precise()
     at = np.flatnonzero(counted)
     chosen = labels[at]
-    if isinstance(rows, ReferenceRows):  # a top-K reference: the labels' log-probabilities are stored, exactly
+    if hasattr(rows, "label_logprob"):  # a top-K reference (ReferenceRows): the labels' log-probabilities are stored
         loss[at] = -rows.label_logprob(chosen)
         return loss, counted
     vocab = rows.shifted.shape[1]
