@@ -907,6 +907,7 @@ def read(operand):
         - ``.npz``: the member array, read into memory;
         - CSV/TSV, Parquet, Arrow/Feather: float64 rows × the numeric columns
           (or the list column's vectors; one column selected: a 1-D vector);
+        - a klcli top-K reference file: an error (read a tensor, ``FILE:top_ids`` …);
         - llama.cpp KL-divergence base files: the decoded log-probabilities,
           float64 (rows, n_vocab) (the tokens they carry are not returned);
         - OpenAI-style logprobs JSON/JSONL: the sampled tokens'
@@ -933,4 +934,9 @@ def read(operand):
     from klcli.io.operand import open_operand, whole_array
 
     source = open_operand(operand)
+    if source.reference is not None:  # its packed rows are no array of the file's; its tensors are
+        from klcli.errors import InputError
+
+        raise InputError(f"{source.path}: is a klcli top-K reference file; read one of its tensors as "
+                         f"{source.path}:top_ids, :top_logprobs, :tail_logprob (and :labels, :label_logprob)")
     return source.array() if source.array is not None else whole_array(source)

@@ -15,6 +15,7 @@ import typer
 
 from klcli import __version__
 from klcli.boundary import main, run  # noqa: F401  (the entry points, kept importable from here)
+from klcli.options import OUTPUT as _OUTPUT
 from klcli.options import (
     P_ARG,
     Q_ARG,
@@ -444,3 +445,44 @@ def gaussian_command(
     """
     _go("gaussian", locals(), "params")
 
+
+
+@app.command("reference")
+@delivered(omit=("output",))
+def reference_command(
+    scores: Annotated[str, typer.Argument(metavar="LOGITS", help="The base model's logits, (N, V) or (B, T, V), in any "
+                                          "format klcli reads (sharded, llama.cpp base files with their own tokens).",
+                                          show_default=False)],
+    output: Annotated[Optional[str], typer.Option(
+        "--output", "-o", metavar="REF", help="The reference file to write (safetensors), atomically; never one of "
+        "the inputs.", rich_help_panel=_OUTPUT, show_default=False)] = None,
+    top_k: Annotated[Optional[int], typer.Option(
+        "--top-k", min=1, metavar="K", help="How many of each position's most probable tokens to keep (ties by "
+        "lowest id); the rest of the mass is kept exactly as one tail.", show_default=False)] = None,
+    labels: LabelsOpt = None,
+    ignore_index: IgnoreIndexOpt = -100,
+    kind: CompareKindOpt = None,
+    temperature: TemperatureOpt = 1.0,
+    dtype: Annotated[str, typer.Option(
+        "--dtype", metavar="float32|float64", help="How the top-K log-probabilities are stored (the tail and the "
+        "labels' log-probabilities are always float64).")] = "float32",
+    threads: ThreadsOpt = 0,
+    delivery=None,
+) -> None:
+    """Write a compact top-K reference of a base model's distributions; the headline is the mean tail mass.
+
+    Per position: the K most probable token ids, their log-probabilities, the exact log of the rest of the mass
+    and, with --labels (or a llama.cpp base file's own tokens), each label's log-probability. kl, js, xent,
+    compare and perplexity accept the file wherever they take P or BASE: divergences are then lower bounds
+    (over the K tokens and one tail bucket; exact when K = V), while top-1 agreement, top-k overlap (k <= K),
+    the labels' NLL, perplexity and Δp are exact.
+
+    Examples:
+
+      klcli reference base_logits.npy --labels tokens.npy --top-k 64 -o base.ref.safetensors
+
+      klcli compare sample_data/teacher.ref.safetensors sample_data/student_logits.npy --check 'top1_agreement>=0.8'
+
+      klcli kl base.ref.safetensors test_logits.npy --q-kind logits --check 'p99<0.2'
+    """
+    _go("reference", locals(), "scores")

@@ -13,7 +13,7 @@ space, streams large files in bounded memory, and prints tables for people or JS
 for programs. --check gates turn a result into an exit status for CI jobs.
 
 Each command has its own page: klcli-kl(1), klcli-xent(1), klcli-js(1), klcli-perplexity(1), \
-klcli-gaussian(1), klcli-compare(1), klcli-rlhf(1), klcli-entropy(1)."""
+klcli-gaussian(1), klcli-compare(1), klcli-rlhf(1), klcli-entropy(1), klcli-reference(1)."""
 
 INPUT_FORMATS = """\
 An operand is, in this order: - (standard input: CSV or TSV text, or .npy bytes recognised by their \
@@ -39,8 +39,12 @@ more than 16 nats below a row's top token as one code, so far-tail figures are a
 .json and .jsonl files hold OpenAI-style logprobs (chat or legacy completions): \
 perplexity reads the sampled tokens; kl, xent, js and compare align two such files by position over \
 the tokens both list plus a tail bucket (--tail bucket, a lower bound) or renormalised over the \
-shared tokens (--tail renormalize), and count sampled_token_mismatches. A file with another \
-extension is recognised by its magic bytes or refused.
+shared tokens (--tail renormalize), and count sampled_token_mismatches. A klcli top-K reference \
+file (written by klcli reference: safetensors whose metadata format is klcli-reference) is accepted \
+wherever P or BASE is: divergences are then taken over its K stored tokens and one tail bucket, \
+lower bounds of the full figures (exact when K = V), while top-1 agreement, top-k overlap (k <= K), \
+the labels' NLL, perplexity and delta p are exact; its stored labels are used unless --labels is \
+given. A file with another extension is recognised by its magic bytes or refused.
 
 A 1-D array is one distribution; 2-D is rows by outcomes; higher ranks flatten their leading axes \
 into rows. A single numeric column (FILE:COLUMN) is one distribution over the table's rows. Two \
@@ -96,7 +100,15 @@ OUTPUT = {
     "compare": "kl (D(base||test)), kl_reverse, js and tv summaries; vocab; top1_agreement, "
                "top1_agreement_stderr, top_k, topk_overlap; worst (row, kl, base_top1, test_top1 and label "
                "of the positions with the largest KL); with --labels also tokens, ppl_base, ppl_test, "
-               "ppl_ratio, ln_ppl_ratio, ln_ppl_ratio_stderr, nll_correlation and a delta_p summary with rms.",
+               "ppl_ratio, ln_ppl_ratio, ln_ppl_ratio_stderr, nll_correlation and a delta_p summary with rms. "
+               "With a top-K reference BASE, reference (top_k, vocab, bound: lower, or exact when K = V).",
+    "reference": "Writes REF, a safetensors file: tensors top_ids (I32, N x K), top_logprobs (F32 or F64), "
+                 "tail_logprob (F64, the log of the mass outside the top K, a log-sum-exp of the rest), and with "
+                 "labels labels (I64) and label_logprob (F64); __metadata__ format klcli-reference, version 1, "
+                 "vocab, top_k, rows, shape, has_labels, ignore_index, temperature, source, klcli_version, "
+                 "as_stored_below. The report's value is the mean tail mass (the probability outside the top K), "
+                 "summary is over the positions' tail masses, and output, format, format_version, top_k, vocab, "
+                 "has_labels, logprob_dtype, bytes, float32_bytes and compression describe the file.",
 }
 
 CHECKS = """\

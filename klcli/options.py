@@ -205,26 +205,31 @@ _OUTPUT_OPTIONS = {
 }
 
 
-def delivered(command):
+def delivered(command=None, *, omit: tuple[str, ...] = ()):
     """Give a command the shared output options; it receives them validated, as one ``delivery``.
 
     Typer reads a command's options from its signature, so the wrapper's
     signature is the command's own (without ``delivery``) plus the output
-    options, defined once above instead of in every command.
+    options, defined once above instead of in every command. ``omit`` leaves
+    some out (``reference`` has its own ``-o``: the file it writes), at their defaults.
     """
+    if command is None:
+        return functools.partial(delivered, omit=omit)
+    shared = {name: spec for name, spec in _OUTPUT_OPTIONS.items() if name not in omit}
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "delivery"]
     added = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation, default=default)
-             for name, (annotation, default) in _OUTPUT_OPTIONS.items()]
+             for name, (annotation, default) in shared.items()]
 
     @functools.wraps(command)
     def with_delivery(**options):
         from klcli.output import Delivery
 
-        delivery = Delivery.from_options(**{name: options.pop(name) for name in _OUTPUT_OPTIONS})
+        delivery = Delivery.from_options(**{name: options.pop(name) if name in shared else default
+                                            for name, (_annotation, default) in _OUTPUT_OPTIONS.items()})
         delivery.protected = [value for value in options.values() if isinstance(value, str)]
         return command(**options, delivery=delivery)
 
     parameters = own + added
-    with_delivery.__signature__ = inspect.Signature(parameters)
+    with_delivery.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     with_delivery.__annotations__ = {p.name: p.annotation for p in parameters}
     return with_delivery

@@ -171,7 +171,8 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
 
     columns = result.metrics or {result.summary_name: result.summary}
     if (result.summary.get("count") or 0) > 1:
-        title = f"summary over {result.summary_over} ({result.unit.name})"
+        unit = f" ({result.unit.name})" if result.information else ""  # reference's tail masses have none
+        title = f"summary over {result.summary_over}{unit}"
         stats = Table(box=box.SIMPLE_HEAD, title=title,
                       title_justify="left", pad_edge=False)
         stats.add_column("statistic")

@@ -29,7 +29,8 @@ class Result:
     logarithm it carries (1 for a divergence; ½ for the JS distance, a square
     root): a ``per_row``/``metrics`` name, a top-level ``figures`` key (every
     float inside is scaled), or a dotted path through lists (``worst.kl``).
-    ``value`` is scaled when ``value_has_unit``; ``summary`` always is.
+    ``value`` is scaled when ``value_has_unit``; ``summary`` always is, unless the result holds no
+    information quantity at all (``reference``'s tail masses are probabilities).
     """
 
     command: str
@@ -73,7 +74,7 @@ class Result:
         return replace(
             self,
             value=self.value / scale if self.value_has_unit else self.value,
-            summary=_scaled(self.summary, [], scale),
+            summary=_scaled(self.summary, [], scale) if self.information else self.summary,  # none: no unit
             metrics={name: _scaled(values, [], factor(name)) if name in self.information else values
                      for name, values in self.metrics.items()},
             figures=figures,

@@ -321,6 +321,26 @@ def plan_gaussian(params=None, *, mu1=None, sigma1=None, var1=None, logvar1=None
                 lambda progress: gaussian.gaussian(first, second, direction=direction))
 
 
+def plan_reference(scores, *, output=None, top_k=None, labels=None, kind=None, ignore_index=-100, temperature=1.0,
+                   dtype="float32", threads=0) -> Plan:
+    from klcli.commands import reference
+
+    if top_k is None or top_k < 1:
+        raise UsageError("reference needs --top-k K >= 1: how many of each position's most probable tokens to keep")
+    if output is None or output == "-":
+        raise UsageError("reference needs -o REF, the file to write (a safetensors file, e.g. base.ref.safetensors)")
+    kind = _value(kind)
+    chosen = one_of("--kind", kind or "logits", KINDS)
+    dtype = one_of("--dtype", dtype, reference.DTYPES)
+    _temperature(temperature)
+    _threads(threads)
+    return Plan("reference", _listed(scores, labels),
+                lambda progress: reference.write_reference(scores, output, top_k=top_k, labels=labels, kind=chosen,
+                                                           kind_given=kind is not None, temperature=temperature,
+                                                           ignore_index=ignore_index, dtype=dtype, threads=threads,
+                                                           progress=progress))
+
+
 PLANNERS: dict[str, Callable[..., Plan]] = {
     "kl": plan_kl,
     "xent": plan_xent,
@@ -330,6 +350,7 @@ PLANNERS: dict[str, Callable[..., Plan]] = {
     "compare": plan_compare,
     "rlhf": plan_rlhf,
     "gaussian": plan_gaussian,
+    "reference": plan_reference,
 }
 
 
@@ -356,7 +377,8 @@ def run(command: str, *operands, base="e", bits: bool = False, per_row: bool = F
     Parameters
     ----------
     command : str
-        ``kl``, ``xent``, ``js``, ``entropy``, ``perplexity``, ``compare``, ``rlhf`` or ``gaussian``.
+        ``kl``, ``xent``, ``js``, ``entropy``, ``perplexity``, ``compare``, ``rlhf``, ``gaussian`` or ``reference``
+        (which writes its ``output=`` file and returns its report).
     *operands
         The command's operands: paths, ``FILE:SELECTOR`` strings, inline numbers (``"0.1,0.9"``) or arrays.
     base : {"e", 2, 10} or float

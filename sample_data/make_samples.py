@@ -101,6 +101,7 @@ def main() -> None:
 
     write_model_formats()
     write_shards()
+    write_reference_sample()
 
 
 def write_safetensors(path: Path, float32: dict[str, np.ndarray], bfloat16: dict[str, np.ndarray]) -> None:
@@ -200,6 +201,20 @@ def write_shards() -> None:
     folder.mkdir(exist_ok=True)
     for index, piece in enumerate(np.split(teacher, [10, 11])):
         np.save(folder / f"part-{index}.npy", piece)
+
+
+def write_reference_sample() -> None:
+    """A top-K reference of the teacher's logits (klcli reference … --top-k 16), named relative to the project."""
+    import os
+
+    from klcli.commands.reference import write_reference
+
+    here = os.getcwd()
+    os.chdir(HERE.parent)
+    try:
+        write_reference("sample_data/teacher_logits.npy", "sample_data/teacher.ref.safetensors", top_k=16)
+    finally:
+        os.chdir(here)
 
 
 if __name__ == "__main__":

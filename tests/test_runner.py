@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from tests.conftest import SAMPLES
 S = str(SAMPLES)
 TEACHER, STUDENT = f"{S}/teacher_logits.npy", f"{S}/student_logits.npy"
 LM, IDS = f"{S}/lm_logits.npy", f"{S}/lm_labels.npy"
+REF_OUT = os.path.join(tempfile.mkdtemp(prefix="klcli-test-"), "lm.ref.safetensors")  # written by reference
 
 # (argv of the CLI, the same as klcli.run's arguments)
 CASES = [
@@ -53,6 +56,8 @@ CASES = [
      {"direction": "reverse", "per_row": True}),
     (["gaussian", "--vae", "--mu", f"{S}/vae.npz:mu", "--logvar", f"{S}/vae.npz:logvar"], ("gaussian",),
      {"vae": True, "mu": f"{S}/vae.npz:mu", "logvar": f"{S}/vae.npz:logvar"}),
+    (["reference", LM, "--labels", IDS, "--top-k", "4", "-o", REF_OUT, "--per-row"], ("reference", LM),
+     {"labels": IDS, "top_k": 4, "output": REF_OUT, "per_row": True}),
 ]
 
 

@@ -152,9 +152,16 @@ def run_pairs(
     seen = {"P": _SideCount(), "Q": _SideCount()}
     p_source = reading.checked(p_source, reading.p_kind, reading.p_kind_given)
     q_source = reading.checked(q_source, reading.q_kind, reading.q_kind_given)
+    block_rows: Callable[[int], int] = rows_per_block
+    if p_source.reference is not None or q_source.reference is not None:  # a top-K reference (commands/reference)
+        from klcli.commands.reference import check_reference_pair, pair_block_rows
+
+        check_reference_pair(p_source, q_source, reading)
+        block_rows = pair_block_rows(p_source, q_source)  # its packed rows are narrower than Q's vocabulary
     pairs = paired_blocks(p_source.blocks(rows_per_block(p_source.outcomes or 1)),
                           q_source.blocks(rows_per_block(q_source.outcomes or 1)),
-                          block_rows=rows_per_block, p_label=p_source.label, q_label=q_source.label)
+                          block_rows=block_rows, p_label=p_source.label, q_label=q_source.label,
+                          same_width=p_source.reference is None)
 
     def p_rows(block, start):
         return reading.log_rows(block, reading.p_kind, p_source, start)

@@ -102,6 +102,15 @@ def compare(base_operand, test_operand, reading: Reading, *, labels=None, mask=N
     label_source = open_operands((labels, "labels"))[0] if labels is not None else None
     mask_source = open_operands((mask, "mask"))[0] if mask is not None else None
     _check_shapes(base, test)
+    reference_notes: list[str] = []
+    if any(source is not None and source.reference is not None for source in (base, test, label_source, mask_source)):
+        from klcli.commands.reference import check_reference_pair, compare_top_k, refuse_reference
+
+        refuse_reference(label_source, "--labels")
+        refuse_reference(mask_source, "--mask")
+        check_reference_pair(base, test, reading)
+        if base.reference is not None:
+            top_k, reference_notes = compare_top_k(base, top_k, shift=shift and labels is None)
     if labels is None and base.labels is not None:  # a llama.cpp base file carries its tokens
         label_source = Source(base.operand, base.path, base.format, base.shape[:-1], "int32", base.labels,
                               role="labels")
@@ -117,10 +126,11 @@ def compare(base_operand, test_operand, reading: Reading, *, labels=None, mask=N
     with_labels = label_source is not None
     pairs = paired_blocks(base.blocks(rows_per_block(base.outcomes or 1)),
                           test.blocks(rows_per_block(test.outcomes or 1)),
-                          block_rows=rows_per_block, p_label=base.label, q_label=test.label, broadcast=False)
+                          block_rows=rows_per_block(test.outcomes or 1) if base.reference else rows_per_block,
+                          p_label=base.label, q_label=test.label, broadcast=False, same_width=not base.reference)
     def items():
         for start, base_block, test_block in pairs:
-            marked = None if marks is None else _take_marks(marks, counter, start, base_block.shape, ignore_index,
+            marked = None if marks is None else _take_marks(marks, counter, start, test_block.shape, ignore_index,
                                                             with_labels, shift)
             yield start, base_block, test_block, marked
 
@@ -165,6 +175,11 @@ def compare(base_operand, test_operand, reading: Reading, *, labels=None, mask=N
                                 f"is over the {stats['row'].size} scored positions, rows numbered as in the input")
     result.figures.update(extras)
     result.notes.extend(reading.notes())
+    if base.reference is not None:
+        from klcli.commands.reference import bound_of
+
+        result.figures["reference"] = bound_of(base)
+        result.notes.extend(reference_notes)
     return result
 
 

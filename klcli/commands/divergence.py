@@ -143,7 +143,11 @@ def divergence(command: str, p, q, reading: Reading, *, progress=None, tail: str
     metrics = summaries(per_row)
     head, headline = metric.headline(options)
     precision, precision_notes = reading.effective_precision([p_source, q_source], [reading.p_kind, reading.q_kind])
-    return Result(
+    if p_source.reference is not None:  # a top-K reference P: divergences on its partition, lower bounds
+        from klcli.commands.reference import bound_note, bound_of
+
+        extras = {**extras, "reference": bound_of(p_source)}
+    result = Result(
         command=command,
         headline=headline,
         value=metrics[head]["mean"],
@@ -157,6 +161,9 @@ def divergence(command: str, p, q, reading: Reading, *, progress=None, tail: str
         warnings=metric.warnings(per_row),
         information={name: power for name, power in metric.information.items() if name in per_row},
     )
+    if p_source.reference is not None:
+        result.notes.extend(bound_note(p_source))
+    return result
 
 
 def kl(p, q, reading: Reading, *, direction: str = "forward", progress=None, tail: str = "bucket",

@@ -67,6 +67,7 @@ class TokenScores:
     at: np.ndarray | None = None
     precision: str = "precise"  # what the losses were computed at (--precision fast only where it applies)
     notes: list[str] = field(default_factory=list)
+    figures: dict = field(default_factory=dict)  # further JSON keys (a top-K reference's ``reference``)
 
 
 def _by_sequence(losses: np.ndarray, sequence: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,12 +120,26 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
                             fix=f"{LOGITS_FIX}, or pass --kind logits to read them as logits anyway")
     if reading.labels is not None:
         (labels,) = open_operands((reading.labels, "labels"))
+        if labels.reference is not None:
+            from klcli.commands.reference import refuse_reference
+
+            refuse_reference(labels, "--labels")
     elif logits.labels is not None:  # a llama.cpp base file carries its tokens
         labels = Source(logits.operand, logits.path, logits.format, logits.shape[:-1], "int32", logits.labels,
                         role="labels")
     else:
         raise UsageError("logits need --labels IDS (the observed token ids); for per-token log-probabilities "
                          "use --kind logprobs")
+    reference_figures: dict = {}
+    if logits.reference is not None:  # a top-K reference file: its labels' log-probabilities are stored, exactly
+        from klcli.commands.reference import check_reference_reading
+
+        check_reference_reading(logits, reading.temperature, label_smoothing=reading.label_smoothing)
+        if reading.shift and reading.labels is None:
+            raise UsageError(f"--shift: {logits.label}'s stored labels are already those of its positions; drop "
+                             "--shift")
+        reference_figures = {"reference": {"top_k": logits.reference.top_k, "vocab": logits.reference.vocab,
+                                           "bound": "exact"}}
     if len(logits.shape) < 2 or logits.shape[-1] is None:
         raise InputError(f"{logits.label}: logits need a vocabulary axis: shape (N, V) or (B, T, V), "
                          f"got {tuple(logits.shape)}")
@@ -157,7 +172,8 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
               dict(labels.describe(positions), kind="labels")]
     precision, notes = effective_precision(reading.precision, [logits], ["logits"], temperature=reading.temperature,
                                            smoothing=reading.label_smoothing)
-    return TokenScores(losses, sums, tokens, positions, inputs, at, precision, notes + list(reading.observed))
+    return TokenScores(losses, sums, tokens, positions, inputs, at, precision, notes + list(reading.observed),
+                       reference_figures)
 
 
 def _token_losses(values: np.ndarray, kind: str, label: str, first_row: int, padded: bool) -> np.ndarray:
@@ -188,6 +204,11 @@ def _from_logprobs(operand: str, reading: TokenReading, progress) -> TokenScores
         raise UsageError(f"--labels goes with --kind logits; --kind {reading.kind} values are already the observed "
                          "tokens' " + ("log-probabilities" if reading.kind == "logprobs" else "probabilities"))
     (source,) = open_operands((operand, reading.kind))
+    if source.reference is not None:
+        from klcli.commands.reference import refuse_reference
+
+        refuse_reference(source, f"--kind {reading.kind} values (its labels' log-probabilities are read with the "
+                         "default --kind)")
     padded = len(source.shape) >= 2
     groups = None
     if reading.group is not None:
@@ -339,6 +360,7 @@ def perplexity(operand, reading: TokenReading, *, progress=None, byte_counts=Non
             "mean_sequence_perplexity": float(np.mean(per_sequence[with_tokens])),
             "precision": scores.precision,
             **text_figures,
+            **scores.figures,
         },
         per_row=per_row,
         notes=scores.notes + threads_note(reading.threads),
@@ -352,7 +374,7 @@ def token_cross_entropy(operand, reading: TokenReading, *, progress=None) -> Res
     scores = token_scores(operand, reading, progress)
     summary = summarize(scores.losses, scores.at)
     figures: dict = {"tokens": int(scores.losses.size), "label_smoothing": reading.label_smoothing,
-                     "precision": scores.precision}
+                     "precision": scores.precision, **scores.figures}
     warnings = []
     if not reading.label_smoothing:
         corpus = corpus_perplexity(float(np.sum(scores.losses)), int(scores.losses.size))

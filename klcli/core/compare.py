@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from klcli.core.discrete import expectation, js_rows, refined
+from klcli.core.discrete import aligned, expectation, js_rows, refined
 from klcli.core.logspace import LogRows, log_ratio
 
 
@@ -52,9 +52,17 @@ def top_k(values: np.ndarray, k: int) -> np.ndarray:
 
 
 def position_stats(base: LogRows, test: LogRows, top_k_size: int) -> dict[str, np.ndarray]:
-    """Per position: both KL directions, JS, total variation, both argmaxes and the top-k overlap."""
+    """Per position: both KL directions, JS, total variation, both argmaxes and the top-k overlap.
+
+    A top-K reference base (:class:`~klcli.core.reference.ReferenceRows`) gives its stored ids as its top
+    tokens (``top_k_size`` at most K) and the divergences on its partition, the test mapped onto it.
+    """
+    if hasattr(base, "ids"):  # a top-K reference (ReferenceRows)
+        base_top, test_top = base.ids[:, :top_k_size], top_k(test.shifted, top_k_size)
+        base, test = aligned(base, test)
+    else:
+        base_top, test_top = top_k(base.shifted, top_k_size), top_k(test.shifted, top_k_size)
     d = log_ratio(base, test)
-    base_top, test_top = top_k(base.shifted, top_k_size), top_k(test.shifted, top_k_size)
     shared = (base_top[:, :, None] == test_top[:, None, :]).any(axis=2).sum(axis=1)
     with np.errstate(invalid="ignore"):
         reverse = -expectation(test, d)
@@ -78,7 +86,10 @@ def total_variation(base: LogRows, test: LogRows) -> np.ndarray:
 def label_stats(base: LogRows, test: LogRows, labels: np.ndarray) -> dict[str, np.ndarray]:
     """Per position: each model's NLL of the observed token, and Δp = p_test(label) − p_base(label)."""
     rows = np.arange(labels.shape[0])
-    log_p_base = base.shifted[rows, labels] - base.offset
+    if hasattr(base, "label_logprob"):  # a top-K reference: the stored label's exact log-probability
+        log_p_base = base.label_logprob(labels)
+    else:
+        log_p_base = base.shifted[rows, labels] - base.offset
     log_p_test = test.shifted[rows, labels] - test.offset
     return {
         "nll_base": -log_p_base,

@@ -19,6 +19,16 @@ from klcli.core.logspace import LogRows, as_log_rows, log_ratio, normaliser_erro
 _JS_SERIES_BELOW = 1e-3
 
 
+def aligned(p: LogRows, q: LogRows) -> tuple[LogRows, LogRows]:
+    """Both sides over the same outcomes: a top-K reference side (:mod:`klcli.core.reference`, rows with ``ids``)
+    maps the other onto its K tokens and tail. Imported only then, so plain runs import nothing more."""
+    if hasattr(p, "ids") or hasattr(q, "ids"):
+        from klcli.core.reference import aligned as onto_reference
+
+        return onto_reference(p, q)
+    return p, q
+
+
 def weighted_sum(weights: np.ndarray, values: np.ndarray, mass: np.ndarray | float = 1.0) -> np.ndarray:
     """Σ w·v / mass per row, with 0·(anything) = 0 so that zero-weight terms vanish.
 
@@ -82,7 +92,7 @@ def kl_rows(p: LogRows, q: LogRows) -> np.ndarray:
     """D(P‖Q) = Σ p log(p/q) per row, in nats."""
     if p.fast and q.fast:
         return _kl_fast(p, q)
-    p, q = _precise(p), _precise(q)
+    p, q = aligned(_precise(p), _precise(q))  # a top-K reference maps the other side onto its K tokens + tail
     ratio = log_ratio(p, q)
     return refined(expectation(p, ratio), ratio, q, p=p)
 
@@ -136,6 +146,7 @@ def js_rows(p: LogRows, q: LogRows, weights: tuple[float, float] = (0.5, 0.5), *
     already has them.
     """
     w_p, w_q = weights
+    p, q = aligned(p, q)  # a top-K reference maps the other side onto its K tokens + tail
     entropies = w_p * entropy_rows(p) + w_q * entropy_rows(q)
     divergence = mixture_entropy(p, q, weights, probs) - entropies
     tiny = np.flatnonzero(~(divergence >= 1e-4))

@@ -241,6 +241,7 @@ def as_log_rows(
     fast: bool = False,
     stored: str | None = None,
     as_stored_below: float | None = None,
+    reference: dict | None = None,
 ) -> LogRows:
     """Validate a block of rows of the given kind and bring it into log space.
 
@@ -273,6 +274,10 @@ def as_log_rows(
         sums to 1 only to its rounding): not validated nor renormalised, and
         entries at or below this value left out of expectations over this
         side (their weights are 0).
+    reference : dict, optional
+        With ``kind='reference'``: the layout of packed top-K reference rows
+        (``top_k``, ``vocab``, ``has_labels``; see :mod:`klcli.core.reference`),
+        read as a distribution over the K stored tokens and one tail bucket.
 
     Raises
     ------
@@ -290,6 +295,11 @@ def as_log_rows(
     if block.ndim != 2 or block.shape[1] == 0:
         raise DistributionError(f"{label}: expected rows of at least one outcome, got shape {block.shape}")
     stored = stored or block.dtype.name
+    if kind == "reference":  # a top-K reference file's rows: K tokens and a tail (klcli.core.reference)
+        from klcli.core.reference import reference_rows
+
+        return reference_rows(block, label=label, first_row=first_row, as_stored_below=as_stored_below,
+                              stored=stored, **(reference or {}))
     if block.dtype == np.float16:  # NumPy's float16 arithmetic is slow; float32 holds every half exactly
         block = widen_half(block)
     values = block if kind == "logits" else np.asarray(block, dtype=np.float64)

@@ -55,6 +55,7 @@ def token_nll(
     kind: str = "logits",
     fast: bool = False,
     as_stored_below: float | None = None,
+    reference: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-position cross-entropy of ``labels`` under ``softmax(logits / T)``, in nats.
 
@@ -85,7 +86,7 @@ def token_nll(
 
     def convert(values: np.ndarray, first_row: int) -> LogRows:
         return as_log_rows(values, kind, label=label, first_row=first_row, temperature=temperature,
-                           fast=fast and not label_smoothing, as_stored_below=as_stored_below)
+                           fast=fast and not label_smoothing, as_stored_below=as_stored_below, reference=reference)
 
     # Ignored positions (padding) are never read as logits: they may hold anything, NaN included.
     rows = kept_log_rows(convert, np.asarray(logits), None if counted.all() else counted, first_position)
@@ -94,6 +95,9 @@ def token_nll(
         rows = LogRows(rows.shifted, log_mass) if np.all(np.isfinite(error)) else rows.precise()
     at = np.flatnonzero(counted)
     chosen = labels[at]
+    if hasattr(rows, "label_logprob"):  # a top-K reference (ReferenceRows): the labels' log-probabilities are stored
+        loss[at] = -rows.label_logprob(chosen)
+        return loss, counted
     vocab = rows.shifted.shape[1]
     outside = (chosen < 0) | (chosen >= vocab)
     if outside.any():

@@ -345,6 +345,9 @@ def read_array(operand, role: str) -> tuple[np.ndarray, Source]:
 
 def whole_array(source: Source) -> np.ndarray:
     """An opened source's values gathered from its blocks, in its stored shape (a text column as a vector)."""
+    if source.reference is not None:  # its blocks are packed top-K rows, no array of the file's
+        raise InputError(f"{source.label}: is a klcli top-K reference file, which only kl, js, xent, compare and "
+                         "perplexity read (as P or BASE); name one of its tensors as FILE:top_ids … to read it")
     blocks = [np.asarray(block) for block in source.blocks(1 << 16)]
     if len(source.shape) == 1 and len(blocks) > 1:  # 1-D shards: one vector, concatenated
         blocks = [np.concatenate([block.reshape(-1) for block in blocks]).reshape(1, -1)]

@@ -24,7 +24,7 @@ import re
 import signal
 import stat
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from klcli.errors import OutputError, UsageError
 
@@ -237,9 +237,18 @@ def write_atomically(path: str, text: str, existing: os.stat_result | None = Non
     result and never the temporary file: signals are held off until it is
     renamed or removed.
     """
+    data = _encoded(text)
+    atomically(path, lambda handle: _write_all(handle, data), existing, option=option)
+
+
+def atomically(path: str, write: Callable[[int], None], existing: os.stat_result | None = None, *,
+               option: str = "-o") -> None:
+    """``write(descriptor)`` into a temporary file in ``path``'s folder, then rename it over ``path``.
+
+    The rules of :func:`write_atomically` (mode, owner, fsync, signals held, no temporary file left).
+    """
     target = os.path.realpath(path)  # a symlink is kept; the file behind it is replaced
     folder = os.path.dirname(target)
-    data = _encoded(text)
     with _SignalsHeld():
         temporary = None
         try:
@@ -261,7 +270,7 @@ def write_atomically(path: str, text: str, existing: os.stat_result | None = Non
                         os.fchown(handle, existing.st_uid, existing.st_gid)
                     except OSError:
                         pass
-                _write_all(handle, data)
+                write(handle)
                 os.fsync(handle)
             finally:
                 os.close(handle)

@@ -93,6 +93,14 @@ def _brief(entry) -> str:
 
 def open_safetensors(path: str, operand: str, selector: str | None) -> Source:
     header, data_start = _header(path)
+    from klcli.io.reference import is_reference_header, open_reference
+
+    if selector is None and is_reference_header(header):  # a klcli top-K reference file: read as one
+        return open_reference(path, operand, header, lambda name: _tensor(path, header, name, data_start))
+    if selector is None and {"top_ids", "tail_logprob"} <= header.keys():
+        raise InputError(f"{path}: holds a top-K reference's tensors but not its metadata (__metadata__ with "
+                         "format 'klcli-reference'); write it again with klcli reference, or name one tensor "
+                         f"as {path}:TENSOR")
     names = [key for key in header if key != "__metadata__"]
     if selector is None:
         if len(names) != 1:

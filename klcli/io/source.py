@@ -11,6 +11,7 @@ import numpy as np
 from klcli.errors import InputError
 
 if TYPE_CHECKING:
+    from klcli.io.reference import Layout
     from klcli.io.shards import Shard
 
 # Row blocks hold about this many values, so a block of 32 000-wide logits is
@@ -171,6 +172,8 @@ class Source:
     # A sharded operand (a glob or a directory, klcli.io.shards): its files in the order their rows are read;
     # empty for one file. ``path`` is then the pattern or directory.
     shards: tuple[Shard, ...] = ()
+    # A klcli top-K reference file: its layout (klcli.io.reference.Layout); its blocks are packed reference rows.
+    reference: Layout | None = None
 
     @property
     def label(self) -> str:

@@ -38,6 +38,20 @@ def npy_header_text(shape_text: str) -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
 
 
+def reference_bytes(metadata: bool = True, **fields) -> bytes:
+    """A tiny top-K reference (2 rows, K = 2 of V = 4, no labels) with metadata fields replaced."""
+    ids = np.array([[0, 1], [2, 3]], dtype="<i4").tobytes()
+    top = np.log(np.array([[0.5, 0.25], [0.5, 0.25]])).astype("<f4").tobytes()
+    tail = np.log(np.array([0.25, 0.25])).astype("<f8").tobytes()
+    header: dict = {"top_ids": {"dtype": "I32", "shape": [2, 2], "data_offsets": [0, 16]},
+                    "top_logprobs": {"dtype": "F32", "shape": [2, 2], "data_offsets": [16, 32]},
+                    "tail_logprob": {"dtype": "F64", "shape": [2], "data_offsets": [32, 48]}}
+    if metadata:
+        header["__metadata__"] = {"format": "klcli-reference", "version": "1", "vocab": "4", "top_k": "2",
+                                  "rows": "2", "shape": "2", "has_labels": "false", "temperature": "1.0", **fields}
+    return safetensors_bytes(header, ids + top + tail)
+
+
 def safetensors_text(header: bytes, data: bytes = b"") -> bytes:
     return struct.pack("<Q", len(header)) + header + data
 
@@ -192,6 +206,18 @@ CASES = {
         {"a.safetensors": safetensors_bytes({"t": {"dtype": "F64", "shape": [1] * 100, "data_offsets": [0, 8]}},
                                             bytes(8))},
         ("kl", "a.safetensors", P), "tensor 't' claims 100 dimensions"),
+    # klcli top-K reference files (safetensors with format klcli-reference metadata)
+    "reference version 2": ({"r.safetensors": reference_bytes(version="2")}, ("perplexity", "r.safetensors"),
+                            "is a klcli reference file of version '2'; this klcli reads version 1"),
+    "reference claims 10^12 rows": ({"r.safetensors": reference_bytes(rows="1000000000000",
+                                                                      shape="1000000000000")},
+                                    ("compare", "r.safetensors", P), "tensor 'top_ids' is I32 of shape [2, 2]"),
+    "reference vocab 1e400": ({"r.safetensors": reference_bytes(vocab="1e400")}, ("perplexity", "r.safetensors"),
+                              "metadata needs 'vocab' (a number); it has '1e400'"),
+    "reference K above V": ({"r.safetensors": reference_bytes(top_k="9")}, ("perplexity", "r.safetensors"),
+                            "a reference file with top_k=9 over vocab=4"),
+    "reference tensors without metadata": ({"r.safetensors": reference_bytes(metadata=False)},
+                                           ("kl", "r.safetensors", P), "holds a top-K reference's tensors but not"),
     "json 100000-deep": ({"a.json": DEEP}, ("perplexity", "a.json", "--kind", "logprobs"),
                          "a.json: its JSON is nested too deeply"),
     "jsonl 100000-deep line": ({"a.jsonl": b"[]\n" + DEEP + b"\n"}, ("perplexity", "a.jsonl", "--kind", "logprobs"),
