@@ -147,6 +147,7 @@ def run_pairs(
     reading: Reading,
     kernel: Callable[[LogRows, LogRows], dict[str, np.ndarray]],
     progress=None,
+    first_row: int = 0,
 ) -> PairRun:
     """Stream both sources block by block through ``kernel`` (one value per row per metric) on the engine."""
     seen = {"P": _SideCount(), "Q": _SideCount()}
@@ -154,7 +155,8 @@ def run_pairs(
     q_source = reading.checked(q_source, reading.q_kind, reading.q_kind_given)
     pairs = paired_blocks(p_source.blocks(rows_per_block(p_source.outcomes or 1)),
                           q_source.blocks(rows_per_block(q_source.outcomes or 1)),
-                          block_rows=rows_per_block, p_label=p_source.label, q_label=q_source.label)
+                          block_rows=rows_per_block, p_label=p_source.label, q_label=q_source.label,
+                          first_row=first_row)
 
     def p_rows(block, start):
         return reading.log_rows(block, reading.p_kind, p_source, start)

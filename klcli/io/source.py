@@ -164,6 +164,9 @@ class Source:
     # A format whose bytes are the array (.npy, safetensors): the whole array in its stored shape, at once
     # (a read-only memory map; bfloat16 is widened to a float32 copy). None: read it block by block.
     array: Callable[[], np.ndarray] | None = field(default=None, repr=False)
+    # A format that can start reading at a row (Parquet: by row groups): (start, stop, block_rows) → the blocks of
+    # rows [start, stop) only (see klcli.io.ranges). None: the rows before a piece are read and skipped.
+    read_rows: Callable[[int, int, int], Iterator[np.ndarray]] | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
