@@ -41,8 +41,8 @@ def _plain(value):
     raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
-def encode(command: str, operands: list, options: dict, piece: Piece) -> bytes:
-    """The partial file's bytes for ``piece`` of ``klcli COMMAND OPERANDS OPTIONS``."""
+def encode(command: str, operands: list, options: dict, piece: Piece, total: int | None = None) -> bytes:
+    """The partial file's bytes for ``piece`` of ``klcli COMMAND OPERANDS OPTIONS`` (``total``: the run's rows)."""
     from klcli import __version__
 
     partial = piece.partial
@@ -60,7 +60,8 @@ def encode(command: str, operands: list, options: dict, piece: Piece) -> bytes:
     header = {
         "format": "klcli-partial", "version": VERSION, "klcli": __version__, "command": command,
         "operands": [operand if isinstance(operand, str) or operand is None else "<array>" for operand in operands],
-        "options": options, "rows": [partial.start, partial.stop], "inputs": piece.meta.get("inputs", []),
+        "options": options, "rows": [partial.start, partial.stop],
+        "total": partial.stop if total is None else total, "inputs": piece.meta.get("inputs", []),
         "meta": piece.meta, "counts": partial.counts, "arrays": table,
     }
     text = json.dumps(header, default=_plain, allow_nan=True).encode("utf-8")
