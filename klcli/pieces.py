@@ -99,6 +99,9 @@ def map_piece(command: str, operands: list, options: dict, rows: Rows | None) ->
 
 def _piece_or_error(command: str, operands: list, options: dict, rows: Rows) -> tuple:
     """What a worker sends back: ("piece", Piece), or ("error", class name, message) for klcli's own errors."""
+    from klcli.boundary import tune_process
+
+    tune_process()  # a worker process is tuned as klcli's own process is (its heap; BLAS where not yet loaded)
     try:
         return "piece", map_piece(command, operands, options, rows)
     except KlcliError as exc:
@@ -182,7 +185,10 @@ def run_jobs(command: str, operands: list, options: dict, split: Split, jobs: in
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     worker_options = worker_threads(options, len(ranges))
-    pool = ProcessPoolExecutor(max_workers=len(ranges), mp_context=context)
+    from klcli.boundary import tune_process
+
+    # The initializer runs before the worker imports NumPy, so BLAS is held to one thread there too.
+    pool = ProcessPoolExecutor(max_workers=len(ranges), mp_context=context, initializer=tune_process)
     done = False
     try:
         futures = [pool.submit(_piece_or_error, command, operands, worker_options, rows) for rows in ranges]
@@ -232,6 +238,9 @@ def run_dask(command: str, operands: list, options: dict, split: Split, schedule
     import logging
 
     logging.getLogger("distributed").setLevel(logging.ERROR)  # its start-up chatter is not klcli's output
+    import os
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # inherited by the local workers, before their NumPy
     try:
         if scheduler.startswith("local:"):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -239,13 +248,16 @@ def run_dask(command: str, operands: list, options: dict, split: Split, schedule
             client = Client(cluster, timeout="60s")
         else:
             client = Client(scheduler, timeout="30s")
-    except (OSError, TimeoutError) as exc:
+    except Exception as exc:  # noqa: BLE001 — Dask reports a scheduler it cannot reach or start in many ways
         if cluster is not None:
             cluster.close()
-        raise UsageError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        what = "cannot start the local Dask cluster" if scheduler.startswith("local:") else \
+            "cannot reach the Dask scheduler"
+        raise UsageError(f"--scheduler {scheduler}: {what} ({first})") from None
     try:
         count = len(client.scheduler_info().get("workers", {})) or 1
-        ranges, notes = pieces_of(split, 2 * count)
+        ranges, notes = pieces_of(split, count)  # rows cost alike: one piece per worker, the fewest start-ups
         if not ranges:
             piece = split.map(None, None)
             piece.meta.setdefault("notes", []).extend(notes)
