@@ -110,7 +110,8 @@ def _write_partial(planned, delivery, scaling: dict) -> int:
     if delivery.checks:
         raise UsageError("--check goes with klcli merge, which prints the report of the merged partials")
     with _named_partial():
-        check_output_path(path, [o for o in planned.operands if isinstance(o, str)] + delivery.protected)
+        others = [option for option in delivery.protected if option not in (path, scaling.get("piece"))]
+        check_output_path(path, [o for o in planned.operands if isinstance(o, str)] + others)
     piece = merged_piece(planned, None, jobs=scaling["jobs"], engine=scaling["engine"],
                          scheduler=scaling.get("scheduler"), piece=scaling.get("piece"))
     total = planned.split.layout().total if scaling.get("piece") is not None else piece.partial.stop

@@ -63,7 +63,7 @@ def _pieces_via_merge(cli, tmp_path, args, count: int, *extra) -> dict:
     parts = []
     for k in range(1, count + 1):
         part = tmp_path / f"part-{k}.klp"
-        run = cli(*args, "--partial", part, "--piece", f"{k}/{count}")
+        run = cli(*args, "--partial", str(part), "--piece", f"{k}/{count}")  # (a string, as the shell gives it)
         assert (run.code, run.out, run.err) == (0, "", "")
         parts.append(str(part))
     random.Random(count).shuffle(parts)  # any order
