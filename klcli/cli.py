@@ -100,23 +100,17 @@ def _go(command: str, options: dict, *operand_names: str) -> None:
 def _write_partial(planned, delivery, scaling: dict) -> int:
     """``--partial FILE`` (with ``--piece K/N``): the exact partial of the rows, written atomically; no report."""
     from klcli.errors import UsageError
-    from klcli.io.output import check_output_path
-    from klcli.io.partial_file import encode, write_partial
-    from klcli.runner import merged_piece
+    from klcli.runner import save_partial
 
     path = scaling.get("partial")
     if path is None:
         raise UsageError("--piece K/N goes with --partial FILE (the piece's partial, for klcli merge)")
     if delivery.checks:
         raise UsageError("--check goes with klcli merge, which prints the report of the merged partials")
+    others = [option for option in delivery.protected if option not in (path, scaling.get("piece"))]
     with _named_partial():
-        others = [option for option in delivery.protected if option not in (path, scaling.get("piece"))]
-        check_output_path(path, [o for o in planned.operands if isinstance(o, str)] + others)
-    piece = merged_piece(planned, None, jobs=scaling["jobs"], engine=scaling["engine"],
-                         scheduler=scaling.get("scheduler"), piece=scaling.get("piece"))
-    total = planned.split.layout().total if scaling.get("piece") is not None else piece.partial.stop
-    with _named_partial():
-        write_partial(path, encode(planned.command, list(planned.arguments), planned.options, piece, total=total))
+        save_partial(planned, path, protected=others, jobs=scaling["jobs"], engine=scaling["engine"],
+                     scheduler=scaling.get("scheduler"), piece=scaling.get("piece"))
     return 0
 
 

@@ -368,16 +368,55 @@ def run(command: str, *operands, base="e", bits: bool = False, per_row: bool = F
     >>> run("gaussian", mu1=0, sigma1=1, mu2=1, sigma2=2)["value"]
     0.4431471805599453
     """
-    from klcli.output import Delivery
-
     if command == "rlhf":
         options["per_row"] = per_row
+    return _document(compute(plan(command, *operands, **options), jobs=jobs), base, bits, per_row, check)
+
+
+def _document(result: Result, base, bits: bool, per_row: bool, check) -> dict:
+    from klcli.output import Delivery
+
     delivery = Delivery.from_options(fmt=None, json_flag=True, per_row=per_row, quiet=False, output=None,
                                      check=list(check) if check else None, no_progress=True, base=_base_text(base),
                                      bits=bits)
-    result = compute(plan(command, *operands, **options), jobs=jobs)
     _, document = delivery.report(result)
     return json_safe(document)
+
+
+def save_partial(planned: Plan, path: str, *, protected: list | tuple = (), jobs: int = 1, engine="local",
+                 scheduler: str | None = None, piece: str | None = None) -> None:
+    """Write the plan's exact partial (of every row, or of ``piece`` K/N) to ``path``, atomically, never over an
+    input."""
+    from klcli.io.output import check_output_path
+    from klcli.io.partial_file import encode, write_partial
+
+    check_output_path(path, [o for o in planned.operands if isinstance(o, str)] + list(protected))
+    merged = merged_piece(planned, None, jobs=jobs, engine=engine, scheduler=scheduler, piece=piece)
+    total = planned.split.layout().total if piece is not None else merged.partial.stop
+    write_partial(path, encode(planned.command, list(planned.arguments), planned.options, merged, total=total))
+
+
+def write_partial(path: str, command: str, *operands, piece: str | None = None, jobs: int = 1, **options) -> None:
+    """``klcli COMMAND … --partial PATH [--piece K/N]`` from Python: the exact partial, for :func:`merge`.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> parts = [os.path.join(folder, f"part-{k}.klp") for k in (1, 2)]
+    >>> for k, part in enumerate(parts, 1):
+    ...     write_partial(part, "kl", "0.5,0.5;0.9,0.1", "0.9,0.1", piece=f"{k}/2")
+    >>> merge(*parts)["value"] == run("kl", "0.5,0.5;0.9,0.1", "0.9,0.1")["value"]
+    True
+    """
+    save_partial(plan(command, *operands, **options), path, jobs=jobs, piece=piece)
+
+
+def merge(*parts: str, base="e", bits: bool = False, per_row: bool = False, check=None) -> dict:
+    """``klcli merge PART…`` from Python: the dictionary one run over every row of the partials' inputs returns."""
+    from klcli.merging import merge_partials
+
+    return _document(merge_partials(list(parts)), base, bits, per_row, check)
 
 
 def _base_text(base) -> str:
