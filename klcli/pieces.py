@@ -144,8 +144,9 @@ def _ranges(layout: Layout, count: int) -> list[Rows]:
     return piece_ranges(layout.total or 0, count, layout.align)
 
 
-def one_piece(split: Split, piece: str) -> Rows:
-    """``--piece K/N``: the K-th (1-based) of N row ranges, as every job of a CI matrix computes it alike."""
+def one_piece(split: Split, piece: str) -> Rows | None:
+    """``--piece K/N``: the K-th (1-based) of N row ranges, as every job of a CI matrix computes it alike (None:
+    every row, the one piece of an input that cannot be cut)."""
     try:
         number, count = (int(part) for part in piece.split("/"))
     except ValueError:
@@ -154,6 +155,8 @@ def one_piece(split: Split, piece: str) -> Rows:
         raise UsageError(f"--piece {piece}: K must be between 1 and N")
     layout = split.layout()
     if layout.total is None:
+        if count == 1:
+            return None  # the one piece is every row
         raise UsageError(f"--piece {piece}: the input cannot be cut into pieces ({layout.why})")
     ranges = _ranges(layout, count)
     if len(ranges) < count:

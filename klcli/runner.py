@@ -392,7 +392,8 @@ def save_partial(planned: Plan, path: str, *, protected: list | tuple = (), jobs
 
     check_output_path(path, [o for o in planned.operands if isinstance(o, str)] + list(protected))
     merged = merged_piece(planned, None, jobs=jobs, engine=engine, scheduler=scheduler, piece=piece)
-    total = planned.split.layout().total if piece is not None else merged.partial.stop
+    total = planned.split.layout().total if piece is not None else None
+    total = merged.partial.stop if total is None else total
     write_partial(path, encode(planned.command, list(planned.arguments), planned.options, merged, total=total))
 
 

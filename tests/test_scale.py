@@ -45,6 +45,10 @@ def inputs(tmp_path):
     labels[0, 1] = labels[2, 3] = -100
     np.save(tmp_path / "labels.npy", labels)
     np.save(tmp_path / "labels-flat.npy", labels.reshape(-1))  # for rows × V Parquet logits
+    mask = np.ones(labels.shape, dtype=np.int8)
+    mask[1, 2] = 0
+    np.save(tmp_path / "mask.npy", mask)
+    np.save(tmp_path / "mask-flat.npy", mask.reshape(-1))
     return tmp_path, base, test, str(tmp_path / "labels.npy")
 
 
@@ -52,8 +56,11 @@ def _commands(tmp_path, base, test, labels, fmt):
     b, t = _write(tmp_path, f"base-{fmt}", base, fmt), _write(tmp_path, f"test-{fmt}", test, fmt)
     if fmt == "parquet":
         labels = labels.replace("labels.npy", "labels-flat.npy")
+    mask = str(tmp_path / ("mask-flat.npy" if fmt == "parquet" else "mask.npy"))
     return {
         "kl": ["kl", b, t, "--logits"],
+        "compare-shift-mask": ["compare", b, t, "--labels", labels, "--shift", "--mask", mask],
+        "perplexity-shift": ["perplexity", b, "--labels", labels, "--shift"],
         "compare": ["compare", b, t, "--labels", labels, "--top-k", "3"],
         "perplexity": ["perplexity", b, "--labels", labels],
     }
@@ -75,7 +82,7 @@ def _pieces_via_merge(cli, tmp_path, args, count: int, *extra) -> dict:
 
 
 @pytest.mark.parametrize("fmt", ["npy", "parquet", "safetensors"])
-@pytest.mark.parametrize("command", ["kl", "compare", "perplexity"])
+@pytest.mark.parametrize("command", ["kl", "compare", "perplexity", "compare-shift-mask", "perplexity-shift"])
 def test_partials_merge_into_the_single_run_report(cli, inputs, fmt, command):
     tmp_path, base, test, labels = inputs
     args = _commands(tmp_path, base, test, labels, fmt)[command]
@@ -83,6 +90,10 @@ def test_partials_merge_into_the_single_run_report(cli, inputs, fmt, command):
     assert single.code == 0, single.err
     # Uneven pieces (3 sequences in 2), one sequence each, and (kl: rows of one) one piece of everything.
     counts = [1, 2, 3] + ([ROWS] if command == "kl" else [])
+    if "shift" in command and fmt == "parquet":  # one sequence (N, V): its shifted labels are not cut
+        counts = [1]
+        run = cli(*args, "--partial", str(tmp_path / "x.klp"), "--piece", "1/2")
+        _one_line_error(run, "cannot be cut into pieces", "--shift over one sequence")
     for count in counts:
         assert _pieces_via_merge(cli, tmp_path, args, count) == single.json(), (command, fmt, count)
 
@@ -249,11 +260,13 @@ def test_jobs_give_the_single_run_report(cli, inputs, fmt):
     tmp_path, base, test, labels = inputs
     for command, args in _commands(tmp_path, base, test, labels, fmt).items():
         single = cli(*args, "--json", "--per-row")
-        jobs = cli(*args, "--json", "--per-row", "--jobs", "2")
-        assert jobs.code == 0, jobs.err
-        assert jobs.json() == single.json(), (command, fmt)
-        three = cli(*args, "--json", "--per-row", "--jobs", "3")  # one sequence per worker
-        assert three.json() == single.json(), (command, fmt)
+        for jobs in ("2", "3"):  # 3: one sequence per worker
+            run = cli(*args, "--json", "--per-row", "--jobs", jobs)
+            assert run.code == 0, run.err
+            document = run.json()
+            if "shift" in command and fmt == "parquet":  # one sequence: not cut, and said so
+                assert document["notes"].pop() == "ran in one process: --shift over one sequence (N, V) reads it whole"
+            assert document == single.json(), (command, fmt)
 
 
 @pytest.mark.slow
