@@ -62,6 +62,11 @@ class Split:
     finish: Callable[[Piece], Any]  # merged Piece → Result
 
 
+def reads_stdin(*operands) -> bool:
+    """Whether any operand is standard input ('-'), which is read once and so never cut into pieces."""
+    return any(isinstance(operand, str) and operand == "-" for operand in operands)
+
+
 def merge_pieces(pieces: Iterable[Piece]) -> Piece:
     """One piece for pieces of consecutive rows given in any order (see :func:`klcli.engine.merge`).
 
@@ -223,7 +228,7 @@ def run_dask(command: str, operands: list, options: dict, split: Split, schedule
     if not scheduler:
         raise UsageError("--engine dask needs --scheduler ADDRESS (a dask.distributed scheduler, e.g. "
                          "tcp://10.0.0.5:8786) or --scheduler local:N (N local worker processes)")
-    if any(not isinstance(operand, str) for operand in operands) or "-" in operands:
+    if any(not isinstance(operand, str) for operand in operands) or reads_stdin(*operands):
         raise UsageError("--engine dask reads files by their paths; arrays and standard input stay in this process")
     try:
         import dask  # noqa: F401

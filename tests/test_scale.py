@@ -234,6 +234,17 @@ def test_piece_and_partial_usage_errors(cli, inputs):
     _one_line_error(cli(*args, "--partial", args[1]), "--partial", "is one of the inputs")
 
 
+def test_partial_of_arrays_from_python(tmp_path, inputs):
+    import klcli
+
+    _, base, test, labels = inputs
+    ids = np.load(labels)
+    parts = [str(tmp_path / f"a-{k}.klp") for k in (1, 2, 3)]
+    for k, part in enumerate(parts, 1):
+        klcli.write_partial(part, "compare", base, test, labels=ids, piece=f"{k}/3")
+    assert klcli.merge(*parts[::-1], base=2) == klcli.run("compare", base, test, labels=ids, base=2)
+
+
 def test_engine_dask_without_dask_says_how_to_install(cli, inputs, monkeypatch):
     import sys
 
@@ -267,6 +278,16 @@ def test_jobs_give_the_single_run_report(cli, inputs, fmt):
             if "shift" in command and fmt == "parquet":  # one sequence: not cut, and said so
                 assert document["notes"].pop() == "ran in one process: --shift over one sequence (N, V) reads it whole"
             assert document == single.json(), (command, fmt)
+
+
+@pytest.mark.slow
+def test_jobs_from_python_with_arrays(inputs):
+    import klcli
+
+    _, base, test, labels = inputs
+    ids = np.load(labels)
+    one = klcli.run("compare", base, test, labels=ids, per_row=True)
+    assert klcli.run("compare", base, test, labels=ids, per_row=True, jobs=2) == one
 
 
 @pytest.mark.slow

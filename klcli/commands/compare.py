@@ -19,7 +19,7 @@ from klcli.engine import Rows, paired_blocks
 from klcli.errors import InputError, ShapeError, UsageError
 from klcli.io.ranges import position_count, position_range, row_count, row_range
 from klcli.io.source import Source, rows_per_block
-from klcli.pieces import Layout, Piece
+from klcli.pieces import Layout, Piece, reads_stdin
 from klcli.result import Result
 
 # The information quantities among the per-position figures (nats, reported in the chosen unit at delivery).
@@ -110,7 +110,7 @@ def compare_layout(base_operand, test_operand, *, labels=None, mask=None, shift:
 
     if is_logprobs_json(base_operand) or is_logprobs_json(test_operand):
         return Layout(None, why="logprobs files are aligned as a whole")
-    if "-" in (base_operand, test_operand, labels, mask):
+    if reads_stdin(base_operand, test_operand, labels, mask):
         return Layout(None, why="standard input is read once")
     base, test, label_source, mask_source, _ = _compare_sources(base_operand, test_operand, labels, mask, shift,
                                                                  tail)

@@ -30,7 +30,7 @@ from klcli.core.discrete import entropy_rows, js_rows, kl_rows
 from klcli.core.logspace import LogRows
 from klcli.errors import UsageError
 from klcli.io.ranges import row_count, row_range
-from klcli.pieces import Layout, Piece
+from klcli.pieces import Layout, Piece, reads_stdin
 from klcli.result import Result
 
 DIRECTIONS = ("forward", "reverse", "both")
@@ -141,7 +141,7 @@ def divergence_layout(p, q, tail: str = "bucket") -> Layout:
 
     if is_logprobs_json(p) or is_logprobs_json(q):
         return Layout(None, why="logprobs files are aligned as a whole")
-    if "-" in (p, q):
+    if reads_stdin(p, q):
         return Layout(None, why="standard input is read once")
     p_source, q_source, _ = open_pair(p, q, tail=tail)
     counts = [row_count(p_source), row_count(q_source)]

@@ -24,7 +24,7 @@ from klcli.engine import paired_blocks, threads_note
 from klcli.errors import InputError, RowCountError, ShapeError, UsageError
 from klcli.io.ranges import position_count, position_range, row_count, row_range
 from klcli.io.source import Source, rows_per_block
-from klcli.pieces import Layout, Piece
+from klcli.pieces import Layout, Piece, reads_stdin
 from klcli.result import Result
 
 # The information quantities of perplexity and xent --labels (nats, reported in the chosen unit at delivery).
@@ -191,7 +191,7 @@ def token_layout(operand, reading: TokenReading) -> Layout:
 
     if reading.kind != "logits" or is_logprobs_json(operand):
         return Layout(None, why="per-token log-probabilities are read in one piece")
-    if "-" in (operand, reading.labels):
+    if reads_stdin(operand, reading.labels):
         return Layout(None, why="standard input is read once")
     logits, labels = _logit_sources(operand, reading)
     total = row_count(logits)

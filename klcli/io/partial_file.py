@@ -34,6 +34,8 @@ _GROUPS = ("per_row", "values")
 
 
 def _plain(value):
+    if isinstance(value, np.ndarray):  # an array given from Python: recorded by what it is, as operands are
+        return "<array>"
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):
