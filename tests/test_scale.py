@@ -324,3 +324,61 @@ def test_a_dask_worker_raising_is_a_clear_error(cli, inputs):
     args = ["kl", tmp_path / "bad.npy", _write(tmp_path, "test-npy", test, "npy"), "--logits"]
     _one_line_error(cli(*args, "--engine", "dask", "--scheduler", "local:2"), "bad.npy", "row 9",
                     "in the Dask task of rows")
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (forkserver workers are its grandchildren), from /proc."""
+    import os
+
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc"), reason="reads /proc")
+def test_ctrl_c_stops_the_workers_and_writes_nothing(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during --jobs 2: exit 130, one line,
+    no partial file and no temporary file, and no worker left running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rows, vocab = 4096, 32000
+    block = np.random.default_rng(0).normal(size=(256, vocab)).astype(np.float32)
+    for name in ("p", "q"):
+        array = np.lib.format.open_memmap(tmp_path / f"{name}.npy", mode="w+", dtype=np.float32, shape=(rows, vocab))
+        for start in range(0, rows, 256):
+            array[start : start + 256] = block if name == "p" else block[::-1]
+        array.flush()
+        del array
+    process = subprocess.Popen([sys.executable, "-m", "klcli", "kl", str(tmp_path / "p.npy"), str(tmp_path / "q.npy"),
+                                "--logits", "--jobs", "2", "--partial", str(tmp_path / "out.klp")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 60
+    workers: set[int] = set()
+    while time.monotonic() < deadline and len(workers) < 3 and process.poll() is None:  # forkserver + 2 workers
+        workers = _descendants(process.pid)
+        time.sleep(0.05)
+    assert process.poll() is None, "finished before it could be interrupted"
+    time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err.decode() == "klcli: interrupted\n" and out == b""
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["p.npy", "q.npy"]
+    time.sleep(1.0)
+    assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}") and
+                open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
