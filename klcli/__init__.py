@@ -29,6 +29,9 @@ _API = {
     "run": "klcli.runner",
     "compare": "klcli.runner",
     "rlhf": "klcli.runner",
+    # Scaling out: a piece's exact partial written to a file, and partial files merged into the run's dictionary.
+    "write_partial": "klcli.runner",
+    "merge": "klcli.runner",
 }
 # Earlier names, kept working: alias → (module, name).
 _ALIASES = {

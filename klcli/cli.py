@@ -9,6 +9,7 @@ file is read), runs the plan and delivers the result through the output group
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Optional
 
 import typer
@@ -48,6 +49,7 @@ from klcli.options import (
     WorstOpt,
     delivered,
     parameter,
+    pieced,
 )
 
 app = typer.Typer(
@@ -80,21 +82,83 @@ def _go(command: str, options: dict, *operand_names: str) -> None:
     from klcli.runner import plan
 
     delivery = options.pop("delivery")
+    scaling = options.pop("scaling", None) or {}
     operands = [options.pop(name) for name in operand_names]
     if command == "rlhf":
         options["per_row"] = delivery.per_row
     planned = plan(command, *operands, **options)
     delivery.check_target([o for o in planned.operands if isinstance(o, str)], planned.reports)  # before the work
+    if scaling.get("partial") is not None or scaling.get("piece") is not None:
+        raise typer.Exit(_write_partial(planned, delivery, scaling))
     progress = delivery.progress_bar()
     try:
-        result = planned.compute(progress)
+        from klcli.runner import compute
+
+        result = compute(planned, progress, jobs=scaling.get("jobs", 1), engine=scaling.get("engine", "local"),
+                         scheduler=scaling.get("scheduler"))
     finally:
         progress.close()
     raise typer.Exit(delivery.deliver(result, planned.reports))
 
 
+def _write_partial(planned, delivery, scaling: dict) -> int:
+    """``--partial FILE`` (with ``--piece K/N``): the exact partial of the rows, written atomically; no report."""
+    from klcli.errors import UsageError
+    from klcli.runner import save_partial
+
+    path = scaling.get("partial")
+    if path is None:
+        raise UsageError("--piece K/N goes with --partial FILE (the piece's partial, for klcli merge)")
+    if delivery.checks:
+        raise UsageError("--check goes with klcli merge, which prints the report of the merged partials")
+    others = [option for option in delivery.protected if option not in (path, scaling.get("piece"))]
+    with _named_partial():
+        save_partial(planned, path, protected=others, jobs=scaling["jobs"], engine=scaling["engine"],
+                     scheduler=scaling.get("scheduler"), piece=scaling.get("piece"))
+    return 0
+
+
+@contextlib.contextmanager
+def _named_partial():
+    """The output writer's errors (worded for -o) worded for --partial."""
+    from klcli.errors import KlcliError
+
+    try:
+        yield
+    except KlcliError as exc:
+        if not exc.message.startswith("-o "):
+            raise
+        raise type(exc)("--partial " + exc.message[3:]) from None
+
+
+@app.command("merge")
+@delivered
+def merge_command(
+    parts: Annotated[list[str], typer.Argument(
+        metavar="PART...", help="Partial files written by --partial (globs accepted, in any order).")],
+    delivery=None,
+) -> None:
+    """Merge partial results (from --partial FILE) into the report one run over all their rows prints.
+
+    The partials must come from one command with the same options and inputs, and their rows must tile without
+    gaps or overlaps; --base, --json, --check and the other output options are chosen here.
+
+    Examples:
+
+      klcli kl sample_data/p.npy sample_data/q.npy --partial /tmp/klcli-part-1.klp --piece 1/2
+
+      klcli kl sample_data/p.npy sample_data/q.npy --partial /tmp/klcli-part-2.klp --piece 2/2
+
+      klcli merge '/tmp/klcli-part-*.klp' --check 'p99<5'
+    """
+    from klcli.merging import merge_partials
+
+    raise typer.Exit(delivery.deliver(merge_partials(parts)))
+
+
 @app.command("kl")
 @delivered
+@pieced
 def kl_command(
     p: P_ARG,
     q: Q_ARG,
@@ -114,6 +178,7 @@ def kl_command(
     tail: TailOpt = "bucket",
     samples: SamplesOpt = False,
     k: KOpt = 5,
+    scaling=None,
     delivery=None,
 ) -> None:
     """Kullback–Leibler divergence D(P‖Q) = Σ p·log(p/q), row by row; the headline is the mean over rows.
@@ -125,11 +190,14 @@ def kl_command(
       klcli kl sample_data/teacher_logits.npy sample_data/student_logits.npy --logits --check 'p99<0.5'
 
       klcli kl --samples embeddings_a.npy embeddings_b.npy --k 5 --json   (continuous P, Q known by samples)
+
+      klcli kl sample_data/teacher_logits.npy sample_data/student_logits.npy --logits --jobs 2
     """
     _go("kl", locals(), "p", "q")
 
 @app.command("xent")
 @delivered
+@pieced
 def xent_command(
     p: P_ARG,
     q: Annotated[Optional[str], typer.Argument(metavar="[Q]", help="The second distribution(s); omit it with "
@@ -148,6 +216,7 @@ def xent_command(
     threads: ThreadsOpt = 0,
     precision: PrecisionOpt = "precise",
     tail: TailOpt = "bucket",
+    scaling=None,
     delivery=None,
 ) -> None:
     """Cross-entropy H(P,Q) = −Σ p·log q, entropy H(P) and D(P‖Q), row by row; the headline is mean H(P,Q).
@@ -167,6 +236,7 @@ def xent_command(
 
 @app.command("js")
 @delivered
+@pieced
 def js_command(
     p: P_ARG,
     q: Q_ARG,
@@ -183,6 +253,7 @@ def js_command(
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
     tail: TailOpt = "bucket",
+    scaling=None,
     delivery=None,
 ) -> None:
     """Jensen–Shannon divergence (at most log 2) and distance √JSD, row by row; the headline is the mean JSD.
@@ -231,6 +302,7 @@ def entropy_command(
 
 @app.command("perplexity")
 @delivered
+@pieced
 def perplexity_command(
     scores: Annotated[str, typer.Argument(metavar="LOGITS|LOGPROBS", help="Logits of shape (N, V) or (B, T, V) "
                                           "(a file, or shards: a quoted glob or a directory) with --labels; or, "
@@ -256,6 +328,7 @@ def perplexity_command(
     temperature: TemperatureOpt = 1.0,
     threads: ThreadsOpt = 0,
     precision: PrecisionOpt = "precise",
+    scaling=None,
     delivery=None,
 ) -> None:
     """Perplexity exp(mean NLL per token) from logits and labels, or from the tokens' log-probabilities.
@@ -277,6 +350,7 @@ def perplexity_command(
 
 @app.command("compare")
 @delivered
+@pieced
 def compare_command(
     base_model: Annotated[str, typer.Argument(metavar="BASE", help="The reference model's logits (rows = positions, "
                                               "last axis = vocabulary): a file, or shards ('base/part-*.npy', a "
@@ -311,6 +385,7 @@ def compare_command(
         help="Also write a self-contained HTML report (no network, no scripts): leaderboard, KL histogram, KL by "
              "confidence and along the sequence, worst positions, every figure; written atomically like -o.")
     ] = None,
+    scaling=None,
     delivery=None,
 ) -> None:
     """A drift report between two models' outputs at the same positions; the headline is mean D(base‖test).

@@ -191,6 +191,7 @@ def paired_blocks(
     q_label: str = "Q",
     broadcast: bool = True,
     same_width: bool = True,
+    first_row: int = 0,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield ``(first_row, p_block, q_block)`` with matching rows.
 
@@ -198,7 +199,8 @@ def paired_blocks(
     block of the other side (callers broadcast it), unless ``broadcast`` is
     off. ``same_width`` off pairs rows of different widths (logits with their
     labels). ``block_rows`` may be a function of P's row width, to size blocks
-    by bytes.
+    by bytes. ``first_row`` numbers the first row yielded (a piece of a larger
+    input: rows, and so partials and messages, keep the input's numbering).
 
     Raises
     ------
@@ -216,17 +218,17 @@ def paired_blocks(
                          "both must describe the same outcomes")
     size = block_rows(p_width) if callable(block_rows) else block_rows
     if p_single and q_single:
-        yield 0, p_rows.take(1), q_rows.take(1)
+        yield first_row, p_rows.take(1), q_rows.take(1)
         return
     if broadcast and (p_single or q_single):
         single, many = (p_rows, q_rows) if p_single else (q_rows, p_rows)
         row = single.take(1)
-        start = 0
+        start = first_row
         while (block := many.take(size)) is not None:
             yield (start, row, block) if p_single else (start, block, row)
             start += block.shape[0]
         return
-    start = 0
+    start = first_row
     while True:
         p_block = p_rows.take(size)
         q_block = q_rows.take(size if p_block is None else p_block.shape[0])

@@ -13,7 +13,7 @@ space, streams large files in bounded memory, and prints tables for people or JS
 for programs. --check gates turn a result into an exit status for CI jobs.
 
 Each command has its own page: klcli-kl(1), klcli-xent(1), klcli-js(1), klcli-perplexity(1), \
-klcli-gaussian(1), klcli-compare(1), klcli-rlhf(1), klcli-entropy(1), klcli-reference(1)."""
+klcli-gaussian(1), klcli-compare(1), klcli-rlhf(1), klcli-entropy(1), klcli-reference(1), klcli-merge(1)."""
 
 INPUT_FORMATS = """\
 An operand is, in this order: - (standard input: CSV or TSV text, or .npy bytes recognised by their \
@@ -68,6 +68,8 @@ equal-length arrays by metric; --format csv and --format ndjson print the per-ro
 line per row with a row column. -q prints the headline alone."""
 
 OUTPUT = {
+    "merge": "The report of the command whose partials are merged, exactly as one run of it over every row "
+             "prints it: its keys, its table, its exit status.",
     "kl": "Per metric, a summary under its name: kl for D(P||Q), and with --direction reverse or both "
           "kl_reverse and kl_symmetric; direction says which. value is the mean forward divergence (the "
           "reverse one with --direction reverse). With --samples: value (the k-NN estimate), stderr, "

@@ -20,6 +20,7 @@ def finite(value: float | None) -> float | None:
 READING = "Reading the inputs"
 OUTPUT = "Output"
 GATES = "CI gates"
+SCALING = "Scaling out"
 
 
 class Kind(str, Enum):
@@ -33,6 +34,11 @@ class Format(str, Enum):
     json = "json"
     csv = "csv"
     ndjson = "ndjson"
+
+
+class Engine(str, Enum):
+    local = "local"
+    dask = "dask"
 
 
 class Direction(str, Enum):
@@ -187,6 +193,54 @@ BaseKindOpt = Annotated[Optional[Kind], typer.Option(
     "--base-kind", help="The kind of BASE alone.", rich_help_panel=READING, show_default=False)]
 TestKindOpt = Annotated[Optional[Kind], typer.Option(
     "--test-kind", help="The kind of TEST alone.", rich_help_panel=READING, show_default=False)]
+
+
+# --- the scaling-out group (kl, xent, js, perplexity, compare) -------------
+
+JobsOpt = Annotated[int, typer.Option(
+    "--jobs", "-j", min=1, metavar="N", rich_help_panel=SCALING,
+    help="Worker processes, each reading a piece of the rows (cut at sequence boundaries); the report is the one "
+    "--jobs 1 prints.")]
+EngineOpt = Annotated[Engine, typer.Option(
+    "--engine", rich_help_panel=SCALING,
+    help="local (this machine), or dask: one task per piece on a Dask cluster (pip install 'klcli[dask]').")]
+SchedulerOpt = Annotated[Optional[str], typer.Option(
+    "--scheduler", metavar="ADDRESS", rich_help_panel=SCALING, show_default=False,
+    help="With --engine dask: a scheduler's address (tcp://host:8786), or local:N for N worker processes here. "
+    "Workers open the inputs by path: they must see the same files.")]
+PartialOpt = Annotated[Optional[str], typer.Option(
+    "--partial", metavar="FILE", rich_help_panel=SCALING, show_default=False,
+    help="Write the exact partial result to FILE instead of a report; klcli merge FILE… prints the report.")]
+PieceOpt = Annotated[Optional[str], typer.Option(
+    "--piece", metavar="K/N", rich_help_panel=SCALING, show_default=False,
+    help="With --partial: compute only the K-th of N pieces of the rows (one per CI job; then klcli merge).")]
+
+_SCALING_OPTIONS = {
+    "jobs": (JobsOpt, 1),
+    "engine": (EngineOpt, Engine.local),
+    "scheduler": (SchedulerOpt, None),
+    "partial": (PartialOpt, None),
+    "piece": (PieceOpt, None),
+}
+
+
+def pieced(command):
+    """Give a streaming command the scaling-out options; it receives them as one ``scaling`` dictionary."""
+    own = list(inspect.signature(command, eval_str=True).parameters.values())
+    at = next(i for i, p in enumerate(own) if p.name == "delivery")
+    added = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation, default=default)
+             for name, (annotation, default) in _SCALING_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def with_scaling(**options):
+        scaling = {name: options.pop(name) for name in _SCALING_OPTIONS}
+        scaling["engine"] = getattr(scaling["engine"], "value", scaling["engine"])
+        return command(**options, scaling=scaling)
+
+    parameters = [p for p in own[:at] if p.name != "scaling"] + added + own[at:]
+    with_scaling.__signature__ = inspect.Signature(parameters)
+    with_scaling.__annotations__ = {p.name: p.annotation for p in parameters}
+    return with_scaling
 
 
 # --- the output group ------------------------------------------------------

@@ -19,7 +19,7 @@ Options are the CLI's long names with ``-`` → ``_``, as Python values::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -49,6 +49,37 @@ class Plan:
     operands: list
     compute: Callable[[Any], Result]  # progress (or None) → Result
     reports: tuple[Report, ...] = ()
+    # A streaming command's map and finish (klcli.pieces): --jobs, --partial, klcli merge and Dask run it in
+    # pieces of rows. None: the command runs in one piece only.
+    split: Any = None
+    arguments: tuple = ()  # the operands as given, and the options, as plan() received them: what a worker
+    options: dict = field(default_factory=dict)  # process plans again from (and a partial file records)
+
+
+def _split_plan(command: str, operands: list, split, reports: tuple[Report, ...] = ()) -> Plan:
+    """A plan computed as its split's finish of the one piece that is every row."""
+    return Plan(command, operands, lambda progress: split.finish(split.map(None, progress)), reports, split)
+
+
+def _token_plan(command: str, scores, operands: list, tokens, report) -> Plan:
+    from klcli.commands import perplexity
+    from klcli.pieces import Split
+
+    return _split_plan(command, operands, Split(
+        layout=lambda: perplexity.token_layout(scores, tokens),
+        map=lambda rows, progress: perplexity.token_map(scores, tokens, rows, progress),
+        finish=lambda piece: report(perplexity.scores_of(piece, tokens), tokens)))
+
+
+def _divergence_plan(command: str, p, q, group, tail: str, **options) -> Plan:
+    from klcli.commands import divergence
+    from klcli.pieces import Split
+
+    return _split_plan(command, [p, q], Split(
+        layout=lambda: divergence.divergence_layout(p, q, tail),
+        map=lambda rows, progress: divergence.divergence_map(command, p, q, group, rows, progress=progress,
+                                                             tail=tail, **options),
+        finish=lambda piece: divergence.divergence_finish(command, piece, group, **options)))
 
 
 def _value(option):
@@ -150,8 +181,7 @@ def plan_kl(p, q, *, direction="forward", t2_scale=False, precision="precise", k
     direction = one_of("--direction", direction, divergence.DIRECTIONS)
     group = reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads, precision)
     tail = one_of("--tail", tail, TAILS)
-    return Plan("kl", [p, q], lambda progress: divergence.kl(p, q, group, direction=direction, progress=progress,
-                                                             tail=tail, t2_scale=t2_scale))
+    return _divergence_plan("kl", p, q, group, tail, direction=direction, t2_scale=t2_scale)
 
 
 def plan_xent(p, q=None, *, labels=None, ignore_index=-100, shift=False, label_smoothing=0.0, kind=None,
@@ -168,18 +198,15 @@ def plan_xent(p, q=None, *, labels=None, ignore_index=-100, shift=False, label_s
         tokens = token_reading("logits", labels, ignore_index, shift, temperature, label_smoothing=label_smoothing,
                                threads=threads, precision=precision,
                                kind_given="logits" in (kind, p_kind) or bool(logits))
-        return Plan("xent", [p, labels],
-                    lambda progress: perplexity.token_cross_entropy(p, tokens, progress=progress))
+        return _token_plan("xent", p, [p, labels], tokens, perplexity.cross_entropy_of_scores)
     if q is None:
         raise UsageError("xent needs Q, or --labels IDS to score logits P against observed tokens")
     if one_of("--precision", precision, PRECISIONS) == "fast":
         raise UsageError("--precision fast: xent has a float32 kernel only with --labels; between two "
                          "distributions use the default precision (or kl --precision fast for D(P‖Q))")
-    from klcli.commands import divergence
-
     group = reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads)
     tail = one_of("--tail", tail, TAILS)
-    return Plan("xent", [p, q], lambda progress: divergence.xent(p, q, group, progress=progress, tail=tail))
+    return _divergence_plan("xent", p, q, group, tail)
 
 
 def plan_js(p, q, *, weights=None, kind=None, logits=False, p_kind=None, q_kind=None, normalize=False, epsilon=0.0,
@@ -189,8 +216,7 @@ def plan_js(p, q, *, weights=None, kind=None, logits=False, p_kind=None, q_kind=
     pair = divergence.parse_weights(weights)
     group = reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads)
     tail = one_of("--tail", tail, TAILS)
-    return Plan("js", [p, q], lambda progress: divergence.js(p, q, group, weights=pair, progress=progress,
-                                                             tail=tail))
+    return _divergence_plan("js", p, q, group, tail, weights=pair)
 
 
 def plan_entropy(p, *, by_leading=0, kind=None, logits=False, normalize=False, temperature=1.0,
@@ -221,9 +247,9 @@ def plan_perplexity(scores, *, labels=None, kind=None, ignore_index=-100, shift=
         raise UsageError("--group goes with --kind logprobs or probs (per-token values in a table column)")
     tokens = token_reading(kind or "logits", labels, ignore_index, shift, temperature, group=group, threads=threads,
                            precision=precision, kind_given=kind is not None)
-    return Plan("perplexity", _listed(scores, labels),
-                lambda progress: perplexity.perplexity(scores, tokens, progress=progress, byte_counts=bytes,
-                                                       word_counts=words))
+    return _token_plan("perplexity", scores, _listed(scores, labels), tokens,
+                       lambda scores, tokens: perplexity.perplexity_of_scores(scores, tokens, byte_counts=bytes,
+                                                                              word_counts=words))
 
 
 def plan_compare(base_model, test_model, *, labels=None, ignore_index=-100, mask=None, shift=False, top_k=5,
@@ -254,17 +280,37 @@ def plan_compare(base_model, test_model, *, labels=None, ignore_index=-100, mask
                     p_kind_given=bool(base_kind or kind), q_kind_given=bool(test_kind or kind),
                     kind_fix="pass --kind probs (or --base-kind/--test-kind probs) if these are probabilities")
     tail = one_of("--tail", tail, TAILS)
+    from klcli.pieces import Split
 
-    def compute(progress) -> Result:
-        from klcli.commands.tokens import with_token_text
+    vocabularies: dict = {}
+
+    def vocabulary():
+        """The token texts of --tokenizer/--vocab (read once; None without either)."""
         from klcli.io.tokenizer import read_vocabulary
 
-        vocabulary = read_vocabulary(tokenizer, vocab)  # a bad file is an error before the work
-        result = compare.compare(base_model, test_model, group, labels=labels, mask=mask, shift=shift, top_k=top_k,
-                                 worst=worst, ignore_index=ignore_index, progress=progress, tail=tail)
-        return with_token_text(result, vocabulary) if vocabulary is not None else result
+        if "read" not in vocabularies:
+            vocabularies["read"] = read_vocabulary(tokenizer, vocab)
+        return vocabularies["read"]
 
-    return Plan("compare", _listed(base_model, test_model, labels, mask) + texts, compute, reports)
+    def finish(piece) -> Result:
+        from klcli.commands.tokens import with_token_text
+
+        result = compare.compare_finish(piece, group, top_k=top_k, worst=worst)
+        return with_token_text(result, vocabulary()) if vocabulary() is not None else result
+
+    split = Split(
+        layout=lambda: compare.compare_layout(base_model, test_model, labels=labels, mask=mask, shift=shift,
+                                              tail=tail),
+        map=lambda rows, progress: compare.compare_map(base_model, test_model, group, rows, labels=labels, mask=mask,
+                                                       shift=shift, top_k=top_k, ignore_index=ignore_index,
+                                                       progress=progress, tail=tail),
+        finish=finish)
+
+    def compute(progress) -> Result:
+        vocabulary()  # a bad tokenizer or vocabulary file is an error before the work
+        return finish(split.map(None, progress))
+
+    return Plan("compare", _listed(base_model, test_model, labels, mask) + texts, compute, reports, split)
 
 
 def plan_rlhf(policy=None, ref=None, *, estimator="all", group=None, reward=None, beta=0.1, policy_logits=None,
@@ -364,13 +410,69 @@ def plan(command: str, *operands, **options) -> Plan:
 
     made = planner(*operands, **options)
     # Rows of a sharded operand are also named by their shard (argmax_shard …), here, once for every command.
-    return replace(made, compute=named_by_shard(made.compute, made.operands))
+    return replace(made, compute=named_by_shard(made.compute, made.operands), arguments=operands,
+                   options=portable(options))
+
+
+def portable(options: dict) -> dict:
+    """Options as plain values (enum members as their values, tuples as lists): what a partial file records."""
+    def plain(value):
+        value = _value(value)
+        return list(value) if isinstance(value, tuple) else value
+
+    return {name: plain(value) for name, value in options.items()}
+
+
+# --- in pieces (klcli.pieces) ----------------------------------------------------------------------------------
+
+ENGINES = ("local", "dask")
+
+
+def merged_piece(planned: Plan, progress=None, *, jobs: int = 1, engine="local", scheduler: str | None = None,
+                 piece: str | None = None):
+    """The merged :class:`~klcli.pieces.Piece` of a plan: every row, or ``piece`` K/N only; in ``jobs`` worker
+    processes, or on Dask."""
+    from klcli import pieces
+
+    engine = one_of("--engine", engine, ENGINES)
+    if jobs < 1:
+        raise UsageError(f"--jobs {jobs}: use 1 or more worker processes")
+    if planned.split is None:
+        raise UsageError(f"{planned.command} runs in one process only: --jobs, --partial and --engine dask go with "
+                         "kl, xent, js, perplexity and compare")
+    if scheduler is not None and engine != "dask":
+        raise UsageError("--scheduler goes with --engine dask")
+    arguments = (planned.command, list(planned.arguments), planned.options)
+    if piece is not None:
+        if jobs > 1 or engine == "dask":
+            raise UsageError("--piece K/N computes one piece here; give it without --jobs and --engine dask")
+        return planned.split.map(pieces.one_piece(planned.split, piece), progress)
+    if engine == "dask":
+        return pieces.run_dask(*arguments, planned.split, scheduler)
+    if jobs > 1:
+        return pieces.run_jobs(*arguments, planned.split, jobs)
+    return planned.split.map(None, progress)
+
+
+def compute(planned: Plan, progress=None, *, jobs: int = 1, engine="local", scheduler: str | None = None) -> Result:
+    """The plan's Result: in this process, or its pieces in ``jobs`` processes or on Dask, merged and finished."""
+    if jobs == 1 and _value(engine) == "local" and scheduler is None:
+        return planned.compute(progress)
+    from klcli.io.shards import recording
+    from klcli.rownames import name_rows
+
+    with recording() as opened:  # the sharded operands, as this process opens them to divide the rows
+        merged = merged_piece(planned, progress, jobs=jobs, engine=engine, scheduler=scheduler)
+        if not opened and planned.split is not None:
+            planned.split.layout()
+    result = planned.split.finish(merged) if planned.split is not None else merged
+    return name_rows(result, opened, planned.operands) if opened else result
 
 
 # --- from Python -----------------------------------------------------------------------------------------------
 
 
-def run(command: str, *operands, base="e", bits: bool = False, per_row: bool = False, check=None,
+def run(command: str, *operands, base="e", bits: bool = False, per_row: bool = False, check=None, jobs: int = 1,
         **options) -> dict:
     """Run a klcli command from Python; the dictionary ``klcli COMMAND … --json`` prints.
 
@@ -390,6 +492,8 @@ def run(command: str, *operands, base="e", bits: bool = False, per_row: bool = F
     **options
         The command's options, named as the CLI's long names with ``-`` → ``_`` (``logits=True``,
         ``top_k=3``, ``weights=(0.3, 0.7)``); files are streamed exactly as the CLI streams them.
+    jobs : int
+        Worker processes, each computing a piece of the rows (``--jobs``); the same document as ``jobs=1``.
 
     Returns
     -------
@@ -403,18 +507,63 @@ def run(command: str, *operands, base="e", bits: bool = False, per_row: bool = F
     >>> run("gaussian", mu1=0, sigma1=1, mu2=1, sigma2=2)["value"]
     0.4431471805599453
     """
-    from klcli.output import Delivery
-
     if command == "rlhf":
         options["per_row"] = per_row
+    planned = plan(command, *operands, **options)
+    return _document(lambda: compute(planned, jobs=jobs), base, bits, per_row, check, planned)
+
+
+def _document(result: Callable[[], Result], base, bits: bool, per_row: bool, check,
+              planned: Plan | None = None) -> dict:
+    """The JSON document of ``result()``; a plan's further reports (compare's ``--html``) checked, then written."""
+    from klcli.output import Delivery
+
     delivery = Delivery.from_options(fmt=None, json_flag=True, per_row=per_row, quiet=False, output=None,
                                      check=list(check) if check else None, no_progress=True, base=_base_text(base),
                                      bits=bits)
-    planned = plan(command, *operands, **options)
-    delivery.check_reports(planned.operands, planned.reports)
-    _, document = delivery.report(planned.compute(None))
-    delivery.write_reports(planned.reports, document)
+    reports = planned.reports if planned is not None else ()
+    if planned is not None:
+        delivery.check_reports(planned.operands, reports)
+    _, document = delivery.report(result())
+    delivery.write_reports(reports, document)
     return json_safe(document)
+
+
+def save_partial(planned: Plan, path: str, *, protected: list | tuple = (), jobs: int = 1, engine="local",
+                 scheduler: str | None = None, piece: str | None = None) -> None:
+    """Write the plan's exact partial (of every row, or of ``piece`` K/N) to ``path``, atomically, never over an
+    input."""
+    from klcli.io.output import check_output_path
+    from klcli.io.partial_file import encode, write_partial
+
+    check_output_path(path, [o for o in planned.operands if isinstance(o, str)] + list(protected))
+    merged = merged_piece(planned, None, jobs=jobs, engine=engine, scheduler=scheduler, piece=piece)
+    total = planned.split.layout().total if piece is not None else None
+    total = merged.partial.stop if total is None else total
+    write_partial(path, encode(planned.command, list(planned.arguments), planned.options, merged, total=total))
+
+
+def write_partial(path: str, command: str, *operands, piece: str | None = None, jobs: int = 1, **options) -> None:
+    """``klcli COMMAND … --partial PATH [--piece K/N]`` from Python: the exact partial, for :func:`merge`.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> parts = [os.path.join(folder, f"part-{k}.klp") for k in (1, 2)]
+    >>> for k, part in enumerate(parts, 1):
+    ...     write_partial(part, "kl", "0.5,0.5;0.9,0.1", "0.9,0.1", piece=f"{k}/2")
+    >>> merge(*parts)["value"] == run("kl", "0.5,0.5;0.9,0.1", "0.9,0.1")["value"]
+    True
+    """
+    save_partial(plan(command, *operands, **options), path, jobs=jobs, piece=piece)
+
+
+def merge(*parts: str, base="e", bits: bool = False, per_row: bool = False, check=None) -> dict:
+    """``klcli merge PART…`` from Python: the dictionary one run over every row of the partials' inputs returns."""
+    from klcli.merging import merge_partials
+
+    return _document(lambda: merge_partials(list(parts)), base, bits, per_row, check)
 
 
 def _base_text(base) -> str:

@@ -147,6 +147,7 @@ def run_pairs(
     reading: Reading,
     kernel: Callable[[LogRows, LogRows], dict[str, np.ndarray]],
     progress=None,
+    first_row: int = 0,
 ) -> PairRun:
     """Stream both sources block by block through ``kernel`` (one value per row per metric) on the engine."""
     seen = {"P": _SideCount(), "Q": _SideCount()}
@@ -161,7 +162,7 @@ def run_pairs(
     pairs = paired_blocks(p_source.blocks(rows_per_block(p_source.outcomes or 1)),
                           q_source.blocks(rows_per_block(q_source.outcomes or 1)),
                           block_rows=block_rows, p_label=p_source.label, q_label=q_source.label,
-                          same_width=p_source.reference is None)
+                          same_width=p_source.reference is None, first_row=first_row)
 
     def p_rows(block, start):
         return reading.log_rows(block, reading.p_kind, p_source, start)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -17,7 +18,9 @@ from klcli.core.positions import as_position_mask, kept_log_rows, kept_rows, mas
 from klcli.core.stats import summarize
 from klcli.engine import Rows, paired_blocks
 from klcli.errors import InputError, ShapeError, UsageError
+from klcli.io.ranges import position_count, position_range, row_count, row_range
 from klcli.io.source import Source, rows_per_block
+from klcli.pieces import Layout, Piece, reads_stdin
 from klcli.result import Result
 
 # The information quantities among the per-position figures (nats, reported in the chosen unit at delivery).
@@ -96,9 +99,16 @@ def compare(base_operand, test_operand, reading: Reading, *, labels=None, mask=N
     Left-out positions are not read as distributions (padding may hold anything); every reported row is the
     row of the input.
     """
+    piece = compare_map(base_operand, test_operand, reading, None, labels=labels, mask=mask, shift=shift,
+                        top_k=top_k, ignore_index=ignore_index, progress=progress, tail=tail)
+    return compare_finish(piece, reading, top_k=top_k, worst=worst)
+
+
+def _compare_sources(base_operand, test_operand, labels, mask, shift: bool, tail: str, reading: Reading | None = None,
+                     top_k: int = 5):
+    """BASE, TEST, the labels and the mask opened and checked against each other; compare's figures from the
+    opening (the tail bucket), the top-k a top-K reference BASE allows, and the notes it earns."""
     base, test, extras = open_pair(base_operand, test_operand, ("BASE", "TEST"), tail)
-    base = reading.checked(base, reading.p_kind, reading.p_kind_given)
-    test = reading.checked(test, reading.q_kind, reading.q_kind_given)
     label_source = open_operands((labels, "labels"))[0] if labels is not None else None
     mask_source = open_operands((mask, "mask"))[0] if mask is not None else None
     _check_shapes(base, test)
@@ -108,7 +118,8 @@ def compare(base_operand, test_operand, reading: Reading, *, labels=None, mask=N
 
         refuse_reference(label_source, "--labels")
         refuse_reference(mask_source, "--mask")
-        check_reference_pair(base, test, reading)
+        if reading is not None:
+            check_reference_pair(base, test, reading)
         if base.reference is not None:
             top_k, reference_notes = compare_top_k(base, top_k, shift=shift and labels is None)
     if labels is None and base.labels is not None:  # a llama.cpp base file carries its tokens
@@ -118,6 +129,46 @@ def compare(base_operand, test_operand, reading: Reading, *, labels=None, mask=N
         _check_positions(base, counted)
     if shift and label_source is None:
         raise UsageError("--shift scores position t against label t+1; it needs --labels IDS")
+    return base, test, label_source, mask_source, extras, top_k, reference_notes
+
+
+def compare_layout(base_operand, test_operand, *, labels=None, mask=None, shift: bool = False,
+                   tail: str = "bucket") -> Layout:
+    """The positions compare's pieces divide, cut at sequence boundaries ((B, T, V) logits)."""
+    from klcli.io.openai import is_logprobs_json
+
+    if is_logprobs_json(base_operand) or is_logprobs_json(test_operand):
+        return Layout(None, why="logprobs files are aligned as a whole")
+    if reads_stdin(base_operand, test_operand, labels, mask):
+        return Layout(None, why="standard input is read once")
+    base, test, label_source, mask_source, *_ = _compare_sources(base_operand, test_operand, labels, mask, shift,
+                                                                  tail)
+    total = row_count(base)
+    counts = [position_count(source) for source in (label_source, mask_source) if source is not None]
+    if total is None or row_count(test) is None or None in counts:
+        return Layout(None, why="a text table's length is known only once it is read")
+    length = _sequence_length(base.shape)
+    if shift and not length:
+        return Layout(None, why="--shift over one sequence (N, V) reads it whole")
+    return Layout(total, length or 1)
+
+
+def compare_map(base_operand, test_operand, reading: Reading, rows=None, *, labels=None, mask=None,
+                shift: bool = False, top_k: int = 5, ignore_index: int = -100, progress=None,
+                tail: str = "bucket") -> Piece:
+    """Positions [a, b) (every one if ``rows`` is None) of BASE, TEST, the labels and the mask: the piece."""
+    base, test, label_source, mask_source, extras, top_k, reference_notes = _compare_sources(
+        base_operand, test_operand, labels, mask, shift, tail, reading, top_k)
+    whole = [base, test] + [s for s in (label_source, mask_source) if s is not None]
+    start = 0
+    if rows is not None:
+        start, stop = rows
+        base, test = row_range(base, start, stop), row_range(test, start, stop)
+        label_source, mask_source = (None if source is None else position_range(source, start, stop)
+                                     for source in (label_source, mask_source))
+    reading = replace(reading, observed=[])
+    base = reading.checked(base, reading.p_kind, reading.p_kind_given)
+    test = reading.checked(test, reading.q_kind, reading.q_kind_given)
     sources = [base, test] + [s for s in (label_source, mask_source) if s is not None]
     counter = label_source or mask_source
     marks = None
@@ -127,7 +178,9 @@ def compare(base_operand, test_operand, reading: Reading, *, labels=None, mask=N
     pairs = paired_blocks(base.blocks(rows_per_block(base.outcomes or 1)),
                           test.blocks(rows_per_block(test.outcomes or 1)),
                           block_rows=rows_per_block(test.outcomes or 1) if base.reference else rows_per_block,
-                          p_label=base.label, q_label=test.label, broadcast=False, same_width=not base.reference)
+                          p_label=base.label, q_label=test.label, broadcast=False, same_width=not base.reference,
+                          first_row=start)
+
     def items():
         for start, base_block, test_block in pairs:
             marked = None if marks is None else _take_marks(marks, counter, start, test_block.shape, ignore_index,
@@ -154,33 +207,51 @@ def compare(base_operand, test_operand, reading: Reading, *, labels=None, mask=N
         return engine.Partial(start, start + count, values=figures)
 
     merged = engine.run(items(), work, threads=reading.threads, progress=progress)
-    rows, stats = merged.rows, merged.values
+    rows = merged.rows
     if marks is not None and (total := marks.drain()) != rows:
         what, verb = ("labels", "hold") if with_labels else ("mask values", "holds")
         raise ShapeError(f"{counter.label} {verb} {total} {what} but the logits have {rows} positions; "
                          f"give one {what[:-1]} per position")
-    if not stats:
-        why = _left_out_why(with_labels, mask_source, shift, ignore_index)
-        raise InputError(f"{base_operand}: no position was scored (every one is left out: {why}); there is nothing "
-                         "to compare")
-    vocab = base.outcomes or test.outcomes
     kinds = [reading.p_kind, reading.q_kind] + (["labels"] if with_labels else []) + (["mask"] if mask_source else [])
-    result = _report(stats, rows, vocab, top_k, worst, describe_inputs(sources, kinds, [rows] * len(sources)))
-    result.figures.update(where_drifts(stats["kl"], stats["row"], _sequence_length(base.shape)))
-    if marks is not None:
+    meta = {"inputs": describe_inputs(whole, kinds, [rows] * len(sources)), "vocab": base.outcomes or test.outcomes,
+            "with_labels": with_labels, "mask": mask_source is not None, "shift": shift,
+            "ignore_index": ignore_index, "marked": marks is not None, "extras": extras, "notes": reading.observed,
+            "name": base_operand if isinstance(base_operand, str) else "the input",
+            "length": _sequence_length(base.shape), "top_k": top_k, "reference_notes": reference_notes,
+            "reference": None if base.reference is None else _bound_of(base)}
+    return Piece(engine.Partial(start, start + rows, values=merged.values), meta)
+
+
+def compare_finish(piece: Piece, reading: Reading, *, top_k: int = 5, worst: int = 10) -> Result:
+    """compare's Result (nats) of the merged piece."""
+    rows, stats, meta = piece.partial.rows, piece.partial.values, piece.meta
+    with_labels, shift, ignore_index = meta["with_labels"], meta["shift"], meta["ignore_index"]
+    mask_given = True if meta["mask"] else None
+    if not stats:
+        why = _left_out_why(with_labels, mask_given, shift, ignore_index)
+        raise InputError(f"{meta['name']}: no position was scored (every one is left out: {why}); there is nothing "
+                         "to compare")
+    top_k = min(top_k, meta.get("top_k", top_k))  # (a top-K reference BASE allows at most its K)
+    result = _report(stats, rows, meta["vocab"], top_k, worst, meta["inputs"])
+    result.figures.update(where_drifts(stats["kl"], stats["row"], meta.get("length")))
+    if meta["marked"]:
         result.figures["ignored_positions"] = rows - stats["row"].size
         if rows > stats["row"].size:
             result.notes.append(f"{rows - stats['row'].size} of {rows} positions left out "
-                                f"({_left_out_why(with_labels, mask_source, shift, ignore_index)}); every statistic "
+                                f"({_left_out_why(with_labels, mask_given, shift, ignore_index)}); every statistic "
                                 f"is over the {stats['row'].size} scored positions, rows numbered as in the input")
-    result.figures.update(extras)
-    result.notes.extend(reading.notes())
-    if base.reference is not None:
-        from klcli.commands.reference import bound_of
-
-        result.figures["reference"] = bound_of(base)
-        result.notes.extend(reference_notes)
+    result.figures.update(meta["extras"])
+    result.notes.extend(replace(reading, observed=list(meta["notes"])).notes())
+    if meta.get("reference") is not None:
+        result.figures["reference"] = meta["reference"]
+        result.notes.extend(meta["reference_notes"])
     return result
+
+
+def _bound_of(base: Source) -> dict:
+    from klcli.commands.reference import bound_of
+
+    return bound_of(base)
 
 
 def where_drifts(kl: np.ndarray, at: np.ndarray, length: int | None) -> dict:
@@ -188,7 +259,7 @@ def where_drifts(kl: np.ndarray, at: np.ndarray, length: int | None) -> dict:
     return {"kl_histogram": drift.log_histogram(kl), "kl_by_position": drift.mean_by_position(kl, at, length)}
 
 
-def _left_out_why(with_labels: bool, mask: Source | None, shift: bool, ignore_index: int) -> str:
+def _left_out_why(with_labels: bool, mask: Source | bool | None, shift: bool, ignore_index: int) -> str:
     reasons = [f"label --ignore-index {ignore_index}"] if with_labels else []
     if mask is not None:
         reasons.append("--mask 0")

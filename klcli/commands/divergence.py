@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from klcli import engine
 from klcli.commands.common import (
     PairRun,
     Reading,
@@ -28,6 +29,8 @@ from klcli.commands.common import (
 from klcli.core.discrete import entropy_rows, js_rows, kl_rows
 from klcli.core.logspace import LogRows
 from klcli.errors import UsageError
+from klcli.io.ranges import row_count, row_range
+from klcli.pieces import Layout, Piece, reads_stdin
 from klcli.result import Result
 
 DIRECTIONS = ("forward", "reverse", "both")
@@ -132,38 +135,79 @@ def _inputs(sources, reading: Reading, run: PairRun) -> list[dict]:
                            [run.p_width, run.q_width])
 
 
-def divergence(command: str, p, q, reading: Reading, *, progress=None, tail: str = "bucket", **options) -> Result:
-    """Stream P and Q through ``METRICS[command]``'s kernel; the Result, in nats."""
+def divergence_layout(p, q, tail: str = "bucket") -> Layout:
+    """The rows a pair's pieces divide: the longer side's (a single row is compared with every piece)."""
+    from klcli.io.openai import is_logprobs_json
+
+    if is_logprobs_json(p) or is_logprobs_json(q):
+        return Layout(None, why="logprobs files are aligned as a whole")
+    if reads_stdin(p, q):
+        return Layout(None, why="standard input is read once")
+    p_source, q_source, _ = open_pair(p, q, tail=tail)
+    counts = [row_count(p_source), row_count(q_source)]
+    if None in counts:
+        return Layout(None, why="a text table's length is known only once it is read")
+    return Layout(max(count for count in counts if count is not None))
+
+
+def divergence_map(command: str, p, q, reading: Reading, rows=None, *, progress=None, tail: str = "bucket",
+                   **options) -> Piece:
+    """Rows [a, b) of P and Q (all rows if ``rows`` is None) through ``METRICS[command]``'s kernel: the piece."""
     metric = METRICS[command]
     p_source, q_source, extras = open_pair(p, q, tail=tail)
-    run = run_pairs(p_source, q_source, reading, metric.kernel(options), progress)
-    scale = metric.scale(options, reading)
-    per_row = metric.derived({name: values * scale if scale != 1.0 else values
-                              for name, values in run.per_row.items()})
-    metrics = summaries(per_row)
-    head, headline = metric.headline(options)
+    start = 0
+    if rows is not None:
+        start, stop = rows
+        # A side of one row is compared with every row: every piece reads it whole.
+        p_source, q_source = (source if row_count(source) == 1 else row_range(source, start, stop)
+                              for source in (p_source, q_source))
+    observed: list = []
+    reading = replace(reading, observed=observed)
+    run = run_pairs(p_source, q_source, reading, metric.kernel(options), progress, first_row=start)
     precision, precision_notes = reading.effective_precision([p_source, q_source], [reading.p_kind, reading.q_kind])
+    reference_notes: list[str] = []
     if p_source.reference is not None:  # a top-K reference P: divergences on its partition, lower bounds
         from klcli.commands.reference import bound_note, bound_of
 
         extras = {**extras, "reference": bound_of(p_source)}
+        reference_notes = bound_note(p_source)
+    meta = {"inputs": _inputs([p_source, q_source], reading, run), "extras": extras, "precision": precision,
+            "precision_notes": precision_notes, "notes": observed, "reference_notes": reference_notes}
+    return Piece(engine.Partial(start, start + run.rows, run.per_row), meta)
+
+
+def divergence_finish(command: str, piece: Piece, reading: Reading, **options) -> Result:
+    """The Result (nats) of the merged piece of a divergence command."""
+    metric = METRICS[command]
+    meta = piece.meta
+    reading = replace(reading, observed=list(meta.get("notes", [])))
+    scale = metric.scale(options, reading)
+    per_row = metric.derived({name: values * scale if scale != 1.0 else values
+                              for name, values in piece.partial.per_row.items()})
+    metrics = summaries(per_row)
+    head, headline = metric.headline(options)
     result = Result(
         command=command,
         headline=headline,
         value=metrics[head]["mean"],
-        rows=run.rows,
-        inputs=_inputs([p_source, q_source], reading, run),
+        rows=piece.partial.rows,
+        inputs=meta["inputs"],
         summary=metrics[head],
         metrics=metrics,
-        figures={**metric.figures(options, reading, precision), **extras},
+        figures={**metric.figures(options, reading, meta["precision"]), **meta["extras"]},
         per_row=per_row,
-        notes=metric.notes(options, reading, precision_notes),
+        notes=metric.notes(options, reading, list(meta["precision_notes"])),
         warnings=metric.warnings(per_row),
         information={name: power for name, power in metric.information.items() if name in per_row},
     )
-    if p_source.reference is not None:
-        result.notes.extend(bound_note(p_source))
+    result.notes.extend(meta.get("reference_notes", []))
     return result
+
+
+def divergence(command: str, p, q, reading: Reading, *, progress=None, tail: str = "bucket", **options) -> Result:
+    """Stream P and Q through ``METRICS[command]``'s kernel; the Result, in nats (one piece: every row)."""
+    piece = divergence_map(command, p, q, reading, None, progress=progress, tail=tail, **options)
+    return divergence_finish(command, piece, reading, **options)
 
 
 def kl(p, q, reading: Reading, *, direction: str = "forward", progress=None, tail: str = "bucket",

@@ -22,7 +22,9 @@ from klcli.core.perplexity import (
 from klcli.core.stats import summarize
 from klcli.engine import paired_blocks, threads_note
 from klcli.errors import InputError, RowCountError, ShapeError, UsageError
+from klcli.io.ranges import position_count, position_range, row_count, row_range
 from klcli.io.source import Source, rows_per_block
+from klcli.pieces import Layout, Piece, reads_stdin
 from klcli.result import Result
 
 # The information quantities of perplexity and xent --labels (nats, reported in the chosen unit at delivery).
@@ -95,14 +97,15 @@ def _labels_match(logits: Source, labels: Source) -> None:
 
 def logit_losses(logits: Source, label_stream: Iterable[np.ndarray], labels_label: str, *, ignore_index: int,
                  temperature: float = 1.0, label_smoothing: float = 0.0, threads: int = 0, fast: bool = False,
-                 progress=None) -> engine.Partial:
+                 progress=None, first_row: int = 0) -> engine.Partial:
     """The merged partial of every position: ``loss`` (nats, 0 where ignored) and ``counted``, per row.
 
     ``label_stream`` yields 1-D arrays of token ids in order, in blocks of any size.
     """
     pairs = paired_blocks(logits.blocks(rows_per_block(logits.outcomes or 1)),
                           (ids.reshape(-1, 1) for ids in label_stream), block_rows=rows_per_block,
-                          p_label=logits.label, q_label=labels_label, broadcast=False, same_width=False)
+                          p_label=logits.label, q_label=labels_label, broadcast=False, same_width=False,
+                          first_row=first_row)
 
     def work(item) -> engine.Partial:
         start, block, ids = item
@@ -114,10 +117,9 @@ def logit_losses(logits: Source, label_stream: Iterable[np.ndarray], labels_labe
     return engine.run(pairs, work, threads=threads, progress=progress)
 
 
-def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
+def _logit_sources(operand: str, reading: TokenReading) -> tuple[Source, Source]:
+    """The logits and their labels (``--labels``, or the tokens a llama.cpp base file carries), shapes checked."""
     (logits,) = open_operands((operand, "logits"))
-    logits = logits_checked(logits, given=reading.kind_given, notes=reading.observed,
-                            fix=f"{LOGITS_FIX}, or pass --kind logits to read them as logits anyway")
     if reading.labels is not None:
         (labels,) = open_operands((reading.labels, "labels"))
         if labels.reference is not None:
@@ -130,7 +132,6 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
     else:
         raise UsageError("logits need --labels IDS (the observed token ids); for per-token log-probabilities "
                          "use --kind logprobs")
-    reference_figures: dict = {}
     if logits.reference is not None:  # a top-K reference file: its labels' log-probabilities are stored, exactly
         from klcli.commands.reference import check_reference_reading
 
@@ -138,17 +139,28 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
         if reading.shift and reading.labels is None:
             raise UsageError(f"--shift: {logits.label}'s stored labels are already those of its positions; drop "
                              "--shift")
-        reference_figures = {"reference": {"top_k": logits.reference.top_k, "vocab": logits.reference.vocab,
-                                           "bound": "exact"}}
     if len(logits.shape) < 2 or logits.shape[-1] is None:
         raise InputError(f"{logits.label}: logits need a vocabulary axis: shape (N, V) or (B, T, V), "
                          f"got {tuple(logits.shape)}")
     _labels_match(logits, labels)
+    return logits, labels
+
+
+def _logits_map(operand: str, reading: TokenReading, rows, progress) -> Piece:
+    """Positions [a, b) (every one if ``rows`` is None) of the logits and labels: per position, loss and counted."""
+    logits, labels = _logit_sources(operand, reading)
+    start = 0
+    if rows is not None:
+        start, stop = rows
+        logits, labels = row_range(logits, start, stop), position_range(labels, start, stop)
+    observed: list = []
+    logits = logits_checked(logits, given=reading.kind_given, notes=observed,
+                            fix=f"{LOGITS_FIX}, or pass --kind logits to read them as logits anyway")
     length = _sequence_length(logits.shape)
     label_rows = rows_per_block(1)
 
     def label_blocks():
-        position = 0
+        position = start
         for block in labels.blocks(label_rows):
             ids = as_token_ids(block, label=labels.label, first_position=position)
             position += ids.size
@@ -158,22 +170,53 @@ def _from_logits(operand: str, reading: TokenReading, progress) -> TokenScores:
     try:
         merged = logit_losses(logits, stream, labels.label, ignore_index=reading.ignore_index,
                               temperature=reading.temperature, label_smoothing=reading.label_smoothing,
-                              threads=reading.threads, fast=reading.precision == "fast", progress=progress)
+                              threads=reading.threads, fast=reading.precision == "fast", progress=progress,
+                              first_row=start)
     except RowCountError as exc:
         raise ShapeError(f"{labels.label} (shape {labels.shape_text}) do not match the {logits.label} "
                          f"(shape {logits.shape_text}): {exc}") from None
     positions = merged.rows
+    inputs = [dict(logits.describe(positions), kind=logits.forced_kind or "logits"),
+              dict(labels.describe(positions), kind="labels")]
+    precision, notes = effective_precision(reading.precision, [logits], ["logits"], temperature=reading.temperature,
+                                           smoothing=reading.label_smoothing)
+    reference = logits.reference
+    meta = {"inputs": inputs, "precision": precision, "precision_notes": notes, "notes": observed,
+            "length": length, "name": operand if isinstance(operand, str) else "the input",
+            # A top-K reference's label figures are exact (its labels' log-probabilities are stored).
+            "figures": {} if reference is None else {
+                "reference": {"top_k": reference.top_k, "vocab": reference.vocab, "bound": "exact"}}}
+    return Piece(engine.Partial(start, start + positions, merged.per_row), meta)
+
+
+def _logits_scores(piece: Piece) -> TokenScores:
+    merged, meta = piece.partial, piece.meta
+    positions, length = merged.rows, meta["length"]
     counted = merged.per_row.get("counted", np.zeros(0, dtype=bool))
     at = np.flatnonzero(counted)  # the input position of each counted token
     losses = merged.per_row["loss"][counted] if positions else np.zeros(0)
     sequence = at // length if length else np.zeros_like(at)
     sums, tokens = _by_sequence(losses, sequence, -(-positions // length) if length else int(positions > 0))
-    inputs = [dict(logits.describe(positions), kind=logits.forced_kind or "logits"),
-              dict(labels.describe(positions), kind="labels")]
-    precision, notes = effective_precision(reading.precision, [logits], ["logits"], temperature=reading.temperature,
-                                           smoothing=reading.label_smoothing)
-    return TokenScores(losses, sums, tokens, positions, inputs, at, precision, notes + list(reading.observed),
-                       reference_figures)
+    return TokenScores(losses, sums, tokens, positions, meta["inputs"], at, meta["precision"],
+                       list(meta["precision_notes"]) + list(meta["notes"]), dict(meta.get("figures", {})))
+
+
+def token_layout(operand, reading: TokenReading) -> Layout:
+    """The positions the pieces of logits and labels divide, cut at sequence boundaries."""
+    from klcli.io.openai import is_logprobs_json
+
+    if reading.kind != "logits" or is_logprobs_json(operand):
+        return Layout(None, why="per-token log-probabilities are read in one piece")
+    if reads_stdin(operand, reading.labels):
+        return Layout(None, why="standard input is read once")
+    logits, labels = _logit_sources(operand, reading)
+    total = row_count(logits)
+    if total is None or position_count(labels) is None:
+        return Layout(None, why="a text table's length is known only once it is read")
+    length = _sequence_length(logits.shape)
+    if reading.shift and not length:  # one sequence: only its very last position has no next label
+        return Layout(None, why="--shift over one sequence (N, V) reads it whole")
+    return Layout(total, length or 1)
 
 
 def _token_losses(values: np.ndarray, kind: str, label: str, first_row: int, padded: bool) -> np.ndarray:
@@ -199,7 +242,7 @@ def _token_losses(values: np.ndarray, kind: str, label: str, first_row: int, pad
     return losses
 
 
-def _from_logprobs(operand: str, reading: TokenReading, progress) -> TokenScores:
+def _logprobs_map(operand: str, reading: TokenReading, progress) -> Piece:
     if reading.labels is not None:
         raise UsageError(f"--labels goes with --kind logits; --kind {reading.kind} values are already the observed "
                          "tokens' " + ("log-probabilities" if reading.kind == "logprobs" else "probabilities"))
@@ -240,28 +283,52 @@ def _from_logprobs(operand: str, reading: TokenReading, progress) -> TokenScores
                               values={"loss": losses[counted], "sequence": ids[counted], "at": at[counted]})
 
     merged = engine.run(items(), work, threads=1, progress=progress)
-    row, read, positions = merged.rows, merged.counts.get("values", 0), merged.counts.get("tokens", 0)
-    losses = merged.values.get("loss", np.zeros(0))
+    row, read = merged.rows, merged.counts.get("values", 0)
     count = int(groups.max()) + 1 if groups is not None and groups.size else row if padded else int(row > 0)
-    sums, tokens = _by_sequence(losses, merged.values.get("sequence", np.zeros(0, dtype=np.int64)), count)
     # A 1-D input (a table column) is one vector: report its length, as a Parquet column's shape does.
     inputs = [dict(source.describe(row if padded else read), kind=reading.kind)]
     precision, notes = effective_precision(reading.precision, [source], [reading.kind])
-    return TokenScores(losses, sums, tokens, positions, inputs, merged.values.get("at", np.zeros(0, dtype=np.int64)),
-                       precision, notes)
+    return Piece(merged, {"inputs": inputs, "precision": precision, "precision_notes": notes, "notes": [],
+                          "sequences": count, "name": operand if isinstance(operand, str) else "the input"})
 
 
-def token_scores(operand: str, reading: TokenReading, progress=None) -> TokenScores:
+def _logprobs_scores(piece: Piece) -> TokenScores:
+    merged, meta = piece.partial, piece.meta
+    losses = merged.values.get("loss", np.zeros(0))
+    sums, tokens = _by_sequence(losses, merged.values.get("sequence", np.zeros(0, dtype=np.int64)),
+                                meta["sequences"])
+    return TokenScores(losses, sums, tokens, merged.counts.get("tokens", 0), meta["inputs"],
+                       merged.values.get("at", np.zeros(0, dtype=np.int64)), meta["precision"],
+                       list(meta["precision_notes"]))
+
+
+def _as_read(operand, reading: TokenReading) -> TokenReading:
     from klcli.io.openai import is_logprobs_json
 
     if reading.kind == "logits" and is_logprobs_json(operand):  # the sampled tokens' log-probabilities
-        reading = replace(reading, kind="logprobs")
-    scores = (_from_logits if reading.kind == "logits" else _from_logprobs)(operand, reading, progress)
+        return replace(reading, kind="logprobs")
+    return reading
+
+
+def token_map(operand, reading: TokenReading, rows=None, progress=None) -> Piece:
+    """The piece of positions ``rows`` (every one if None): per-position losses, or the counted tokens' values."""
+    reading = _as_read(operand, reading)
+    if reading.kind == "logits":
+        return _logits_map(operand, reading, rows, progress)
+    return _logprobs_map(operand, reading, progress)
+
+
+def scores_of(piece: Piece, reading: TokenReading) -> TokenScores:
+    """The token scores of a merged piece; none counted is an error."""
+    scores = _logits_scores(piece) if "length" in piece.meta else _logprobs_scores(piece)
     if scores.losses.size == 0:
-        name = operand if isinstance(operand, str) else "the input"
-        raise InputError(f"{name}: no tokens were counted (every label is --ignore-index {reading.ignore_index}, "
-                         "or every value is padding); there is nothing to score")
+        raise InputError(f"{piece.meta['name']}: no tokens were counted (every label is --ignore-index "
+                         f"{reading.ignore_index}, or every value is padding); there is nothing to score")
     return scores
+
+
+def token_scores(operand: str, reading: TokenReading, progress=None) -> TokenScores:
+    return scores_of(token_map(operand, reading, None, progress), reading)
 
 
 def _sequence_means(scores: TokenScores) -> np.ndarray:
@@ -323,7 +390,13 @@ def perplexity(operand, reading: TokenReading, *, progress=None, byte_counts=Non
 
     ``byte_counts`` and ``word_counts`` (``--bytes``/``--words``) add :func:`per_text`'s figures.
     """
-    scores = token_scores(operand, reading, progress)
+    return perplexity_of_scores(token_scores(operand, reading, progress), reading, byte_counts=byte_counts,
+                                word_counts=word_counts)
+
+
+def perplexity_of_scores(scores: TokenScores, reading: TokenReading, *, byte_counts=None,
+                         word_counts=None) -> Result:
+    """perplexity's Result from the token scores (of one run, or of merged pieces)."""
     text_figures = per_text(float(np.sum(scores.losses)),
                             _text_counts(byte_counts, "--bytes", scores.sequence_sums.size),
                             _text_counts(word_counts, "--words", scores.sequence_sums.size))
@@ -371,7 +444,11 @@ def perplexity(operand, reading: TokenReading, *, progress=None, byte_counts=Non
 
 def token_cross_entropy(operand, reading: TokenReading, *, progress=None) -> Result:
     """``xent LOGITS --labels IDS``: PyTorch's ``cross_entropy`` (mean over counted tokens)."""
-    scores = token_scores(operand, reading, progress)
+    return cross_entropy_of_scores(token_scores(operand, reading, progress), reading)
+
+
+def cross_entropy_of_scores(scores: TokenScores, reading: TokenReading) -> Result:
+    """``xent --labels``'s Result from the token scores (of one run, or of merged pieces)."""
     summary = summarize(scores.losses, scores.at)
     figures: dict = {"tokens": int(scores.losses.size), "label_smoothing": reading.label_smoothing,
                      "precision": scores.precision, **scores.figures}

@@ -130,8 +130,9 @@ def _refuse_kind(path: str, mode: int, option: str) -> None:
         raise OutputError(f"{option} {path}: is a block device; klcli does not write a report onto a disk")
 
 
-def write_result(path: str, text: str, *, stdout=None, option: str = "-o") -> None:
-    """Write ``text`` to the ``-o`` target ``path`` (see the module's rules); errors are OutputError."""
+def write_result(path: str, text: str | bytes, *, stdout=None, option: str = "-o") -> None:
+    """Write ``text`` (or bytes: a partial file) to the ``-o`` target ``path`` (see the module's rules); errors are
+    OutputError."""
     descriptor = descriptor_of(path)
     if descriptor is not None:
         return _write_descriptor(path, descriptor, text, stdout, option)
@@ -147,8 +148,8 @@ def write_result(path: str, text: str, *, stdout=None, option: str = "-o") -> No
     return write_atomically(path, text, existing=info, option=option)
 
 
-def _encoded(text: str) -> bytes:
-    return text.encode("utf-8")
+def _encoded(text: str | bytes) -> bytes:
+    return text if isinstance(text, bytes) else text.encode("utf-8")
 
 
 def _write_all(descriptor: int, data: bytes) -> None:
@@ -158,8 +159,9 @@ def _write_all(descriptor: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _write_descriptor(path: str, descriptor: int, text: str, stdout, option: str) -> None:
-    if descriptor == 1 and stdout is not None:  # through the stream, so its buffer and encoding are honoured
+def _write_descriptor(path: str, descriptor: int, text: str | bytes, stdout, option: str) -> None:
+    # Text goes through the stream, so its buffer and encoding are honoured.
+    if descriptor == 1 and stdout is not None and isinstance(text, str):
         stdout.write(text)
         stdout.flush()
         return
@@ -171,7 +173,7 @@ def _write_descriptor(path: str, descriptor: int, text: str, stdout, option: str
         raise OutputError(f"{option} {path}: {_reason(exc)}") from None
 
 
-def _write_special(path: str, text: str, option: str) -> None:
+def _write_special(path: str, text: str | bytes, option: str) -> None:
     """A FIFO or character device: written into, never replaced."""
     try:
         descriptor = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
@@ -230,7 +232,8 @@ def _new_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def write_atomically(path: str, text: str, existing: os.stat_result | None = None, *, option: str = "-o") -> None:
+def write_atomically(path: str, text: str | bytes, existing: os.stat_result | None = None, *,
+                     option: str = "-o") -> None:
     """Write through a temporary file in the same folder, then rename over ``path``.
 
     An interrupted write leaves the old file (or none) in place, never half a

@@ -174,6 +174,9 @@ class Source:
     shards: tuple[Shard, ...] = ()
     # A klcli top-K reference file: its layout (klcli.io.reference.Layout); its blocks are packed reference rows.
     reference: Layout | None = None
+    # A format that can start reading at a row (Parquet: by row groups): (start, stop, block_rows) → the blocks of
+    # rows [start, stop) only (see klcli.io.ranges). None: the rows before a piece are read and skipped.
+    read_rows: Callable[[int, int, int], Iterator[np.ndarray]] | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:

@@ -208,8 +208,27 @@ def open_parquet(path: str, operand: str, selector: str | None) -> Source:
         with _decoding(path, "cannot be read"):
             yield from _blocks_from_batches(batches, layout, path, block_rows)
 
+    def rows_between(start: int, stop: int, block_rows: int) -> Iterator[np.ndarray]:
+        """Rows [start, stop): only the row groups that hold them are decoded."""
+        from klcli.io.ranges import window
+
+        groups, first, at = [], None, 0
+        for index in range(parquet.metadata.num_row_groups):
+            size = parquet.metadata.row_group(index).num_rows
+            if at + size > start and at < stop:
+                groups.append(index)
+                first = at if first is None else first
+            at += size
+        if not groups:
+            return
+        batches = read_ahead(parquet.iter_batches(batch_size=block_rows, row_groups=groups, columns=layout.columns,
+                                                  use_threads=False))
+        with _decoding(path, "cannot be read"):
+            yield from window(_blocks_from_batches(batches, layout, path, block_rows), start - first, stop - start)
+
     shape = (rows,) if layout.is_vector else (rows, layout.width)
-    return Source(operand, path, "parquet", shape, layout.dtype, blocks)
+    return Source(operand, path, "parquet", shape, layout.dtype, blocks,
+                  read_rows=None if layout.is_vector else rows_between)
 
 
 def _leaf_values(parquet, column: str) -> list[tuple[int, int]]:

@@ -9,7 +9,8 @@ import klcli
 
 
 def test_import_klcli_imports_no_heavy_module():
-    code = "import klcli, sys; print(sorted(m for m in ('rich','pyarrow','typer','scipy') if m in sys.modules))"
+    code = ("import klcli, sys; print(sorted(m for m in ('rich','pyarrow','typer','scipy','dask','distributed') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

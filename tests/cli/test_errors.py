@@ -60,7 +60,7 @@ CASES = [
     (("kl", "0.5,0.5", "0.5,0.5", "--check", "value<<1"),
      "--check 'value<<1': write KEY OP NUMBER, e.g. 'value<0.1' or 'kl.p99<=0.2' (OP is one of <= >= == != < >)"),
     (("kl", "0.5,0.5", "0.5,0.5", "--base", "1"), "--base '1': use e, 2, 10 or a positive number other than 1"),
-    (("kl", "0.5,0.5", "0.5,0.5", "--bogus"), "No such option: --bogus (Possible options: --base, --bits, --logits) "
+    (("kl", "0.5,0.5", "0.5,0.5", "--bogus"), "No such option: --bogus (Possible options: --bits, --jobs, --logits) "
                                               "(see klcli --help)"),
     (("kl", "0.5,0.5"), "Missing argument 'Q' (see klcli --help)"),
     (("js", "0.5,0.5", "0.5,0.5", "--weights", "1,1"),

@@ -13,7 +13,8 @@ def test_one_off_imports_no_heavy_modules():
         "import sys\n"
         "from klcli.cli import main\n"
         "code = main(['kl', '0.5,0.5', '0.9,0.1', '-q'])\n"
-        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'pyarrow', 'scipy', 'rich', 'pandas', 'torch'})\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'pyarrow', 'scipy', 'rich', 'pandas', 'torch',\n"
+        "                                                        'dask', 'distributed', 'multiprocessing'})\n"
         "print(code, heavy)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
