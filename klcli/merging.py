@@ -103,4 +103,22 @@ def merge_partials(patterns: list[str]) -> Result:
     planned = plan(first["command"], *first["operands"], **first["options"])
     if planned.split is None:
         raise UsageError(f"{headers[0][0]}: klcli {first['command']} does not merge")
-    return planned.split.finish(merge_pieces(piece for _, _, piece in read))
+    result = planned.split.finish(merge_pieces(piece for _, _, piece in read))
+    return _named_by_shard(result, planned, first)
+
+
+def _named_by_shard(result: Result, planned, header: dict) -> Result:
+    """Rows named by their shard, as one run names them, when the partials' inputs were sharded and their shards
+    can be listed here (their headers are read, no row); where they cannot (merged on another machine), unnamed."""
+    if not any(isinstance(described, dict) and described.get("shards") for described in header.get("inputs", [])):
+        return result
+    from klcli.errors import KlcliError
+    from klcli.io.shards import recording
+    from klcli.rownames import name_rows
+
+    try:
+        with recording() as opened:
+            planned.split.layout()
+    except KlcliError:
+        return result
+    return name_rows(result, opened, planned.operands) if opened else result

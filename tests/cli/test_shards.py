@@ -343,3 +343,28 @@ def test_one_dimensional_shards_are_no_rows_of_distributions(cli, tmp_path):
     assert run.code == 2
     assert run.err == (f"klcli: error: P ({tmp_path / 'p'}): row 1 has 3 outcomes but the rows before it have 2; "
                        "every row needs the same outcomes (1-D shards are one vector, not rows: give 2-D shards)\n")
+
+
+@pytest.mark.slow
+def test_every_route_names_the_argmax_shard_as_one_run_does(tmp_path, cli):
+    """--jobs 2 and --partial/--piece with klcli merge name the max row's shard exactly as one process does."""
+    import json
+
+    rng = np.random.default_rng(11)
+    sizes = [5, 1, 17, 9]
+    p, q = rng.normal(size=(32, 40)), rng.normal(size=(32, 40))
+    paths = _npy_shards(tmp_path / "ps", p, sizes)
+    np.save(tmp_path / "q.npy", q)
+    pattern, other = str(tmp_path / "ps" / "part-*.npy"), str(tmp_path / "q.npy")
+    kl_rows = np.sum(special.softmax(p, axis=1) * (special.log_softmax(p, axis=1) - special.log_softmax(q, axis=1)),
+                     axis=1)
+    shard, row_in_shard = _where(sizes, paths, int(np.argmax(kl_rows)))
+    single = json.loads(cli("kl", pattern, other, "--logits", "--json").out)["summary"]
+    jobs = json.loads(cli("kl", pattern, other, "--logits", "--json", "--jobs", "2").out)["summary"]
+    for index in (1, 2):
+        assert cli("kl", pattern, other, "--logits", "--partial", tmp_path / f"{index}.part",
+                   "--piece", f"{index}/2").code == 0
+    merged = json.loads(cli("merge", tmp_path / "2.part", tmp_path / "1.part", "--json").out)["summary"]
+    for summary in (single, jobs, merged):
+        assert (summary["argmax"], summary["argmax_shard"], summary["argmax_row_in_shard"]) == \
+            (int(np.argmax(kl_rows)), shard, row_in_shard)
