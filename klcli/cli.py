@@ -30,17 +30,20 @@ from klcli.options import (
     LabelsOpt,
     LogitsOpt,
     MaskOpt,
+    NameOpt,
     NormalizeOpt,
     PKindOpt,
     PrecisionOpt,
     QKindOpt,
     ShiftOpt,
+    SortOpt,
     TailOpt,
     TemperatureOpt,
     TestKindOpt,
     ThreadsOpt,
     TokenKindOpt,
     TopKOpt,
+    VocabSizeOpt,
     WorstOpt,
     delivered,
     parameter,
@@ -76,7 +79,10 @@ def _go(command: str, options: dict, *operand_names: str) -> None:
     from klcli.runner import plan
 
     delivery = options.pop("delivery")
-    operands = [options.pop(name) for name in operand_names]
+    operands = []
+    for name in operand_names:  # a variadic argument (compare's TEST…) gives a list of operands
+        value = options.pop(name)
+        operands.extend(value) if isinstance(value, list) else operands.append(value)
     if command == "rlhf":
         options["per_row"] = delivery.per_row
     planned = plan(command, *operands, **options)
@@ -227,17 +233,21 @@ def perplexity_command(
 def compare_command(
     base_model: Annotated[str, typer.Argument(metavar="BASE", help="The reference model's logits (rows = positions, "
                                               "last axis = vocabulary).", show_default=False)],
-    test_model: Annotated[str, typer.Argument(metavar="TEST", help="The test model's logits for the same positions "
-                                              "and vocabulary.", show_default=False)],
+    test_models: Annotated[list[str], typer.Argument(
+        metavar="TEST...", help="One or more candidates' logits for the same positions and vocabulary, each scored "
+        "against BASE in the same pass.", show_default=False)],
     labels: LabelsOpt = None,
     ignore_index: IgnoreIndexOpt = -100,
     mask: MaskOpt = None,
     shift: ShiftOpt = False,
     top_k: TopKOpt = 5,
     worst: WorstOpt = 10,
+    name: NameOpt = None,
+    sort: SortOpt = "kl.mean",
     kind: CompareKindOpt = None,
     base_kind: BaseKindOpt = None,
     test_kind: TestKindOpt = None,
+    vocab_size: VocabSizeOpt = None,
     normalize: NormalizeOpt = False,
     epsilon: EpsilonOpt = 0.0,
     temperature: TemperatureOpt = 1.0,
@@ -245,21 +255,25 @@ def compare_command(
     tail: TailOpt = "bucket",
     delivery=None,
 ) -> None:
-    """A drift report between two models' outputs at the same positions; the headline is mean D(base‖test).
+    """A drift report of one or more candidates against a base model at the same positions: a leaderboard.
 
     Per position: KL both ways, JS divergence, total variation, top-1 agreement and top-k overlap; with
-    --labels, each model's perplexity, their ratio, and Δp = p_test(label) − p_base(label) — the statistics of
-    llama.cpp's --kl-divergence, for any framework's logits, as JSON with gates. Positions whose label is
-    --ignore-index, that --mask marks 0, or (with --shift) that end a sequence are left out of every statistic;
-    rows (argmax, worst) are still numbered as in the input.
+    --labels, each model's perplexity ± stderr, their ratio and difference, label-in-top-k accuracy and
+    Δp = p_test(label) − p_base(label) — the statistics of llama.cpp's --kl-divergence, for any framework's
+    logits, as JSON with gates. BASE is read once; every TEST is scored in the same pass and ranked by mean KL
+    (--sort). --check applies to every candidate. Positions whose label is --ignore-index, that --mask marks 0,
+    or (with --shift) that end a sequence are left out of every statistic; rows (argmax, worst) are still
+    numbered as in the input.
 
     Examples:
 
       klcli compare sample_data/teacher_logits.npy sample_data/student_logits.npy
 
-      klcli compare base.npy quant.npy --labels ids.npy --check 'kl.p99<0.2' --check 'top1_agreement>=0.98'
+      klcli compare base.npy q8.npy q4.npy --labels ids.npy --name q8 --name q4 --check 'kl.p99<0.2'
+
+      klcli compare base.npy padded.npy --vocab-size 151669 --sort top1_agreement
     """
-    _go("compare", locals(), "base_model", "test_model")
+    _go("compare", locals(), "base_model", "test_models")
 
 
 @app.command("rlhf")

@@ -148,7 +148,12 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
     head.add_column(style="bold")
     head.add_column()
     head.add_row(result.headline, f"[bold]{number(result.value)}[/bold]{unit}")
+    candidates = _candidates(result)
+    # With several candidates their own figures are in the leaderboard; the head keeps the shared ones.
+    own = set(candidates[0]) if candidates and len(candidates) > 1 else set()
     for key, value in result.figures.items():
+        if key in own:
+            continue
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             head.add_row(key, number(value))
         elif isinstance(value, str):
@@ -161,8 +166,13 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
     for note in result.notes + result.warnings:
         head.add_row("note", _untrusted(note))
     console.print(head)
+    if candidates:
+        for table in _leaderboard(Table, box, result, candidates):
+            console.print(table)
 
     columns = result.metrics or {result.summary_name: result.summary}
+    if candidates and len(candidates) > 1:  # one column per candidate: its D(base‖test)
+        columns = {entry["name"]: entry["kl"] for entry in candidates}
     if (result.summary.get("count") or 0) > 1:
         title = f"summary over {result.summary_over} ({result.unit.name})"
         stats = Table(box=box.SIMPLE_HEAD, title=title,
@@ -185,13 +195,13 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
         console.print(table)
 
     for key, value in result.figures.items():
+        if key == "tests" or (own and key in own):
+            continue
         if isinstance(value, list) and value and isinstance(value[0], dict):
-            listing = Table(box=box.SIMPLE_HEAD, title=key, title_justify="left", pad_edge=False)
-            for column in value[0]:
-                listing.add_column(column, justify="right")
-            for entry in value:
-                listing.add_row(*(number(v) for v in entry.values()))
-            console.print(listing)
+            console.print(_listing(Table, box, key, value))
+    if own:
+        for table in _candidate_listings(Table, box, candidates):
+            console.print(table)
 
     if per_row and result.per_row:
         rows = Table(box=box.SIMPLE_HEAD, title="per row", title_justify="left", pad_edge=False)
@@ -213,6 +223,117 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
         console.print(checks)
     text = buffer.getvalue()
     return text.translate(ASCII_SYMBOLS) if ascii_only else text
+
+
+def _candidates(result: Result) -> list[dict] | None:
+    """compare's candidates (``tests``), each a dictionary with its ``name``; None for other results."""
+    tests = result.figures.get("tests")
+    if isinstance(tests, list) and tests and all(isinstance(t, dict) and "name" in t for t in tests):
+        return tests
+    return None
+
+
+def _short(value, digits: int = 4) -> str:
+    """A leaderboard figure: ``digits`` significant digits (every figure in full is in the JSON), ``—`` if undefined."""
+    if value is None or isinstance(value, str):
+        return "—" if value is None else value
+    if math.isinf(value) or math.isnan(value):
+        return number(value)
+    return f"{value:.{digits}g}"
+
+
+def _plus_minus(value, stderr, scale: float = 1.0, digits: int = 4) -> str:
+    if value is None or isinstance(value, str):
+        return _short(value)
+    if stderr is None or isinstance(stderr, str):
+        return _short(value * scale, digits)
+    spread = stderr * scale
+    # Two significant digits, but never an exponent for a spread of 10 or more (± 154, not ± 1.5e+02).
+    shown_spread = f"{spread:.0f}" if math.isfinite(spread) and abs(spread) >= 10 else _short(spread, 2)
+    return f"{_short(value * scale, digits)} ± {shown_spread}"
+
+
+def _ranked(result: Result, candidates: list[dict]) -> list[dict]:
+    """The candidates in the leaderboard's order (``ranking.names``), else as given."""
+    names = (result.figures.get("ranking") or {}).get("names")
+    by_name = {entry["name"]: entry for entry in candidates}
+    return [by_name[name] for name in names if name in by_name] if names else candidates
+
+
+def _leaderboard(Table, box, result: Result, candidates: list[dict]) -> list:  # noqa: N803 (a class, passed)
+    """One row per candidate, best first: the divergences and top-1 agreement; with labels, a perplexity table."""
+    ranking = result.figures.get("ranking") or {}
+    title = (f"leaderboard ({result.unit.name}; by {ranking.get('key', 'kl.mean')}, "
+             f"{ranking.get('order', 'ascending')})")
+    ranked = _ranked(result, candidates)
+    # The headline to four significant digits, the other columns to three: the table fits 80 columns.
+    rows = [[entry["name"], _plus_minus(entry["kl"]["mean"], entry["kl"]["stderr"]), _short(entry["kl"]["p99"], 3),
+             _short(entry["kl"]["max"], 3), _plus_minus(entry["top1_agreement"], entry["top1_agreement_stderr"], 100.0),
+             _short(entry["js"]["mean"], 3), _short(entry["tv"]["mean"], 3)] for entry in ranked]
+    tables = [_whole_cells(Table, box, title, ("candidate", "mean KL ± se", "KL p99", "KL max", "top-1 % ± se", "JS",
+                                               "TV"), rows)]
+    if "ppl_test" in candidates[0]:
+        base = _plus_minus(result.figures.get("ppl_base"), result.figures.get("ppl_base_stderr"))
+        rows = [[entry["name"], _plus_minus(entry["ppl_test"], entry.get("ppl_test_stderr")),
+                 _plus_minus(entry["delta_ppl"], entry.get("delta_ppl_stderr")), _short(entry["ppl_ratio"], 6),
+                 _plus_minus((entry.get("delta_p") or {}).get("rms"), (entry.get("delta_p") or {}).get("rms_stderr"),
+                             100.0)] for entry in ranked]
+        tables.append(_whole_cells(Table, box, f"perplexity (PPL(base) {base})",
+                                   ("candidate", "PPL(test) ± se", "ΔPPL ± se", "PPL ratio", "RMS Δp % ± se"), rows))
+    return tables
+
+
+def _whole_cells(Table, box, title: str, headers, rows: list[list[str]]):  # noqa: N803
+    """A table whose cells are never wrapped nor cut (headers may wrap): each column at least its widest cell."""
+    from rich.cells import cell_len
+
+    # Padding collapsed (two spaces between columns, not three): a leaderboard of short names fits 80 columns.
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False, collapse_padding=True)
+    for index, header in enumerate(headers):
+        widest = max(cell_len(row[index]) for row in rows)
+        table.add_column(header, justify="left" if index == 0 else "right", no_wrap=True, min_width=widest)
+    for row in rows:
+        table.add_row(_untrusted(row[0]), *row[1:])
+    return table
+
+
+def _candidate_listings(Table, box, candidates: list[dict]) -> list:  # noqa: N803
+    """With several candidates: KL and agreement by the base's confidence side by side, and each one's worst."""
+    tables = []
+    buckets = candidates[0].get("by_confidence") or []
+    if buckets:
+        table = Table(box=box.SIMPLE_HEAD, title="mean KL (top-1 agreement %) by the base's top-1 probability",
+                      title_justify="left", pad_edge=False)
+        table.add_column("p(top-1)", no_wrap=True)
+        table.add_column("count", justify="right")
+        for entry in candidates:
+            table.add_column(_untrusted(entry["name"]), justify="right", no_wrap=True)
+        for i, bucket in enumerate(buckets):
+            cells = []
+            for entry in candidates:
+                own = entry["by_confidence"][i]
+                agreement = own["top1_agreement"]
+                cells.append("—" if own["kl_mean"] is None else
+                             f"{_short(own['kl_mean'])} ({_short(100.0 * agreement, 3)})")
+            closing = "]" if i == len(buckets) - 1 else ")"
+            table.add_row(f"[{bucket['lo']:g}, {bucket['hi']:g}{closing}", str(bucket["count"]), *cells)
+        tables.append(table)
+    for entry in candidates:
+        worst = entry.get("worst") or []
+        if worst:
+            tables.append(_listing(Table, box, f"worst: {_untrusted(entry['name'])}", worst))
+    return tables
+
+
+def _listing(Table, box, title: str, entries: list[dict]):  # noqa: N803
+    """A list of records as a table; a column undefined (null) in every record is left out."""
+    listing = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False)
+    columns = [column for column in entries[0] if any(entry.get(column) is not None for entry in entries)]
+    for column in columns:
+        listing.add_column(column, justify="right")
+    for entry in entries:
+        listing.add_row(*(number(entry.get(column)) for column in columns))
+    return listing
 
 
 def _mean_figures(figures: dict) -> list[tuple[str, dict]]:

@@ -171,15 +171,25 @@ def plan_perplexity(scores, *, labels=None, kind=None, ignore_index=-100, shift=
                 lambda progress: perplexity.perplexity(scores, tokens, progress=progress))
 
 
-def plan_compare(base_model, test_model, *, labels=None, ignore_index=-100, mask=None, shift=False, top_k=5,
-                 worst=10, kind=None, base_kind=None, test_kind=None, normalize=False, epsilon=0.0, temperature=1.0,
-                 threads=0, tail="bucket") -> Plan:
+def plan_compare(base_model, test_model, *more_tests, labels=None, ignore_index=-100, mask=None, shift=False,
+                 top_k=5, worst=10, kind=None, base_kind=None, test_kind=None, normalize=False, epsilon=0.0,
+                 temperature=1.0, threads=0, tail="bucket", name=None, sort="kl.mean", vocab_size=None) -> Plan:
     from klcli.commands import compare
 
+    tests = [test_model, *more_tests]
     if top_k < 1:
         raise UsageError(f"--top-k {top_k}: must be >= 1")
     if worst < 0:
         raise UsageError(f"--worst {worst}: must be >= 0")
+    if vocab_size is not None and vocab_size < 1:
+        raise UsageError(f"--vocab-size {vocab_size}: must be >= 1")
+    names = [name] if isinstance(name, str) else list(name or [])
+    if names and len(names) != len(tests):
+        raise UsageError(f"--name given {len(names)} times for {len(tests)} TEST operands; give one --name per "
+                         "TEST, in their order (or none)")
+    if len(set(names)) != len(names):
+        duplicate = next(label for label in names if names.count(label) > 1)
+        raise UsageError(f"--name {duplicate!r} is given twice; give each candidate its own name")
     kind, base_kind, test_kind = _value(kind), _value(base_kind), _value(test_kind)
     both = kind or "logits"
     group = replace(reading(None, False, base_kind or both, test_kind or both, normalize, epsilon, temperature,
@@ -187,9 +197,10 @@ def plan_compare(base_model, test_model, *, labels=None, ignore_index=-100, mask
                     p_kind_given=bool(base_kind or kind), q_kind_given=bool(test_kind or kind),
                     kind_fix="pass --kind probs (or --base-kind/--test-kind probs) if these are probabilities")
     tail = one_of("--tail", tail, TAILS)
-    return Plan("compare", _listed(base_model, test_model, labels, mask),
-                lambda progress: compare.compare(base_model, test_model, group, labels=labels, mask=mask,
-                                                 shift=shift, top_k=top_k, worst=worst, ignore_index=ignore_index,
+    return Plan("compare", _listed(base_model, *tests, labels, mask),
+                lambda progress: compare.compare(base_model, tests, group, names=names or None, labels=labels,
+                                                 mask=mask, shift=shift, top_k=top_k, worst=worst,
+                                                 ignore_index=ignore_index, vocab_size=vocab_size, sort=sort,
                                                  progress=progress, tail=tail))
 
 
@@ -303,14 +314,14 @@ def _base_text(base) -> str:
     return base if isinstance(base, str) else f"{base:g}"
 
 
-def compare(base, test, *, labels=None, kind="logits", top_k: int = 5, **options) -> dict:
-    """The drift report between two models' outputs at the same positions, as ``klcli compare … --json``.
+def compare(base, test, *more_tests, labels=None, kind="logits", top_k: int = 5, **options) -> dict:
+    """The drift report between a base model's outputs and one or more candidates', as ``klcli compare … --json``.
 
-    ``base`` and ``test`` are operands (paths, ``FILE:SELECTOR``) or arrays of logits (rows × vocabulary, or any
+    ``base`` and each test are operands (paths, ``FILE:SELECTOR``) or arrays of logits (rows × vocabulary, or any
     rank with the vocabulary last); further options as in :func:`run` (``worst``, ``ignore_index``, ``base_kind``,
-    ``temperature``, ``per_row``, ``check`` …).
+    ``temperature``, ``name`` (a list, one per test), ``sort``, ``vocab_size``, ``per_row``, ``check`` …).
     """
-    return run("compare", base, test, labels=labels, kind=kind, top_k=top_k, **options)
+    return run("compare", base, test, *more_tests, labels=labels, kind=kind, top_k=top_k, **options)
 
 
 def rlhf(policy=None, ref=None, **options) -> dict:
