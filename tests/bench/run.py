@@ -85,6 +85,10 @@ print(kl.mean().item())
 """
 
 
+# compare with K candidates against one BASE: K = 1 is "compare"; the README's speed figure is their ratio.
+CANDIDATE_FIGURES = ("compare 2 tests", "compare 3 tests", "compare 3 --labels")
+
+
 def make_data(folder: Path, rows: int, vocab: int, wanted) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     p = rng.standard_normal((rows, vocab), dtype=np.float32) * 2
@@ -93,6 +97,10 @@ def make_data(folder: Path, rows: int, vocab: int, wanted) -> dict[str, Path]:
     np.save(files["p"], p)
     np.save(files["q"], q)
     np.save(files["labels"], rng.integers(0, vocab, size=rows))
+    if any(wanted(name) for name in CANDIDATE_FIGURES):  # further candidates of other noise, for compare's K > 1
+        for name, noise in (("q2", 0.3), ("q3", 0.7)):
+            files[name] = folder / f"{name}.npy"
+            np.save(files[name], p + rng.standard_normal((rows, vocab), dtype=np.float32) * noise)
     if wanted("kl float16") or wanted("kl float16 fast"):
         files["p16"], files["q16"] = folder / "p16.npy", folder / "q16.npy"
         np.save(files["p16"], p.astype(np.float16))
@@ -131,6 +139,11 @@ def commands(files: dict[str, Path], wanted) -> dict[str, list[str]]:
         "perplexity": [*klcli, "perplexity", str(p), "--labels", str(labels), "-q"],
         "perplexity fast": [*klcli, "perplexity", str(p), "--labels", str(labels), "--precision", "fast", "-q"],
     }
+    if "q2" in files:
+        q2, q3 = str(files["q2"]), str(files["q3"])
+        table["compare 2 tests"] = [*klcli, "compare", str(p), str(q), q2, "-q"]
+        table["compare 3 tests"] = [*klcli, "compare", str(p), str(q), q2, q3, "-q"]
+        table["compare 3 --labels"] = [*klcli, "compare", str(p), str(q), q2, q3, "--labels", str(labels), "-q"]
     if "p16" in files:
         table["floor float16"] = [sys.executable, "-c", FLOOR16, str(files["p16"]), str(files["q16"])]
         table["kl float16"] = [*klcli, "kl", str(files["p16"]), str(files["q16"]), "--logits", "-q"]
