@@ -167,7 +167,7 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
         head.add_row("note", _untrusted(note))
     console.print(head)
     if candidates:
-        for table in _leaderboard(Table, box, result, candidates):
+        for table in _leaderboard(Table, box, result, candidates, ascii_only):
             console.print(table)
 
     columns = result.metrics or {result.summary_name: result.summary}
@@ -260,7 +260,8 @@ def _ranked(result: Result, candidates: list[dict]) -> list[dict]:
     return [by_name[name] for name in names if name in by_name] if names else candidates
 
 
-def _leaderboard(Table, box, result: Result, candidates: list[dict]) -> list:  # noqa: N803 (a class, passed)
+def _leaderboard(Table, box, result: Result, candidates: list[dict],  # noqa: N803 (a class, passed)
+                 ascii_only: bool = False) -> list:
     """One row per candidate, best first: the divergences and top-1 agreement; with labels, a perplexity table."""
     ranking = result.figures.get("ranking") or {}
     title = (f"leaderboard ({result.unit.name}; by {ranking.get('key', 'kl.mean')}, "
@@ -271,7 +272,7 @@ def _leaderboard(Table, box, result: Result, candidates: list[dict]) -> list:  #
              _short(entry["kl"]["max"], 3), _plus_minus(entry["top1_agreement"], entry["top1_agreement_stderr"], 100.0),
              _short(entry["js"]["mean"], 3), _short(entry["tv"]["mean"], 3)] for entry in ranked]
     tables = [_whole_cells(Table, box, title, ("candidate", "mean KL ± se", "KL p99", "KL max", "top-1 % ± se", "JS",
-                                               "TV"), rows)]
+                                               "TV"), rows, ascii_only)]
     if "ppl_test" in candidates[0]:
         base = _plus_minus(result.figures.get("ppl_base"), result.figures.get("ppl_base_stderr"))
         rows = [[entry["name"], _plus_minus(entry["ppl_test"], entry.get("ppl_test_stderr")),
@@ -279,18 +280,26 @@ def _leaderboard(Table, box, result: Result, candidates: list[dict]) -> list:  #
                  _plus_minus((entry.get("delta_p") or {}).get("rms"), (entry.get("delta_p") or {}).get("rms_stderr"),
                              100.0)] for entry in ranked]
         tables.append(_whole_cells(Table, box, f"perplexity (PPL(base) {base})",
-                                   ("candidate", "PPL(test) ± se", "ΔPPL ± se", "PPL ratio", "RMS Δp % ± se"), rows))
+                                   ("candidate", "PPL(test) ± se", "ΔPPL ± se", "PPL ratio", "RMS Δp % ± se"), rows,
+                                   ascii_only))
     return tables
 
 
-def _whole_cells(Table, box, title: str, headers, rows: list[list[str]]):  # noqa: N803
-    """A table whose cells are never wrapped nor cut (headers may wrap): each column at least its widest cell."""
+def _whole_cells(Table, box, title: str, headers, rows: list[list[str]], ascii_only: bool):  # noqa: N803
+    """A table whose cells and headers are never wrapped nor cut: each column as wide as its widest."""
     from rich.cells import cell_len
 
     # Padding collapsed (two spaces between columns, not three): a leaderboard of short names fits 80 columns.
     table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False, collapse_padding=True)
+    from klcli.errors import shown
+
+    # The cells as they will be printed: names made safe, and in ASCII ± spelt +/-.
+    printed = [[shown(row[0]), *row[1:]] for row in rows]
+    if ascii_only:
+        printed = [[cell.translate(ASCII_SYMBOLS) for cell in row] for row in printed]
     for index, header in enumerate(headers):
-        widest = max(cell_len(row[index]) for row in rows)
+        shown_header = header.translate(ASCII_SYMBOLS) if ascii_only else header
+        widest = max(cell_len(shown_header), *(cell_len(row[index]) for row in printed))
         table.add_column(header, justify="left" if index == 0 else "right", no_wrap=True, min_width=widest)
     for row in rows:
         table.add_row(_untrusted(row[0]), *row[1:])

@@ -362,3 +362,54 @@ def test_vocab_size_equals_slicing_by_hand(cli, candidates):
     outside = cli("compare", folder / "base.npy", folder / "padded.npy", "--vocab-size", "40", "--labels",
                   folder / "big_label.npy")
     assert outside.code == 2 and "outside the vocabulary [0, 40)" in outside.err
+
+
+def test_units_scale_every_candidates_information_figures(cli, candidates):
+    _, _, _, folder = candidates
+    args = ["compare", folder / "base.npy", *_paths(folder, 2), "--labels", folder / "labels.npy", "--json"]
+    nats, bits = cli(*args).json(), cli(*args, "--bits").json()
+    for in_nats, in_bits in zip(nats["tests"], bits["tests"]):
+        for key in ("kl", "kl_reverse", "js"):
+            assert in_bits[key]["mean"] == pytest.approx(in_nats[key]["mean"] / math.log(2), rel=1e-12), key
+        assert in_bits["worst"][0]["kl"] == pytest.approx(in_nats["worst"][0]["kl"] / math.log(2), rel=1e-12)
+        for a, b in zip(in_nats["by_confidence"], in_bits["by_confidence"]):
+            assert b["kl_mean"] == (None if a["kl_mean"] is None else pytest.approx(a["kl_mean"] / math.log(2)))
+        for key in ("tv", "delta_p"):  # not information: never scaled
+            assert in_bits[key] == in_nats[key]
+        for key in ("top1_agreement", "ppl_test", "delta_ppl", "delta_ppl_stderr", "label_in_topk"):
+            assert in_bits[key] == in_nats[key], key
+    assert bits["value"] == bits["tests"][0]["kl"]["mean"]
+
+
+def test_text_inputs_of_unknown_length_name_the_short_candidate(cli, tmp_path):
+    rng = np.random.default_rng(8)
+    base = rng.normal(size=(6, 4))
+    np.savetxt(tmp_path / "base.csv", base, delimiter=",")
+    np.savetxt(tmp_path / "a.csv", base + 0.1 * rng.normal(size=base.shape), delimiter=",")
+    np.savetxt(tmp_path / "b.csv", base[:5], delimiter=",")
+    run = cli("compare", tmp_path / "base.csv", tmp_path / "a.csv", tmp_path / "b.csv")
+    assert run.code == 2
+    assert run.err == (f"klcli: error: BASE ({tmp_path / 'base.csv'}) has 6 rows but TEST 2 ({tmp_path / 'b.csv'}) "
+                       "has 5; they must have the same rows\n")
+
+
+def test_logprobs_json_pairs_one_to_one(cli):
+    from tests.conftest import SAMPLES
+
+    run = cli("compare", SAMPLES / "reference.json", SAMPLES / "candidate.jsonl", SAMPLES / "candidate.jsonl")
+    assert run.code == 2 and "compared with one other such file at a time" in run.err
+
+
+@pytest.mark.parametrize("ascii_only", [False, True])
+def test_leaderboard_cells_are_never_cut(candidates, ascii_only):
+    from klcli import render
+    from klcli.runner import plan
+
+    _, _, _, folder = candidates
+    result = plan("compare", str(folder / "base.npy"), *map(str, _paths(folder, 3)), labels=str(folder / "labels.npy"),
+                  name=["a-rather-long-candidate-name", "b", "c"]).compute(None)
+    text = render.to_table(result, per_row=False, color=False, width=40, ascii_only=ascii_only)
+    text = text[text.index("\nleaderboard ("):text.index("\nsummary over")]  # (the head cuts long paths at 40 columns)
+    assert "…" not in text and "..." not in text
+    assert "a-rather-long-candidate-name" in text
+    assert ("+/-" if ascii_only else "±") in text and (ascii_only is False or text.isascii())
