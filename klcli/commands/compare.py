@@ -85,15 +85,15 @@ def candidate_key(index: int, name: str) -> str:
     return f"test{index}.{name}"
 
 
-def candidate_names(names, sources: list[Source]) -> list[str]:
-    """``--name`` labels, or each candidate's file name, lengthened by its folders where two would be alike."""
+def candidate_names(names, operands: list) -> list[str]:
+    """``--name`` labels, or each TEST operand's file name (``FILE:SELECTOR`` with its selector), lengthened by its
+    folders where two would be alike; an array from Python is ``TEST i``."""
     if names:  # (their count and distinctness are checked with the other options, in runner.plan_compare)
         return list(names)
     from pathlib import PurePath
 
-    parts = [PurePath(source.path).parts if source.path else (str(source.operand) if isinstance(source.operand, str)
-                                                              else f"TEST {i + 1}",)
-             for i, source in enumerate(sources)]
+    parts = [PurePath(operand).parts or (operand,) if isinstance(operand, str) else (f"TEST {i + 1}",)
+             for i, operand in enumerate(operands)]
     depth = [1] * len(parts)
     while True:
         chosen = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
@@ -209,7 +209,7 @@ def compare(base_operand, test_operands, reading: Reading, *, names=None, labels
     """
     test_operands = list(test_operands)
     base, tests, extras = _open(base_operand, test_operands, tail)
-    names = candidate_names(names, tests)
+    names = candidate_names(names, test_operands)
     base = reading.checked(base, reading.p_kind, reading.p_kind_given)
     tests = [reading.checked(test, reading.q_kind, reading.q_kind_given) for test in tests]
     label_source = open_operands((labels, "labels"))[0] if labels is not None else None

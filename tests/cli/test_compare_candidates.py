@@ -326,6 +326,11 @@ def test_name_errors_and_default_names(cli, candidates):
     assert twice.err == "klcli: error: --name 'x' is given twice; give each candidate its own name\n"
     same = cli("compare", base, first, first, "--json").json()
     assert [entry["name"] for entry in same["tests"]] == ["logits.npy", "logits.npy #2"]
+    from tests.conftest import SAMPLES
+
+    selected = cli("compare", SAMPLES / "teacher_logits.npy", f"{SAMPLES / 'models.safetensors'}:student",
+                   SAMPLES / "student_logits.npy", "--json").json()
+    assert [entry["name"] for entry in selected["tests"]] == ["models.safetensors:student", "student_logits.npy"]
 
 
 def test_rows_mismatch_names_the_candidate(cli, candidates):
