@@ -179,7 +179,7 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
                       title_justify="left", pad_edge=False)
         stats.add_column("statistic")
         for name in columns:
-            stats.add_column(name, justify="right")
+            stats.add_column(_untrusted(name), justify="right")  # (a candidate's name may come from a file)
         for key in SUMMARY_KEYS:
             stats.add_row(key.replace("_", "."), *(number(m.get(key)) for m in columns.values()))
         console.print(stats)
@@ -200,7 +200,7 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
         if isinstance(value, list) and value and isinstance(value[0], dict):
             console.print(_listing(Table, box, key, value))
     if own:
-        for table in _candidate_listings(Table, box, candidates):
+        for table in _candidate_listings(Table, box, candidates, ascii_only):
             console.print(table)
 
     if per_row and result.per_row:
@@ -286,47 +286,45 @@ def _leaderboard(Table, box, result: Result, candidates: list[dict],  # noqa: N8
 
 
 def _whole_cells(Table, box, title: str, headers, rows: list[list[str]], ascii_only: bool):  # noqa: N803
-    """A table whose cells and headers are never wrapped nor cut: each column as wide as its widest."""
+    """A table whose cells and headers are never wrapped nor cut: each column as wide as its widest.
+
+    The headers and the first column may be names from the command line or files: shown safely.
+    """
     from rich.cells import cell_len
 
-    # Padding collapsed (two spaces between columns, not three): a leaderboard of short names fits 80 columns.
-    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False, collapse_padding=True)
     from klcli.errors import shown
 
-    # The cells as they will be printed: names made safe, and in ASCII ± spelt +/-.
-    printed = [[shown(row[0]), *row[1:]] for row in rows]
+    # The text as it will be printed: names made safe, and in ASCII ± spelt +/-.
+    printed = [[shown(header) for header in headers]] + [[shown(row[0]), *row[1:]] for row in rows]
     if ascii_only:
         printed = [[cell.translate(ASCII_SYMBOLS) for cell in row] for row in printed]
+    # Padding collapsed (two spaces between columns, not three): a leaderboard of short names fits 80 columns.
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False, collapse_padding=True)
     for index, header in enumerate(headers):
-        shown_header = header.translate(ASCII_SYMBOLS) if ascii_only else header
-        widest = max(cell_len(shown_header), *(cell_len(row[index]) for row in printed))
-        table.add_column(header, justify="left" if index == 0 else "right", no_wrap=True, min_width=widest)
+        widest = max(cell_len(row[index]) for row in printed)
+        table.add_column(_untrusted(header), justify="left" if index == 0 else "right", no_wrap=True,
+                         min_width=widest)
     for row in rows:
         table.add_row(_untrusted(row[0]), *row[1:])
     return table
 
 
-def _candidate_listings(Table, box, candidates: list[dict]) -> list:  # noqa: N803
+def _candidate_listings(Table, box, candidates: list[dict], ascii_only: bool) -> list:  # noqa: N803
     """With several candidates: KL and agreement by the base's confidence side by side, and each one's worst."""
     tables = []
     buckets = candidates[0].get("by_confidence") or []
     if buckets:
-        table = Table(box=box.SIMPLE_HEAD, title="mean KL (top-1 agreement %) by the base's top-1 probability",
-                      title_justify="left", pad_edge=False)
-        table.add_column("p(top-1)", no_wrap=True)
-        table.add_column("count", justify="right")
-        for entry in candidates:
-            table.add_column(_untrusted(entry["name"]), justify="right", no_wrap=True)
+        rows = []
         for i, bucket in enumerate(buckets):
             cells = []
             for entry in candidates:
                 own = entry["by_confidence"][i]
-                agreement = own["top1_agreement"]
                 cells.append("—" if own["kl_mean"] is None else
-                             f"{_short(own['kl_mean'])} ({_short(100.0 * agreement, 3)})")
+                             f"{_short(own['kl_mean'])} ({_short(100.0 * own['top1_agreement'], 3)})")
             closing = "]" if i == len(buckets) - 1 else ")"
-            table.add_row(f"[{bucket['lo']:g}, {bucket['hi']:g}{closing}", str(bucket["count"]), *cells)
-        tables.append(table)
+            rows.append([f"[{bucket['lo']:g}, {bucket['hi']:g}{closing}", str(bucket["count"]), *cells])
+        tables.append(_whole_cells(Table, box, "mean KL (top-1 agreement %) by the base's top-1 probability",
+                                   ("p(top-1)", "count", *(entry["name"] for entry in candidates)), rows, ascii_only))
     for entry in candidates:
         worst = entry.get("worst") or []
         if worst:

@@ -418,3 +418,11 @@ def test_leaderboard_cells_are_never_cut(candidates, ascii_only):
     assert "…" not in text and "..." not in text
     assert "a-rather-long-candidate-name" in text
     assert ("+/-" if ascii_only else "±") in text and (ascii_only is False or text.isascii())
+
+
+def test_names_are_printed_as_given_never_read_as_markup(cli, candidates):
+    _, _, _, folder = candidates
+    run = cli("compare", folder / "base.npy", *_paths(folder, 2), "--name", "[red]q8", "--name", "q4\x1b]0;t\x07")
+    assert run.code == 0
+    assert run.out.count("[red]q8") >= 4  # leaderboard, summary, buckets, worst
+    assert "\x1b" not in run.out and "\x07" not in run.out
