@@ -113,7 +113,10 @@ def position_stats(base: LogRows | BaseSide, test: LogRows, top_k_size: int, *,
 
 def total_variation(base: LogRows, test: LogRows, *, base_probs: np.ndarray | None = None) -> np.ndarray:
     """½ Σ |p − q| per row (either side may be a single row, broadcast)."""
-    difference = np.subtract(base.probs() if base_probs is None else base_probs, test.probs())
+    test_probs = test.probs()  # a new array: the difference is formed in it, one block-sized temporary fewer
+    if test_probs.shape[0] < base.rows:  # a single test row broadcast against many base rows
+        test_probs = np.broadcast_to(test_probs, (base.rows, test_probs.shape[1])).copy()
+    difference = np.subtract(base.probs() if base_probs is None else base_probs, test_probs, out=test_probs)
     return 0.5 * np.sum(np.abs(difference, out=difference), axis=1)
 
 
