@@ -173,7 +173,7 @@ def _open(base_operand, test_operands: list, tail: str):
 
 
 @dataclass(frozen=True)
-class Plan:
+class Comparison:
     """What the map and finish steps need to know of a run, beside the blocks themselves."""
 
     reading: Reading
@@ -227,7 +227,7 @@ def compare(base_operand, test_operands, reading: Reading, *, names=None, labels
     if counter is not None:
         marks = Rows(_position_stream(label_source, mask_source, shift, _sequence_length(base.shape), ignore_index))
     with_labels = label_source is not None
-    plan = Plan(reading, base, tuple(tests), tuple(names), top_k, worst, ignore_index, with_labels,
+    comparison = Comparison(reading, base, tuple(tests), tuple(names), top_k, worst, ignore_index, with_labels,
                 vocab_size or base.outcomes or next((t.outcomes for t in tests if t.outcomes), None),
                 _sequence_length(base.shape), sort)
     aligned = aligned_blocks([_trimmed(source.blocks(rows_per_block(source.outcomes or 1)), vocab_size, source)
@@ -240,7 +240,7 @@ def compare(base_operand, test_operands, reading: Reading, *, names=None, labels
                                                             with_labels, shift)
             yield start, blocks, marked
 
-    merged = engine.run(items(), lambda item: map_block(plan, item), threads=reading.threads, progress=progress)
+    merged = engine.run(items(), lambda item: map_block(comparison, item), threads=reading.threads, progress=progress)
     rows, stats = merged.rows, merged.values
     if marks is not None and (total := marks.drain()) != rows:
         what, verb = ("labels", "hold") if with_labels else ("mask values", "holds")
@@ -252,7 +252,7 @@ def compare(base_operand, test_operands, reading: Reading, *, names=None, labels
                          "to compare")
     kinds = ([reading.p_kind] + [reading.q_kind] * len(tests) + (["labels"] if with_labels else [])
              + (["mask"] if mask_source else []))
-    result = finish(plan, merged, describe_inputs(sources, kinds, [rows] * len(sources)))
+    result = finish(comparison, merged, describe_inputs(sources, kinds, [rows] * len(sources)))
     if marks is not None:
         result.figures["ignored_positions"] = rows - stats["row"].size
         if rows > stats["row"].size:
@@ -268,29 +268,29 @@ def compare(base_operand, test_operands, reading: Reading, *, names=None, labels
     return result
 
 
-def map_block(plan: Plan, item) -> engine.Partial:
+def map_block(comparison: Comparison, item) -> engine.Partial:
     """One block of aligned rows → its partial: the base converted once, every candidate scored against it."""
     start, blocks, marked = item
     base_block = blocks[0]
     count = base_block.shape[0]
-    with_labels, reading = plan.with_labels, plan.reading
-    keep = None if marked is None else (marked != plan.ignore_index if with_labels else marked == 1)
+    with_labels, reading = comparison.with_labels, comparison.reading
+    keep = None if marked is None else (marked != comparison.ignore_index if with_labels else marked == 1)
     if keep is not None and keep.all():
         keep = None
     if keep is not None and not keep.any():
         return engine.Partial(start, start + count)
-    base_rows = kept_log_rows(_converter(reading, reading.p_kind, plan.base), base_block, keep, start)
-    side = BaseSide(base_rows, plan.top_size)
+    base_rows = kept_log_rows(_converter(reading, reading.p_kind, comparison.base), base_block, keep, start)
+    side = BaseSide(base_rows, comparison.top_size)
     values = {"row": kept_rows(keep, start, count), "base_top1": side.top[:, 0],
               "confidence": side.top1_probability()}
     ids = None
     if with_labels:
         ids = marked if keep is None else marked[keep]
         values.update(label=ids, label_rank_base=label_rank(side.top, ids))
-    for index, (test, block) in enumerate(zip(plan.tests, blocks[1:])):
+    for index, (test, block) in enumerate(zip(comparison.tests, blocks[1:])):
         test_rows = kept_log_rows(_converter(reading, reading.q_kind, test), block, keep, start)
-        test_top = top_k_of(test_rows.shifted, plan.top_size)
-        figures = position_stats(side, test_rows, plan.top_k, test_top=test_top)
+        test_top = top_k_of(test_rows.shifted, comparison.top_size)
+        figures = position_stats(side, test_rows, comparison.top_k, test_top=test_top)
         del figures["base_top1"]
         if ids is not None:
             tokens = label_stats(base_rows, test_rows, ids)
@@ -305,14 +305,14 @@ def _converter(reading: Reading, kind: str, source: Source):
     return lambda block, first_row: reading.log_rows(block, kind, source, first_row)
 
 
-def finish(plan: Plan, merged: engine.Partial, inputs: list[dict]) -> Result:
+def finish(comparison: Comparison, merged: engine.Partial, inputs: list[dict]) -> Result:
     """The merged partial → the Result: one report per candidate; the first's figures also at the top level."""
     stats, rows = merged.values, merged.rows
     at = stats["row"]  # the input row of each scored position
-    reports = [_candidate(plan, stats, index, rows) for index in range(len(plan.tests))]
+    reports = [_candidate(comparison, stats, index, rows) for index in range(len(comparison.tests))]
     first = reports[0]
-    figures = {"vocab": plan.vocab, **first["head"]}
-    if plan.with_labels:
+    figures = {"vocab": comparison.vocab, **first["head"]}
+    if comparison.with_labels:
         ppl = first["perplexity"]
         figures["tokens"] = int(at.size)
         figures["ppl_base"] = ppl["ppl_base"]
@@ -320,15 +320,15 @@ def finish(plan: Plan, merged: engine.Partial, inputs: list[dict]) -> Result:
         figures["ppl_base_stderr"] = ppl["ppl_base_stderr"]
         figures.update(first["ppl_figures"])
     figures["worst"] = first["worst"]
-    if plan.with_labels:
+    if comparison.with_labels:
         figures["label_in_topk"] = first["label_in_topk"]
     figures["by_confidence"] = first["by_confidence"]
     figures["tests"] = [report["entry"] for report in reports]
-    figures["ranking"] = ranking(plan.sort, [report["entry"] for report in reports])
+    figures["ranking"] = ranking(comparison.sort, [report["entry"] for report in reports])
     warnings = list(dict.fromkeys(w for report in reports for w in report["warnings"]))
     return Result(
         command="compare",
-        headline="mean D(base‖test)" if len(reports) == 1 else f"mean D(base‖{plan.names[0]})",
+        headline="mean D(base‖test)" if len(reports) == 1 else f"mean D(base‖{comparison.names[0]})",
         value=first["metrics"]["kl"]["mean"],
         rows=rows,
         inputs=inputs,
@@ -341,7 +341,7 @@ def finish(plan: Plan, merged: engine.Partial, inputs: list[dict]) -> Result:
     )
 
 
-def _candidate(plan: Plan, stats: dict, index: int, rows: int) -> dict:
+def _candidate(comparison: Comparison, stats: dict, index: int, rows: int) -> dict:
     """Candidate ``index``'s figures: its summaries, head figures, label figures, buckets and worst positions."""
     own = {name[len(candidate_key(index, "")):]: values for name, values in stats.items()
            if name.startswith(candidate_key(index, ""))}
@@ -353,7 +353,7 @@ def _candidate(plan: Plan, stats: dict, index: int, rows: int) -> dict:
     metrics = {"kl": kl, "kl_reverse": summarize(own["kl_reverse"], at), "js": summarize(own["js"], at),
                "tv": summarize(own["tv"], at)}
     head = {"top1_agreement": agreement, "top1_agreement_stderr": agreement_stderr(agreement, scored),
-            "top_k": plan.top_k, "topk_overlap": float(np.mean(own["topk_overlap"]))}
+            "top_k": comparison.top_k, "topk_overlap": float(np.mean(own["topk_overlap"]))}
     if scored == rows:
         agree_per_row = agree
     else:  # null where the position was left out
@@ -363,8 +363,8 @@ def _candidate(plan: Plan, stats: dict, index: int, rows: int) -> dict:
                "js": _spread(own["js"], at, rows), "tv": _spread(own["tv"], at, rows),
                "top1_agree": agree_per_row, "topk_overlap": _spread(own["topk_overlap"], at, rows)}
     report: dict = {"warnings": []}
-    entry: dict = {"name": plan.names[index]}
-    if plan.with_labels:
+    entry: dict = {"name": comparison.names[index]}
+    if comparison.with_labels:
         nll_base, nll_test, delta_p = stats["nll_base"], own["nll_test"], own["delta_p"]
         ln_ratio, ln_ratio_stderr = paired_difference(nll_test, nll_base)
         delta = summarize(delta_p, at)
@@ -377,7 +377,7 @@ def _candidate(plan: Plan, stats: dict, index: int, rows: int) -> dict:
                             "nll_correlation": nll_correlation(nll_base, nll_test)}
         report["ppl_figures"] = {"ppl_test_stderr": ppl["ppl_test_stderr"], "delta_ppl": ppl["delta_ppl"],
                                  "delta_ppl_stderr": ppl["delta_ppl_stderr"]}
-        report["label_in_topk"] = {side: {str(k): float(np.mean(ranks < k)) for k in plan.ks}
+        report["label_in_topk"] = {side: {str(k): float(np.mean(ranks < k)) for k in comparison.ks}
                                    for side, ranks in (("base", stats["label_rank_base"]),
                                                        ("test", own["label_rank_test"]))}
         if not (math.isfinite(ppl["ppl_base"]) and math.isfinite(ppl["ppl_test"])):
@@ -385,10 +385,10 @@ def _candidate(plan: Plan, stats: dict, index: int, rows: int) -> dict:
         per_row.update({"nll_base": _spread(nll_base, at, rows), "nll_test": _spread(nll_test, at, rows),
                         "delta_p": _spread(delta_p, at, rows)})
     report["by_confidence"] = confidence_buckets(stats["confidence"], own["kl"], agree)
-    report["worst"] = _worst(plan, stats, own, at)
+    report["worst"] = _worst(comparison, stats, own, at)
     entry.update(metrics)
     entry.update(head)
-    if plan.with_labels:
+    if comparison.with_labels:
         entry.update(report["labels"])
         entry.update(report["ppl_figures"])
         entry["label_in_topk"] = report["label_in_topk"]
@@ -398,14 +398,14 @@ def _candidate(plan: Plan, stats: dict, index: int, rows: int) -> dict:
     return report
 
 
-def _worst(plan: Plan, stats: dict, own: dict, at: np.ndarray) -> list[dict]:
+def _worst(comparison: Comparison, stats: dict, own: dict, at: np.ndarray) -> list[dict]:
     """The positions of largest D(base‖test), ties by lower row (a stable sort of −kl), named in full."""
-    order = np.argsort(-own["kl"], kind="stable")[:plan.worst]
-    length = plan.sequence_length
+    order = np.argsort(-own["kl"], kind="stable")[:comparison.worst]
+    length = comparison.sequence_length
     entries = []
     for i in order:
         row = int(at[i])
-        label = int(stats["label"][i]) if plan.with_labels else None
+        label = int(stats["label"][i]) if comparison.with_labels else None
         entries.append({
             "row": row,
             "sequence": row // length if length else None,
@@ -414,8 +414,8 @@ def _worst(plan: Plan, stats: dict, own: dict, at: np.ndarray) -> list[dict]:
             "base_top1": int(stats["base_top1"][i]),
             "test_top1": int(own["test_top1"][i]),
             "label": label,
-            "p_label_base": math.exp(-float(stats["nll_base"][i])) if plan.with_labels else None,
-            "p_label_test": math.exp(-float(own["nll_test"][i])) if plan.with_labels else None,
+            "p_label_base": math.exp(-float(stats["nll_base"][i])) if comparison.with_labels else None,
+            "p_label_test": math.exp(-float(own["nll_test"][i])) if comparison.with_labels else None,
         })
     return entries
 
