@@ -268,9 +268,28 @@ def compare(base_operand, test_operands, reading: Reading, *, names=None, labels
     return result
 
 
+# Rows are scored in pieces of about this many values, so that the base's arrays (log-probabilities,
+# probabilities: 2 MiB each in float64) stay in the processor's cache while every candidate is scored against them.
+PIECE_VALUES = 1 << 18
+
+
 def map_block(comparison: Comparison, item) -> engine.Partial:
-    """One block of aligned rows → its partial: the base converted once, every candidate scored against it."""
+    """One block of aligned rows → its partial: the base converted once, every candidate scored against it.
+
+    The block is scored in pieces of :data:`PIECE_VALUES` (rows are independent, so the figures are the
+    same), merged into the block's partial.
+    """
     start, blocks, marked = item
+    count, width = blocks[0].shape
+    step = max(1, PIECE_VALUES // max(1, width))
+    if count <= step:
+        return _map_rows(comparison, start, blocks, marked)
+    return engine.merge(_map_rows(comparison, start + at, [block[at:at + step] for block in blocks],
+                                  None if marked is None else marked[at:at + step])
+                        for at in range(0, count, step))
+
+
+def _map_rows(comparison: Comparison, start: int, blocks: list[np.ndarray], marked) -> engine.Partial:
     base_block = blocks[0]
     count = base_block.shape[0]
     with_labels, reading = comparison.with_labels, comparison.reading

@@ -426,3 +426,22 @@ def test_names_are_printed_as_given_never_read_as_markup(cli, candidates):
     assert run.code == 0
     assert run.out.count("[red]q8") >= 4  # leaderboard, summary, buckets, worst
     assert "\x1b" not in run.out and "\x07" not in run.out
+
+
+def test_scoring_a_block_in_pieces_changes_no_figure(cli, candidates, monkeypatch):
+    """Rows are independent: pieces of 3 rows (some wholly left out) give every figure bit for bit."""
+    from klcli.commands import compare
+
+    base, tests, labels, folder = candidates
+    ignored = labels.copy()
+    ignored[5:17] = -100  # whole pieces left out, and pieces partly left out
+    np.save(folder / "ignored.npy", ignored)
+    args = ["compare", folder / "base.npy", *_paths(folder, 3), "--labels", folder / "ignored.npy", "--json",
+            "--per-row"]
+    whole = cli(*args).json()
+    monkeypatch.setattr(compare, "PIECE_VALUES", 3 * V)
+    pieces = cli(*args).json()
+    assert pieces == whole
+    kept = np.flatnonzero(ignored != -100)
+    assert pieces["tests"][2]["kl"]["mean"] == pytest.approx(reference(base[kept], tests[2][kept], None)["kl"].mean(),
+                                                             rel=1e-9)
