@@ -6,7 +6,7 @@ import operator
 import re
 from dataclasses import dataclass
 
-from klcli.errors import CheckError
+from klcli.errors import CheckError, shown
 
 OPERATORS = {
     "<=": operator.le,
@@ -77,6 +77,49 @@ def available(doc: dict) -> str:
                      for head, leaves in groups.items())
 
 
+MISSING = object()  # what lookup returns for a key the document does not hold
+
+
+def lookup(doc: dict, key: str):
+    """The value at dotted ``key`` of ``doc`` (a bare name that is not a top-level key: inside ``summary``), or MISSING.
+
+    Examples
+    --------
+    >>> lookup({"kl": {"p99": 0.2}}, "kl.p99"), lookup({"summary": {"max": 3}}, "max"), lookup({}, "x") is MISSING
+    (0.2, 3, True)
+    """
+    node = doc
+    parts = key.split(".")
+    if parts[0] not in doc and len(parts) == 1 and isinstance(doc.get("summary"), dict):
+        node = doc["summary"]
+    for part in parts:
+        if not isinstance(node, dict) or part not in node or (node is doc and part in _NOT_FIGURES):
+            return MISSING
+        node = node[part]
+    return node
+
+
+# A document with several candidates (compare's ``tests``) is checked once per candidate, over the document with
+# that candidate's figures in place of the first's: its ``value`` and ``summary`` are those of this metric.
+CANDIDATE_HEADLINE = "kl"
+
+
+def candidate_views(doc: dict) -> list[tuple[str | None, dict]]:
+    """``(candidate name, document to check)`` for each candidate of ``doc``'s ``tests``; else ``[(None, doc)]``."""
+    tests = doc.get("tests")
+    if not (isinstance(tests, list) and tests and all(isinstance(t, dict) and "name" in t for t in tests)):
+        return [(None, doc)]
+    shared = {key: value for key, value in doc.items() if key not in ("tests", "ranking")}
+    views = []
+    for entry in tests:
+        view = {**shared, **{key: value for key, value in entry.items() if key != "name"}}
+        headline = entry.get(CANDIDATE_HEADLINE)
+        if isinstance(headline, dict):
+            view["summary"], view["value"] = headline, headline.get("mean")
+        views.append((entry["name"], view))
+    return views
+
+
 def _resolve(doc: dict, key: str):
     node = doc
     parts = key.split(".")
@@ -94,18 +137,27 @@ def _resolve(doc: dict, key: str):
 
 
 def evaluate(checks: list[Check], doc: dict) -> list[dict]:
-    """Each check's outcome: ``expr``, ``key``, ``actual``, ``threshold``, ``passed``."""
+    """Each check's outcome: ``expr``, ``key``, ``actual``, ``threshold``, ``passed``.
+
+    With several candidates (see :func:`candidate_views`) every check is evaluated for each, and each
+    outcome also names its ``candidate``.
+    """
     outcomes = []
+    views = candidate_views(doc)
     for check in checks:
-        actual = _resolve(doc, check.key)
-        outcomes.append({
-            "expr": check.expr,
-            "key": check.key,
-            "op": check.op,
-            "actual": actual,
-            "threshold": check.threshold,
-            "passed": bool(OPERATORS[check.op](actual, check.threshold)),
-        })
+        for name, view in views:
+            actual = _resolve(view, check.key)
+            outcome = {
+                "expr": check.expr,
+                "key": check.key,
+                "op": check.op,
+                "actual": actual,
+                "threshold": check.threshold,
+                "passed": bool(OPERATORS[check.op](actual, check.threshold)),
+            }
+            if name is not None:
+                outcome["candidate"] = name
+            outcomes.append(outcome)
     return outcomes
 
 
@@ -118,4 +170,5 @@ def describe_failure(outcome: dict) -> str:
     else:
         side = "above" if gap > 0 else "below" if gap < 0 else "at"
         by = f"actual {actual!r} is {abs(gap):.6g} {side} the threshold {threshold!r}"
-    return f"check failed: {outcome['expr']} ({by})"
+    candidate = f" for {shown(outcome['candidate'])}" if "candidate" in outcome else ""
+    return f"check failed: {outcome['expr']}{candidate} ({by})"

@@ -34,18 +34,21 @@ from klcli.options import (
     LabelsOpt,
     LogitsOpt,
     MaskOpt,
+    NameOpt,
     NormalizeOpt,
     PKindOpt,
     PrecisionOpt,
     QKindOpt,
     SamplesOpt,
     ShiftOpt,
+    SortOpt,
     TailOpt,
     TemperatureOpt,
     TestKindOpt,
     ThreadsOpt,
     TokenKindOpt,
     TopKOpt,
+    VocabSizeOpt,
     WorstOpt,
     delivered,
     parameter,
@@ -83,7 +86,10 @@ def _go(command: str, options: dict, *operand_names: str) -> None:
 
     delivery = options.pop("delivery")
     scaling = options.pop("scaling", None) or {}
-    operands = [options.pop(name) for name in operand_names]
+    operands = []
+    for name in operand_names:  # a variadic argument (compare's TEST…) gives a list of operands
+        value = options.pop(name)
+        operands.extend(value) if isinstance(value, list) else operands.append(value)
     if command == "rlhf":
         options["per_row"] = delivery.per_row
     planned = plan(command, *operands, **options)
@@ -355,18 +361,22 @@ def compare_command(
     base_model: Annotated[str, typer.Argument(metavar="BASE", help="The reference model's logits (rows = positions, "
                                               "last axis = vocabulary): a file, or shards ('base/part-*.npy', a "
                                               "directory).", show_default=False)],
-    test_model: Annotated[str, typer.Argument(metavar="TEST", help="The test model's logits for the same positions "
-                                              "and vocabulary (a file or shards, as BASE; they may be cut "
-                                              "differently).", show_default=False)],
+    test_models: Annotated[list[str], typer.Argument(
+        metavar="TEST...", help="One or more candidates' logits for the same positions and vocabulary (each a file "
+        "or shards, as BASE; they may be cut differently), each scored against BASE in the same pass.",
+        show_default=False)],
     labels: LabelsOpt = None,
     ignore_index: IgnoreIndexOpt = -100,
     mask: MaskOpt = None,
     shift: ShiftOpt = False,
     top_k: TopKOpt = 5,
     worst: WorstOpt = 10,
+    name: NameOpt = None,
+    sort: SortOpt = "kl.mean",
     kind: CompareKindOpt = None,
     base_kind: BaseKindOpt = None,
     test_kind: TestKindOpt = None,
+    vocab_size: VocabSizeOpt = None,
     normalize: NormalizeOpt = False,
     epsilon: EpsilonOpt = 0.0,
     temperature: TemperatureOpt = 1.0,
@@ -388,14 +398,16 @@ def compare_command(
     scaling=None,
     delivery=None,
 ) -> None:
-    """A drift report between two models' outputs at the same positions; the headline is mean D(base‖test).
+    """A drift report of one or more candidates against a base model at the same positions: a leaderboard.
 
     Per position: KL both ways, JS divergence, total variation, top-1 agreement and top-k overlap; with
-    --labels, each model's perplexity, their ratio, and Δp = p_test(label) − p_base(label) — the statistics of
-    llama.cpp's --kl-divergence, for any framework's logits, as JSON with gates. Positions whose label is
-    --ignore-index, that --mask marks 0, or (with --shift) that end a sequence are left out of every statistic;
-    rows (argmax, worst) are still numbered as in the input. The table ends its summary with a histogram of
-    per-position KL (log-spaced bins, plain text); --html writes a self-contained page with the charts.
+    --labels, each model's perplexity ± stderr, their ratio and difference, label-in-top-k accuracy and
+    Δp = p_test(label) − p_base(label) — the statistics of llama.cpp's --kl-divergence, for any framework's
+    logits, as JSON with gates. BASE is read once; every TEST is scored in the same pass and ranked by mean KL
+    (--sort). --check applies to every candidate. Positions whose label is --ignore-index, that --mask marks 0,
+    or (with --shift) that end a sequence are left out of every statistic; rows (argmax, worst) are still
+    numbered as in the input. The table ends its summary with a histogram of per-position KL (log-spaced bins,
+    plain text); --html writes a self-contained page with the charts.
 
     Examples:
 
@@ -403,11 +415,15 @@ def compare_command(
 
       klcli compare base.npy quant.npy --labels ids.npy --check 'kl.p99<0.2' --check 'top1_agreement>=0.98'
 
+      klcli compare base.npy q8.npy q4.npy --labels ids.npy --name q8 --name q4 --check 'kl.p99<0.2'
+
+      klcli compare base.npy padded.npy --vocab-size 151669 --sort top1_agreement
+
       klcli compare base.npy quant.npy --labels ids.npy --tokenizer tokenizer.json --html report.html
 
       klcli compare 'sample_data/teacher_shards/part-*.npy' sample_data/student_logits.npy
     """
-    _go("compare", locals(), "base_model", "test_model")
+    _go("compare", locals(), "base_model", "test_models")
 
 
 @app.command("rlhf")

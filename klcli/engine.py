@@ -243,6 +243,49 @@ def paired_blocks(
         start += p_block.shape[0]
 
 
+def aligned_blocks(
+    streams: list[Iterable[np.ndarray]],
+    *,
+    block_rows: int | Callable[[int], int],
+    labels: list[str],
+    first_row: int = 0,
+) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """Yield ``(first_row, [block of each stream])`` with matching rows, for any number of streams.
+
+    The first stream sets the block size (``block_rows`` may be a function of
+    its row width); widths may differ (the caller checks them). No stream is
+    broadcast: all must hold the same rows. Rows are numbered from ``first_row``
+    (a piece of a longer input).
+
+    Raises
+    ------
+    ShapeError
+        A stream holds no rows, or (RowCountError) a stream's row count differs
+        from the first's; the message names that stream by its label.
+    """
+    rows = [Rows(stream, label) for stream, label in zip(streams, labels)]
+    widths = []
+    for stream, label in zip(rows, labels):
+        _, width = stream.peek_single_row()
+        if width is None:
+            raise ShapeError(f"{label}: holds no rows")
+        widths.append(width)
+    size = block_rows(widths[0]) if callable(block_rows) else block_rows
+    start = first_row
+    while True:
+        first = rows[0].take(size)
+        others = [stream.take(size if first is None else first.shape[0]) for stream in rows[1:]]
+        if first is None and all(block is None for block in others):
+            return
+        for index, block in enumerate(others, 1):
+            if first is None or block is None or block.shape[0] != first.shape[0]:
+                totals = [stream.drain() for stream in rows]
+                raise RowCountError(f"{labels[0]} has {totals[0]} rows but {labels[index]} has {totals[index]}; "
+                                    "they must have the same rows")
+        yield start, [first, *others]
+        start += first.shape[0]
+
+
 def ordered_map(function: Callable, items: Iterable, workers: int) -> Iterator:
     """``map(function, items)`` on a pool of threads, in order, with a bounded number in flight.
 

@@ -192,7 +192,17 @@ CompareKindOpt = Annotated[Optional[Kind], typer.Option(
 BaseKindOpt = Annotated[Optional[Kind], typer.Option(
     "--base-kind", help="The kind of BASE alone.", rich_help_panel=READING, show_default=False)]
 TestKindOpt = Annotated[Optional[Kind], typer.Option(
-    "--test-kind", help="The kind of TEST alone.", rich_help_panel=READING, show_default=False)]
+    "--test-kind", help="The kind of every TEST.", rich_help_panel=READING, show_default=False)]
+NameOpt = Annotated[Optional[list[str]], typer.Option(
+    "--name", metavar="LABEL", help="A candidate's name in the leaderboard, JSON and check messages; repeat once per "
+    "TEST, in order, e.g. --name q8 --name q4. [default: the file names]", show_default=False)]
+SortOpt = Annotated[str, typer.Option(
+    "--sort", metavar="KEY", help="Rank the leaderboard by a candidate's figure, a dotted key as --check takes: "
+    "kl.mean, kl.p99, kl.max, top1_agreement, ppl_ratio … (divergences ascending, agreements descending).")]
+VocabSizeOpt = Annotated[Optional[int], typer.Option(
+    "--vocab-size", metavar="N", min=1, help="Compare only the first N outcomes of each row, renormalised over them "
+    "(a softmax of the first N logits): for logits padded past the tokenizer's vocabulary.", rich_help_panel=READING,
+    show_default=False)]
 
 
 # --- the scaling-out group (kl, xent, js, perplexity, compare) -------------

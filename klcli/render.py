@@ -155,7 +155,12 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
     head.add_column(style="bold")
     head.add_column()
     head.add_row(result.headline, f"[bold]{number(result.value)}[/bold]{unit}")
+    candidates = _candidates(result)
+    # With several candidates their own figures are in the leaderboard; the head keeps the shared ones.
+    own = set(candidates[0]) if candidates and len(candidates) > 1 else set()
     for key, value in result.figures.items():
+        if key in own:
+            continue
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             head.add_row(key, number(value))
         elif isinstance(value, str):
@@ -168,8 +173,13 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
     for note in result.notes + result.warnings:
         head.add_row("note", _untrusted(note))
     console.print(head)
+    if candidates:
+        for table in _leaderboard(Table, box, result, candidates, ascii_only):
+            console.print(table)
 
     columns = result.metrics or {result.summary_name: result.summary}
+    if candidates and len(candidates) > 1:  # one column per candidate: its D(base‖test)
+        columns = {entry["name"]: entry["kl"] for entry in candidates}
     if (result.summary.get("count") or 0) > 1:
         unit = f" ({result.unit.name})" if result.information else ""  # reference's tail masses have none
         title = f"summary over {result.summary_over}{unit}"
@@ -177,7 +187,8 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
                       title_justify="left", pad_edge=False)
         stats.add_column("statistic")
         for name in columns:
-            stats.add_column(name, justify="right", overflow="fold")  # (a shard name is folded, never elided)
+            # (a candidate's name may come from a file; a shard name is folded, never elided)
+            stats.add_column(_untrusted(name), justify="right", overflow="fold")
         for key in SUMMARY_KEYS:
             stats.add_row(key.replace("_", "."), *(number(m.get(key)) for m in columns.values()))
         if any("argmax_shard" in m for m in columns.values()):  # a sharded input: where the argmax row lies
@@ -199,15 +210,13 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
         console.print(table)
 
     for key, value in result.figures.items():
+        if key == "tests" or (own and key in own):
+            continue
         if isinstance(value, list) and value and isinstance(value[0], dict):
-            listing = Table(box=box.SIMPLE_HEAD, title=key, title_justify="left", pad_edge=False)
-            # Token text goes beside its id (see _cell); nested figures (a candidate's summaries) are no cell.
-            shown = [column for column in value[0] if not column.endswith("_text") and not _nested(value[0][column])]
-            for column in shown:
-                listing.add_column(column, justify="right")
-            for entry in value:
-                listing.add_row(*(_cell(entry, column) for column in shown))
-            console.print(listing)
+            console.print(_listing(Table, box, key, value))
+    if own:
+        for table in _candidate_listings(Table, box, candidates, ascii_only):
+            console.print(table)
 
     if per_row and result.per_row:
         rows = Table(box=box.SIMPLE_HEAD, title="per row", title_justify="left", pad_edge=False)
@@ -245,7 +254,7 @@ def _shard_name(path) -> str:
 
 def _cell(entry: dict, column: str) -> str:
     """A listing's cell: a figure, a (file-derived) name — a shard by its file name — or a token id with its text."""
-    value = entry[column]
+    value = entry.get(column)
     if isinstance(value, list):  # an index such as entropy --by-leading's [i, j], written i,j
         return ",".join(str(item) for item in value)
     if column == "shard":
@@ -296,6 +305,126 @@ def histogram_text(histogram: dict, unit: str, name: str | None = None) -> str:
         bar = "#" * (max(1, round(HISTOGRAM_BAR * count / fullest)) if count else 0)
         out.append(f" {label:>22} |{bar:<{HISTOGRAM_BAR}} {count:>10}")
     return "\n".join(out) + "\n"
+
+
+def _candidates(result: Result) -> list[dict] | None:
+    """compare's candidates (``tests``), each a dictionary with its ``name``; None for other results."""
+    tests = result.figures.get("tests")
+    if isinstance(tests, list) and tests and all(isinstance(t, dict) and "name" in t for t in tests):
+        return tests
+    return None
+
+
+def _short(value, digits: int = 4) -> str:
+    """A leaderboard figure: ``digits`` significant digits (every figure in full is in the JSON), ``—`` if undefined."""
+    if value is None or isinstance(value, str):
+        return "—" if value is None else value
+    if math.isinf(value) or math.isnan(value):
+        return number(value)
+    return f"{value:.{digits}g}"
+
+
+def _plus_minus(value, stderr, scale: float = 1.0, digits: int = 4) -> str:
+    if value is None or isinstance(value, str):
+        return _short(value)
+    if stderr is None or isinstance(stderr, str):
+        return _short(value * scale, digits)
+    spread = stderr * scale
+    # Two significant digits, but never an exponent for a spread of 10 or more (± 154, not ± 1.5e+02).
+    shown_spread = f"{spread:.0f}" if math.isfinite(spread) and abs(spread) >= 10 else _short(spread, 2)
+    return f"{_short(value * scale, digits)} ± {shown_spread}"
+
+
+def _ranked(result: Result, candidates: list[dict]) -> list[dict]:
+    """The candidates in the leaderboard's order (``ranking.names``), else as given."""
+    names = (result.figures.get("ranking") or {}).get("names")
+    by_name = {entry["name"]: entry for entry in candidates}
+    return [by_name[name] for name in names if name in by_name] if names else candidates
+
+
+def _leaderboard(Table, box, result: Result, candidates: list[dict],  # noqa: N803 (a class, passed)
+                 ascii_only: bool = False) -> list:
+    """One row per candidate, best first: the divergences and top-1 agreement; with labels, a perplexity table."""
+    ranking = result.figures.get("ranking") or {}
+    title = (f"leaderboard ({result.unit.name}; by {ranking.get('key', 'kl.mean')}, "
+             f"{ranking.get('order', 'ascending')})")
+    ranked = _ranked(result, candidates)
+    # The headline to four significant digits, the other columns to three: the table fits 80 columns.
+    rows = [[entry["name"], _plus_minus(entry["kl"]["mean"], entry["kl"]["stderr"]), _short(entry["kl"]["p99"], 3),
+             _short(entry["kl"]["max"], 3), _plus_minus(entry["top1_agreement"], entry["top1_agreement_stderr"], 100.0),
+             _short(entry["js"]["mean"], 3), _short(entry["tv"]["mean"], 3)] for entry in ranked]
+    tables = [_whole_cells(Table, box, title, ("candidate", "mean KL ± se", "KL p99", "KL max", "top-1 % ± se", "JS",
+                                               "TV"), rows, ascii_only)]
+    if "ppl_test" in candidates[0]:
+        base = _plus_minus(result.figures.get("ppl_base"), result.figures.get("ppl_base_stderr"))
+        rows = [[entry["name"], _plus_minus(entry["ppl_test"], entry.get("ppl_test_stderr")),
+                 _plus_minus(entry["delta_ppl"], entry.get("delta_ppl_stderr")), _short(entry["ppl_ratio"], 6),
+                 _plus_minus((entry.get("delta_p") or {}).get("rms"), (entry.get("delta_p") or {}).get("rms_stderr"),
+                             100.0)] for entry in ranked]
+        tables.append(_whole_cells(Table, box, f"perplexity (PPL(base) {base})",
+                                   ("candidate", "PPL(test) ± se", "ΔPPL ± se", "PPL ratio", "RMS Δp % ± se"), rows,
+                                   ascii_only))
+    return tables
+
+
+def _whole_cells(Table, box, title: str, headers, rows: list[list[str]], ascii_only: bool):  # noqa: N803
+    """A table whose cells and headers are never wrapped nor cut: each column as wide as its widest.
+
+    The headers and the first column may be names from the command line or files: shown safely.
+    """
+    from rich.cells import cell_len
+
+    from klcli.errors import shown
+
+    # The text as it will be printed: names made safe, and in ASCII ± spelt +/-.
+    printed = [[shown(header) for header in headers]] + [[shown(row[0]), *row[1:]] for row in rows]
+    if ascii_only:
+        printed = [[cell.translate(ASCII_SYMBOLS) for cell in row] for row in printed]
+    # Padding collapsed (two spaces between columns, not three): a leaderboard of short names fits 80 columns.
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False, collapse_padding=True)
+    for index, header in enumerate(headers):
+        widest = max(cell_len(row[index]) for row in printed)
+        table.add_column(_untrusted(header), justify="left" if index == 0 else "right", no_wrap=True,
+                         min_width=widest)
+    for row in rows:
+        table.add_row(_untrusted(row[0]), *row[1:])
+    return table
+
+
+def _candidate_listings(Table, box, candidates: list[dict], ascii_only: bool) -> list:  # noqa: N803
+    """With several candidates: KL and agreement by the base's confidence side by side, and each one's worst."""
+    tables = []
+    buckets = candidates[0].get("by_confidence") or []
+    if buckets:
+        rows = []
+        for i, bucket in enumerate(buckets):
+            cells = []
+            for entry in candidates:
+                own = entry["by_confidence"][i]
+                cells.append("—" if own["kl_mean"] is None else
+                             f"{_short(own['kl_mean'])} ({_short(100.0 * own['top1_agreement'], 3)})")
+            closing = "]" if i == len(buckets) - 1 else ")"
+            rows.append([f"[{bucket['lo']:g}, {bucket['hi']:g}{closing}", str(bucket["count"]), *cells])
+        tables.append(_whole_cells(Table, box, "mean KL (top-1 agreement %) by the base's top-1 probability",
+                                   ("p(top-1)", "count", *(entry["name"] for entry in candidates)), rows, ascii_only))
+    for entry in candidates:
+        worst = entry.get("worst") or []
+        if worst:
+            tables.append(_listing(Table, box, f"worst: {_untrusted(entry['name'])}", worst))
+    return tables
+
+
+def _listing(Table, box, title: str, entries: list[dict]):  # noqa: N803
+    """A list of records as a table; a column undefined (null) in every record is left out, token text goes
+    beside its id (see _cell), and nested figures (a candidate's summaries) are no cell."""
+    listing = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False)
+    columns = [column for column in entries[0] if not column.endswith("_text") and not _nested(entries[0][column])
+               and any(entry.get(column) is not None for entry in entries)]
+    for column in columns:
+        listing.add_column(column, justify="right")
+    for entry in entries:
+        listing.add_row(*(_cell(entry, column) for column in columns))
+    return listing
 
 
 def _mean_figures(figures: dict) -> list[tuple[str, dict]]:

@@ -50,8 +50,12 @@ def _summaries(result: Result) -> list[dict]:
 
 
 def _worst(result: Result) -> list[dict]:
-    worst = result.figures.get("worst")
-    return [entry for entry in worst if isinstance(entry, dict)] if isinstance(worst, list) else []
+    """The worst-position entries: the result's, and each of compare's candidates' (``tests[i].worst``)."""
+    lists = [result.figures.get("worst")]
+    tests = result.figures.get("tests")
+    if isinstance(tests, list):
+        lists += [test.get("worst") for test in tests if isinstance(test, dict)]
+    return [entry for worst in lists if isinstance(worst, list) for entry in worst if isinstance(entry, dict)]
 
 
 def _choose(result: Result, opened: list[Source], operands: list) -> tuple[Source, str] | None:

@@ -252,11 +252,14 @@ def plan_perplexity(scores, *, labels=None, kind=None, ignore_index=-100, shift=
                                                                               word_counts=words))
 
 
-def plan_compare(base_model, test_model, *, labels=None, ignore_index=-100, mask=None, shift=False, top_k=5,
-                 worst=10, kind=None, base_kind=None, test_kind=None, normalize=False, epsilon=0.0, temperature=1.0,
-                 threads=0, tail="bucket", tokenizer=None, vocab=None, html=None) -> Plan:
+def plan_compare(base_model, test_model, *more_tests, labels=None, ignore_index=-100, mask=None, shift=False,
+                 top_k=5, worst=10, kind=None, base_kind=None, test_kind=None, normalize=False, epsilon=0.0,
+                 temperature=1.0, threads=0, tail="bucket", name=None, sort="kl.mean", vocab_size=None,
+                 tokenizer=None, vocab=None, html=None) -> Plan:
     from klcli.commands import compare
+    from klcli.pieces import Split
 
+    tests = [test_model, *more_tests]
     # The report options (token text, --html): the vocabulary is read before the work, the HTML after it.
     if tokenizer is not None and vocab is not None:
         raise UsageError("give --tokenizer or --vocab, not both: each names the tokens' text")
@@ -268,11 +271,19 @@ def plan_compare(base_model, test_model, *, labels=None, ignore_index=-100, mask
 
         reports = (Report("--html", html, report_html.html_report),)
     texts = _listed(tokenizer, vocab)
-
     if top_k < 1:
         raise UsageError(f"--top-k {top_k}: must be >= 1")
     if worst < 0:
         raise UsageError(f"--worst {worst}: must be >= 0")
+    if vocab_size is not None and vocab_size < 1:
+        raise UsageError(f"--vocab-size {vocab_size}: must be >= 1")
+    names = [name] if isinstance(name, str) else list(name or [])
+    if names and len(names) != len(tests):
+        raise UsageError(f"--name given {len(names)} times for {len(tests)} TEST operands; give one --name per "
+                         "TEST, in their order (or none)")
+    if len(set(names)) != len(names):
+        duplicate = next(label for label in names if names.count(label) > 1)
+        raise UsageError(f"--name {duplicate!r} is given twice; give each candidate its own name")
     kind, base_kind, test_kind = _value(kind), _value(base_kind), _value(test_kind)
     both = kind or "logits"
     group = replace(reading(None, False, base_kind or both, test_kind or both, normalize, epsilon, temperature,
@@ -280,8 +291,6 @@ def plan_compare(base_model, test_model, *, labels=None, ignore_index=-100, mask
                     p_kind_given=bool(base_kind or kind), q_kind_given=bool(test_kind or kind),
                     kind_fix="pass --kind probs (or --base-kind/--test-kind probs) if these are probabilities")
     tail = one_of("--tail", tail, TAILS)
-    from klcli.pieces import Split
-
     vocabularies: dict = {}
 
     def vocabulary():
@@ -295,14 +304,15 @@ def plan_compare(base_model, test_model, *, labels=None, ignore_index=-100, mask
     def finish(piece) -> Result:
         from klcli.commands.tokens import with_token_text
 
-        result = compare.compare_finish(piece, group, top_k=top_k, worst=worst)
+        result = compare.compare_finish(piece, group, top_k=top_k, worst=worst, sort=sort)
         return with_token_text(result, vocabulary()) if vocabulary() is not None else result
 
     split = Split(
-        layout=lambda: compare.compare_layout(base_model, test_model, labels=labels, mask=mask, shift=shift,
-                                              tail=tail),
-        map=lambda rows, progress: compare.compare_map(base_model, test_model, group, rows, labels=labels, mask=mask,
-                                                       shift=shift, top_k=top_k, ignore_index=ignore_index,
+        layout=lambda: compare.compare_layout(base_model, tests, labels=labels, mask=mask, shift=shift, tail=tail,
+                                              vocab_size=vocab_size),
+        map=lambda rows, progress: compare.compare_map(base_model, tests, group, rows, names=names or None,
+                                                       labels=labels, mask=mask, shift=shift, top_k=top_k,
+                                                       ignore_index=ignore_index, vocab_size=vocab_size,
                                                        progress=progress, tail=tail),
         finish=finish)
 
@@ -310,7 +320,7 @@ def plan_compare(base_model, test_model, *, labels=None, ignore_index=-100, mask
         vocabulary()  # a bad tokenizer or vocabulary file is an error before the work
         return finish(split.map(None, progress))
 
-    return Plan("compare", _listed(base_model, test_model, labels, mask) + texts, compute, reports, split)
+    return Plan("compare", _listed(base_model, *tests, labels, mask) + texts, compute, reports, split)
 
 
 def plan_rlhf(policy=None, ref=None, *, estimator="all", group=None, reward=None, beta=0.1, policy_logits=None,
@@ -570,14 +580,14 @@ def _base_text(base) -> str:
     return base if isinstance(base, str) else f"{base:g}"
 
 
-def compare(base, test, *, labels=None, kind="logits", top_k: int = 5, **options) -> dict:
-    """The drift report between two models' outputs at the same positions, as ``klcli compare … --json``.
+def compare(base, test, *more_tests, labels=None, kind="logits", top_k: int = 5, **options) -> dict:
+    """The drift report between a base model's outputs and one or more candidates', as ``klcli compare … --json``.
 
-    ``base`` and ``test`` are operands (paths, ``FILE:SELECTOR``) or arrays of logits (rows × vocabulary, or any
+    ``base`` and each test are operands (paths, ``FILE:SELECTOR``) or arrays of logits (rows × vocabulary, or any
     rank with the vocabulary last); further options as in :func:`run` (``worst``, ``ignore_index``, ``base_kind``,
-    ``temperature``, ``per_row``, ``check`` …).
+    ``temperature``, ``name`` (a list, one per test), ``sort``, ``vocab_size``, ``per_row``, ``check`` …).
     """
-    return run("compare", base, test, labels=labels, kind=kind, top_k=top_k, **options)
+    return run("compare", base, test, *more_tests, labels=labels, kind=kind, top_k=top_k, **options)
 
 
 def rlhf(policy=None, ref=None, **options) -> dict:

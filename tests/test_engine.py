@@ -128,3 +128,26 @@ def test_pairing_broadcasts_a_single_row_and_names_mismatches():
         list(engine.paired_blocks(iter([many]), iter([np.ones((7, 2))]), block_rows=3))
     with pytest.raises(RowCountError, match="P has 7 rows but Q has 6"):
         list(engine.paired_blocks(iter([many]), iter([np.ones((6, 3))]), block_rows=3))
+
+
+def test_aligned_blocks_recut_any_number_of_streams_and_name_the_short_one():
+    rng = np.random.default_rng(4)
+    arrays = [rng.normal(size=(23, width)) for width in (5, 5, 3)]  # widths may differ; the caller checks them
+    cuts = [(7, 16, 23), (1, 2, 20, 23), (23,)]
+    streams = [[array[a:b] for a, b in zip((0, *cut), cut)] for array, cut in zip(arrays, cuts)]
+    starts, pieces = [], [[], [], []]
+    for start, blocks in engine.aligned_blocks(streams, block_rows=4, labels=["BASE", "TEST 1", "TEST 2"]):
+        assert len({block.shape[0] for block in blocks}) == 1 and blocks[0].shape[0] <= 4
+        starts.append(start)
+        for piece, block in zip(pieces, blocks):
+            piece.append(block)
+    assert starts == list(range(0, 23, 4))
+    for piece, array in zip(pieces, arrays):
+        np.testing.assert_array_equal(np.concatenate(piece), array)
+    short = [arrays[0], arrays[1], arrays[2][:20]]
+    with pytest.raises(RowCountError, match="^BASE has 23 rows but TEST 2 has 20; they must have the same rows$"):
+        list(engine.aligned_blocks([[a] for a in short], block_rows=8, labels=["BASE", "TEST 1", "TEST 2"]))
+    with pytest.raises(RowCountError, match="^BASE has 22 rows but TEST 1 has 23; "):
+        list(engine.aligned_blocks([[arrays[0][:22]], [arrays[1]]], block_rows=8, labels=["BASE", "TEST 1"]))
+    with pytest.raises(ShapeError, match="^TEST 1: holds no rows$"):
+        list(engine.aligned_blocks([[arrays[0]], []], block_rows=8, labels=["BASE", "TEST 1"]))

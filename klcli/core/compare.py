@@ -11,8 +11,9 @@ import math
 
 import numpy as np
 
-from klcli.core.discrete import aligned, expectation, js_rows, refined
+from klcli.core.discrete import aligned, entropy_rows, expectation, js_rows, refined
 from klcli.core.logspace import LogRows, log_ratio
+from klcli.core.perplexity import perplexity_of
 
 
 def top_k(values: np.ndarray, k: int) -> np.ndarray:
@@ -51,35 +52,80 @@ def top_k(values: np.ndarray, k: int) -> np.ndarray:
     return column[rank < k].reshape(rows, k)
 
 
-def position_stats(base: LogRows, test: LogRows, top_k_size: int) -> dict[str, np.ndarray]:
+class BaseSide:
+    """The base model's block, prepared once for every candidate it is compared with.
+
+    Its probabilities, entropy, top-k and top-1 probability are computed on
+    first use and kept, so K candidates cost the base's share of the work once.
+    ``top_size`` is the largest k any figure asks for (the top-k overlap, and
+    with labels the label-in-top-k accuracies).
+    """
+
+    def __init__(self, rows: LogRows, top_size: int):
+        self.rows = rows
+        # A top-K reference (core.reference.ReferenceRows) holds its K most probable ids, most probable first,
+        # as its first K outcomes: its top list is those ids (top_size at most K).
+        self.reference = getattr(rows, "ids", None) is not None
+        ids = getattr(rows, "ids", None)
+        self.top = ids[:, :top_size] if ids is not None else top_k(rows.shifted, top_size)
+        self._probs: np.ndarray | None = None
+        self._entropy: np.ndarray | None = None
+
+    def probs(self) -> np.ndarray:
+        if self._probs is None:
+            self._probs = self.rows.probs()
+        return self._probs
+
+    def entropy(self) -> np.ndarray:
+        if self._entropy is None:
+            self._entropy = entropy_rows(self.rows)
+        return self._entropy
+
+    def top1_probability(self) -> np.ndarray:
+        """p_base(top-1 token) per row: the base's confidence."""
+        if self.reference:  # its first stored outcome is its top-1 token
+            return np.exp(self.rows.shifted[:, 0] - self.rows.offset)
+        at = np.arange(self.rows.rows)
+        return np.exp(self.rows.shifted[at, self.top[:, 0]] - self.rows.offset)
+
+
+def position_stats(base: LogRows | BaseSide, test: LogRows, top_k_size: int, *,
+                   test_top: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per position: both KL directions, JS, total variation, both argmaxes and the top-k overlap.
 
-    A top-K reference base (:class:`~klcli.core.reference.ReferenceRows`) gives its stored ids as its top
-    tokens (``top_k_size`` at most K) and the divergences on its partition, the test mapped onto it.
+    ``base`` may be a :class:`BaseSide` shared by several candidates, and ``test_top`` the test's top list
+    if the caller has it; either list may be longer than ``top_k_size`` (the overlap uses the first
+    ``top_k_size`` entries, which a longer list of the same order begins with). A top-K reference base gives
+    its stored ids as its top tokens and the divergences on its partition, the test mapped onto it.
     """
-    if hasattr(base, "ids"):  # a top-K reference (ReferenceRows)
-        base_top, test_top = base.ids[:, :top_k_size], top_k(test.shifted, top_k_size)
-        base, test = aligned(base, test)
-    else:
-        base_top, test_top = top_k(base.shifted, top_k_size), top_k(test.shifted, top_k_size)
-    d = log_ratio(base, test)
-    shared = (base_top[:, :, None] == test_top[:, None, :]).any(axis=2).sum(axis=1)
+    side = base if isinstance(base, BaseSide) else BaseSide(base, top_k_size)
+    base_rows = side.rows
+    size = min(top_k_size, test.shifted.shape[1], side.top.shape[1])
+    test_top = (top_k(test.shifted, top_k_size) if test_top is None else test_top)
+    if side.reference:  # (the test's top list is over its full vocabulary, read above)
+        base_rows, test = aligned(base_rows, test)
+    d = log_ratio(base_rows, test)
+    base_top, test_first = side.top[:, :size], test_top[:, :size]
+    shared = (base_top[:, :, None] == test_first[:, None, :]).any(axis=2).sum(axis=1)
     with np.errstate(invalid="ignore"):
         reverse = -expectation(test, d)
     return {
-        "kl": refined(expectation(base, d), d, test, p=base),
-        "kl_reverse": refined(reverse, d, base, sign=-1.0, p=test),
-        "js": js_rows(base, test),
-        "tv": total_variation(base, test),
-        "base_top1": base_top[:, 0],
+        "kl": refined(expectation(base_rows, d), d, test, p=base_rows),
+        "kl_reverse": refined(reverse, d, base_rows, sign=-1.0, p=test),
+        "js": js_rows(base_rows, test, p_entropy=side.entropy()),
+        "tv": total_variation(base_rows, test, base_probs=side.probs()),
+        "base_top1": side.top[:, 0],
         "test_top1": test_top[:, 0],
-        "topk_overlap": shared / base_top.shape[1],
+        "topk_overlap": shared / size,
     }
 
 
-def total_variation(base: LogRows, test: LogRows) -> np.ndarray:
+def total_variation(base: LogRows, test: LogRows, *, base_probs: np.ndarray | None = None) -> np.ndarray:
     """½ Σ |p − q| per row (either side may be a single row, broadcast)."""
-    difference = np.subtract(base.probs(), test.probs())
+    test_probs = test.probs()  # a new array: the difference is formed in it, one block-sized temporary fewer
+    if test_probs.shape[0] < base.rows:  # a single test row broadcast against many base rows
+        test_probs = np.broadcast_to(test_probs, (base.rows, test_probs.shape[1])).copy()
+    difference = np.subtract(base.probs() if base_probs is None else base_probs, test_probs, out=test_probs)
     return 0.5 * np.sum(np.abs(difference, out=difference), axis=1)
 
 
@@ -96,6 +142,48 @@ def label_stats(base: LogRows, test: LogRows, labels: np.ndarray) -> dict[str, n
         "nll_test": -log_p_test,
         "delta_p": np.exp(log_p_test) - np.exp(log_p_base),
     }
+
+
+def label_rank(top: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per row, the label's place in the row's top-k list (0 = the top-1), or k where it is not in the list.
+
+    The label is in the top-j for every j > rank, so one array answers every j up to k.
+
+    Examples
+    --------
+    >>> label_rank(np.array([[4, 2, 7], [1, 0, 3]]), np.array([2, 9])).tolist()
+    [1, 3]
+    """
+    match = top == labels[:, None]
+    return np.where(match.any(axis=1), np.argmax(match, axis=1), top.shape[1])
+
+
+def confidence_buckets(confidence: np.ndarray, kl: np.ndarray, agree: np.ndarray,
+                       buckets: int = 10) -> list[dict]:
+    """KL and top-1 agreement by the base's top-1 probability, in ``buckets`` equal-width buckets of [0, 1].
+
+    Bucket i holds i/buckets <= confidence < (i+1)/buckets (the last also 1.0);
+    an empty bucket has ``kl_mean`` and ``top1_agreement`` None.
+
+    Examples
+    --------
+    >>> rows = confidence_buckets(np.array([0.05, 0.95, 1.0]), np.array([1.0, 2.0, 4.0]),
+    ...                           np.array([True, False, True]))
+    >>> rows[0]["count"], rows[9]["count"], rows[9]["kl_mean"], rows[9]["top1_agreement"], rows[5]["kl_mean"]
+    (1, 2, 3.0, 0.5, None)
+    """
+    edges = np.arange(buckets) / buckets
+    index = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, buckets - 1)
+    counts = np.bincount(index, minlength=buckets)
+    rows = []
+    for i in range(buckets):
+        inside = index == i
+        count = int(counts[i])
+        rows.append({"lo": float(edges[i]), "hi": float(edges[i + 1]) if i + 1 < buckets else 1.0,
+                     "count": count,
+                     "kl_mean": float(np.mean(kl[inside])) if count else None,
+                     "top1_agreement": float(np.mean(agree[inside])) if count else None})
+    return rows
 
 
 def agreement_stderr(fraction: float, count: int) -> float | None:
@@ -143,3 +231,65 @@ def paired_difference(test: np.ndarray, base: np.ndarray) -> tuple[float, float 
     if difference.size < 2:
         return mean, None
     return mean, float(np.std(difference, ddof=1) / math.sqrt(difference.size))
+
+
+def mean_stderr(values: np.ndarray) -> float | None:
+    """The standard error of the mean, √(E[(x−x̄)²]/(n−1)) (= std/√n); None for fewer than two or non-finite values.
+
+    llama.cpp's ``mean_and_uncertainty`` forms the same figure from running sums
+    (√((Σx²/n − x̄²)/(n−1))); the centred form avoids their cancellation.
+
+    Examples
+    --------
+    >>> mean_stderr(np.array([1.0, 2.0, 3.0]))
+    0.5773502691896257
+    """
+    if values.size < 2 or not np.all(np.isfinite(values)):
+        return None
+    centred = values - np.mean(values)
+    return math.sqrt(float(np.mean(centred * centred)) / (values.size - 1))
+
+
+def perplexity_figures(nll_base: np.ndarray, nll_test: np.ndarray) -> dict[str, float | None]:
+    """Both perplexities ± their standard errors and their difference ± its, with llama.cpp's formulas.
+
+    PPL = exp(mean NLL) with stderr u = PPL·stderr(mean NLL) (the delta method);
+    ΔPPL = PPL_test − PPL_base with stderr √(u_t² + u_b² − 2·PPL_t·PPL_b·cov), cov the
+    covariance of the two mean NLLs (tools/perplexity/perplexity.cpp, "Mean PPL(Q)-PPL(base)").
+    That expression equals E[(PPL_t·(a−ā) − PPL_b·(b−b̄))²]/(n−1) for the NLLs a (test) and b (base),
+    which is how it is formed here: for nearly identical models the three terms cancel, and their
+    difference would be rounding noise of the size of each. Each stderr is None where it is undefined
+    (one token, or an infinite NLL).
+
+    Examples
+    --------
+    >>> f = perplexity_figures(np.log(np.array([2.0, 2.0])), np.log(np.array([4.0, 4.0])))
+    >>> round(f["ppl_base"], 12), round(f["delta_ppl"], 12), f["delta_ppl_stderr"]
+    (2.0, 2.0, 0.0)
+    """
+    ppl_base, ppl_test = perplexity_of(float(np.mean(nll_base))), perplexity_of(float(np.mean(nll_test)))
+    stderr_base, stderr_test = mean_stderr(nll_base), mean_stderr(nll_test)
+    u_base = None if stderr_base is None else ppl_base * stderr_base
+    u_test = None if stderr_test is None else ppl_test * stderr_test
+    delta_stderr = None
+    if u_base is not None and u_test is not None and math.isfinite(ppl_base) and math.isfinite(ppl_test):
+        linearised = ppl_test * (nll_test - np.mean(nll_test)) - ppl_base * (nll_base - np.mean(nll_base))
+        delta_stderr = math.sqrt(float(np.mean(linearised * linearised)) / (nll_base.size - 1))
+    return {"ppl_base": ppl_base, "ppl_base_stderr": u_base, "ppl_test": ppl_test, "ppl_test_stderr": u_test,
+            "delta_ppl": ppl_test - ppl_base, "delta_ppl_stderr": delta_stderr}
+
+
+def rms_figures(delta_p: np.ndarray) -> tuple[float, float | None]:
+    """RMS Δp and its standard error as llama.cpp forms it: ½·stderr(mean Δp²)/RMS.
+
+    Examples
+    --------
+    >>> rms_figures(np.array([0.0, 0.0]))
+    (0.0, 0.0)
+    """
+    squares = delta_p * delta_p
+    rms = math.sqrt(float(np.mean(squares)))
+    spread = mean_stderr(squares)
+    if spread is None:
+        return rms, None
+    return rms, (0.5 * spread / rms if rms > 0 else 0.0)

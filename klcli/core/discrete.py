@@ -133,7 +133,8 @@ def cross_entropy_rows(p: LogRows, q: LogRows) -> np.ndarray:
 
 
 def js_rows(p: LogRows, q: LogRows, weights: tuple[float, float] = (0.5, 0.5), *,
-            probs: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+            probs: tuple[np.ndarray, np.ndarray] | None = None,
+            p_entropy: np.ndarray | None = None) -> np.ndarray:
     """Weighted Jensen–Shannon divergence π1·D(P‖M) + π2·D(Q‖M), M = π1·P + π2·Q.
 
     Computed first as H(M) − π1·H(P) − π2·H(Q), one logarithm per element,
@@ -142,12 +143,12 @@ def js_rows(p: LogRows, q: LogRows, weights: tuple[float, float] = (0.5, 0.5), *
     u = p/q − 1 (:func:`js_from_ratio`), so nearly identical rows give their
     true, tiny divergence rather than rounding noise. The result is clamped at
     0 so that its square root (the JS distance) is never NaN (compare scipy
-    issue #20083). ``probs`` passes both sides' probabilities when the caller
-    already has them.
+    issue #20083). ``probs`` passes both sides' probabilities, and ``p_entropy``
+    H(P), when the caller already has them (compare's base, shared by its candidates).
     """
     w_p, w_q = weights
     p, q = aligned(p, q)  # a top-K reference maps the other side onto its K tokens + tail
-    entropies = w_p * entropy_rows(p) + w_q * entropy_rows(q)
+    entropies = w_p * (entropy_rows(p) if p_entropy is None else p_entropy) + w_q * entropy_rows(q)
     divergence = mixture_entropy(p, q, weights, probs) - entropies
     tiny = np.flatnonzero(~(divergence >= 1e-4))
     if tiny.size:

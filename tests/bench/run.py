@@ -85,6 +85,10 @@ print(kl.mean().item())
 """
 
 
+# compare with K candidates against one BASE: K = 1 is "compare"; the README's speed figure is their ratio.
+CANDIDATE_FIGURES = ("compare 2 tests", "compare 3 tests", "compare 3 --labels")
+
+
 def make_data(folder: Path, rows: int, vocab: int, wanted) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     p = rng.standard_normal((rows, vocab), dtype=np.float32) * 2
@@ -93,6 +97,10 @@ def make_data(folder: Path, rows: int, vocab: int, wanted) -> dict[str, Path]:
     np.save(files["p"], p)
     np.save(files["q"], q)
     np.save(files["labels"], rng.integers(0, vocab, size=rows))
+    if any(wanted(name) for name in CANDIDATE_FIGURES):  # further candidates of other noise, for compare's K > 1
+        for name, noise in (("q2", 0.3), ("q3", 0.7)):
+            files[name] = folder / f"{name}.npy"
+            np.save(files[name], p + rng.standard_normal((rows, vocab), dtype=np.float32) * noise)
     if wanted("kl float16") or wanted("kl float16 fast"):
         files["p16"], files["q16"] = folder / "p16.npy", folder / "q16.npy"
         np.save(files["p16"], p.astype(np.float16))
@@ -131,6 +139,11 @@ def commands(files: dict[str, Path], wanted) -> dict[str, list[str]]:
         "perplexity": [*klcli, "perplexity", str(p), "--labels", str(labels), "-q"],
         "perplexity fast": [*klcli, "perplexity", str(p), "--labels", str(labels), "--precision", "fast", "-q"],
     }
+    if "q2" in files:
+        q2, q3 = str(files["q2"]), str(files["q3"])
+        table["compare 2 tests"] = [*klcli, "compare", str(p), str(q), q2, "-q"]
+        table["compare 3 tests"] = [*klcli, "compare", str(p), str(q), q2, q3, "-q"]
+        table["compare 3 --labels"] = [*klcli, "compare", str(p), str(q), q2, q3, "--labels", str(labels), "-q"]
     if "p16" in files:
         table["floor float16"] = [sys.executable, "-c", FLOOR16, str(files["p16"]), str(files["q16"])]
         table["kl float16"] = [*klcli, "kl", str(files["p16"]), str(files["q16"]), "--logits", "-q"]
@@ -166,17 +179,22 @@ def commands(files: dict[str, Path], wanted) -> dict[str, list[str]]:
 CHILD_ENVIRONMENT = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
 
 
-def run_once(command: list[str]) -> tuple[float, int]:
-    """Wall seconds, and the peak resident anonymous memory (KiB) seen by polling /proc every 2 ms.
+def run_once(command: list[str]) -> tuple[float, int, float]:
+    """Wall seconds, the peak resident anonymous memory (KiB) seen by polling /proc every 2 ms, and CPU seconds.
 
     Anonymous memory is the process's own allocations; memory-mapped input
     pages are file-backed and belong to the page cache, so they are not counted.
+    CPU time (user + system, all threads) is less disturbed than wall time by
+    other work on a shared machine, so ratios between figures are also given in it.
     """
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=CHILD_ENVIRONMENT)
     peak = 0
     status = Path(f"/proc/{process.pid}/status")
-    while process.poll() is None:
+    while True:
+        pid, code, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
         try:
             for line in status.read_text().splitlines():
                 if line.startswith("RssAnon:"):
@@ -184,9 +202,10 @@ def run_once(command: list[str]) -> tuple[float, int]:
         except OSError:
             pass
         time.sleep(0.002)
+    process.returncode = os.waitstatus_to_exitcode(code)
     if process.returncode:
         raise subprocess.CalledProcessError(process.returncode, command)
-    return time.perf_counter() - start, peak
+    return time.perf_counter() - start, peak, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -208,21 +227,24 @@ def main() -> None:
         for command in table.values():  # warm-up: page cache, imports
             run_once(command)
         times: dict[str, list[float]] = {name: [] for name in table}
+        cpu: dict[str, list[float]] = {name: [] for name in table}
         memory: dict[str, int] = {name: 0 for name in table}
         for _ in range(options.repeat):
             for name, command in table.items():
-                seconds, peak = run_once(command)
+                seconds, peak, cpu_seconds = run_once(command)
                 times[name].append(seconds)
+                cpu[name].append(cpu_seconds)
                 memory[name] = max(memory[name], peak)
         floor = statistics.median(times["floor"])
         print(f"{options.rows}×{options.vocab} float32 logits (CSV: the first 256 rows), median of "
               f"{options.repeat} whole-process runs, {os.cpu_count()} cores")
-        print(f"{'figure':<22} {'seconds':>8} {'× floor':>8} {'× kl':>8} {'anon MiB':>9}")
+        print(f"{'figure':<22} {'seconds':>8} {'× floor':>8} {'× kl':>8} {'anon MiB':>9} {'cpu s':>8}")
         kl = statistics.median(times["kl"]) if "kl" in times else None
         for name, samples in times.items():
             median = statistics.median(samples)
             versus_kl = f"{median / kl:8.2f}" if kl else f"{'':>8}"
-            print(f"{name:<22} {median:8.3f} {median / floor:8.2f} {versus_kl} {memory[name] / 1024:9.0f}")
+            print(f"{name:<22} {median:8.3f} {median / floor:8.2f} {versus_kl} {memory[name] / 1024:9.0f} "
+                  f"{statistics.median(cpu[name]):8.3f}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

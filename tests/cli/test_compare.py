@@ -132,7 +132,8 @@ def test_shapes_and_missing_labels(cli, logits):
     assert wide.code == 2
     assert wide.err == (f"klcli: error: BASE ({folder / 'base.npy'}) has shape (300, 40) but TEST "
                         f"({folder / 'wide.npy'}) has shape (300, 41); compare needs the same positions and "
-                        "vocabulary\n")
+                        "vocabulary (for logits padded past the tokenizer's vocabulary, compare the first 40 outcomes "
+                        "with --vocab-size 40)\n")
     short = cli("compare", folder / "base.npy", folder / "short.npy")
     assert short.code == 2 and "has shape (300, 40) but TEST" in short.err and "(299, 40)" in short.err
     missing = cli("compare", folder / "base.npy", folder / "base.npy", "--labels", folder / "nope.npy")

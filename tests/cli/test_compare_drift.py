@@ -177,9 +177,13 @@ def test_one_histogram_per_candidate_in_the_table():
         return {"edges": [10.0 ** (-3 + i / 4) for i in range(len(counts) + 1)], "counts": counts, "zero": 1,
                 "infinite": 0}
 
-    summary = {"count": 9, "mean": 0.01}
-    tests = [{"name": "q4\x1b[31m", "kl_histogram": histogram([3, 5])},
-             {"name": "q8", "kl_histogram": histogram([7, 0, 1])}]
+    summary = {"count": 9, "mean": 0.01, "stderr": 0.001, "p99": 0.02, "max": 0.03}
+
+    def candidate(name, counts):  # what the leaderboard reads of each candidate, and its histogram
+        return {"name": name, "kl": summary, "js": summary, "tv": summary, "top1_agreement": 0.9,
+                "top1_agreement_stderr": 0.01, "kl_histogram": histogram(counts)}
+
+    tests = [candidate("q4\x1b[31m", [3, 5]), candidate("q8", [7, 0, 1])]
     result = Result(command="compare", headline="mean D(base‖test)", value=0.01, rows=9, inputs=[], summary=summary,
                     metrics={"kl": summary}, figures={"kl_histogram": tests[0]["kl_histogram"], "tests": tests})
     out = to_table(result, per_row=False, color=False, width=80)

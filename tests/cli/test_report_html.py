@@ -117,7 +117,7 @@ def test_html_is_self_contained_and_its_figures_are_the_json(cli, runs):
         assert forbidden not in text.lower(), forbidden
     page = Page(text)
     assert all(not attrs.get("href") or attrs["href"].startswith("#") for _, attrs in page.tags)
-    assert sum(tag == "svg" for tag, _ in page.tags) == 2  # histogram, sequence (no by_confidence in this doc)
+    assert sum(tag == "svg" for tag, _ in page.tags) == 3  # histogram, by confidence, sequence
     table = figures_table(page)
     leaves = flatten({key: value for key, value in doc.items() if key != "per_row"})
     assert set(table) == set(leaves)
@@ -128,7 +128,8 @@ def test_html_is_self_contained_and_its_figures_are_the_json(cli, runs):
     board = {attrs["data-key"]: json.loads(attrs["data-value"]) for attrs, _ in page.cells if "data-key" in attrs}
     assert board == {"kl.mean": doc["kl"]["mean"], "kl.p99": doc["kl"]["p99"], "kl.max": doc["kl"]["max"],
                      "top1_agreement": doc["top1_agreement"], "js.mean": doc["js"]["mean"],
-                     "tv.mean": doc["tv"]["mean"], "ppl_test": doc["ppl_test"], "ppl_ratio": doc["ppl_ratio"]}
+                     "tv.mean": doc["tv"]["mean"], "ppl_test": doc["ppl_test"], "ppl_ratio": doc["ppl_ratio"],
+                     "delta_ppl": doc["delta_ppl"]}
     assert "all 1 checks passed" in "".join(page.text)
 
 

@@ -57,11 +57,13 @@ def _safetensors_shards(folder, values, sizes) -> list[str]:
 
 
 def _without_inputs(doc: dict) -> dict:
-    """The report but the input descriptions (which name the operands) and the shard names."""
+    """The report but the input descriptions (which name the operands), the shard names and compare's candidate
+    names (from the TEST operands' file names)."""
     def strip(node):
         if isinstance(node, dict):
             return {k: strip(v) for k, v in node.items()
-                    if k not in ("inputs", "argmax_shard", "argmax_row_in_shard", "shard", "row_in_shard")}
+                    if k not in ("inputs", "argmax_shard", "argmax_row_in_shard", "shard", "row_in_shard", "name",
+                                 "names")}
         if isinstance(node, list):
             return [strip(v) for v in node]
         return node

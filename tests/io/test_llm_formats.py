@@ -190,6 +190,49 @@ def test_llama_perplexity_and_compare_match_llama_cpp(cli, llama_file, tmp_path)
     assert compared["top1_agreement"] == pytest.approx(same_top.mean(), rel=1e-12)
 
 
+def test_llama_statistics_with_llama_cpps_formulas(cli, llama_file, tmp_path):
+    """PPL ± stderr, ΔPPL ± stderr (with the covariance), RMS Δp ± stderr and "Same top p" ± stderr, each as
+    perplexity.cpp's kl_divergence() forms it from its running sums (count > 10, as there)."""
+    path, logits, tokens, n_ctx = llama_file
+    flat = logits.reshape(-1, logits.shape[-1])
+    first = n_ctx // 2 + 1
+    labels = tokens[:, first : first + logits.shape[1]].reshape(-1)
+    decoded = np.concatenate(list(open_operand(str(path)).blocks(100)))
+    test = (flat + np.random.default_rng(2).normal(0, 0.3, size=flat.shape)).astype(np.float32)
+    np.save(tmp_path / "test.npy", test)
+    doc = cli("compare", path, tmp_path / "test.npy", "--json").json()
+    n = len(labels)
+    assert n > 10
+    nll = -special.log_softmax(test.astype(np.float64), axis=1)[np.arange(n), labels]  # PPL(Q)
+    nll_base = -decoded[np.arange(n), labels]
+
+    def mean_and_uncertainty(total, total2):
+        mean = total / n
+        return mean, math.sqrt((total2 / n - mean * mean) / (n - 1))
+
+    log_ppl = mean_and_uncertainty(nll.sum(), (nll * nll).sum())
+    log_ppl_base = mean_and_uncertainty(nll_base.sum(), (nll_base * nll_base).sum())
+    cov = ((nll * nll_base).sum() / n - (nll.sum() / n) * (nll_base.sum() / n)) / (n - 1)
+    ppl, ppl_base = math.exp(log_ppl[0]), math.exp(log_ppl_base[0])
+    ppl_unc, ppl_base_unc = ppl * log_ppl[1], ppl_base * log_ppl_base[1]
+    assert doc["ppl_test"] == pytest.approx(ppl, rel=1e-9)
+    assert doc["ppl_test_stderr"] == pytest.approx(ppl_unc, rel=1e-9)
+    assert doc["ppl_base"] == pytest.approx(ppl_base, rel=1e-9)
+    assert doc["ppl_base_stderr"] == pytest.approx(ppl_base_unc, rel=1e-9)
+    assert doc["delta_ppl"] == pytest.approx(ppl - ppl_base, rel=1e-9)
+    assert doc["delta_ppl_stderr"] == pytest.approx(
+        math.sqrt(ppl_unc**2 + ppl_base_unc**2 - 2.0 * ppl * ppl_base * cov), rel=1e-9)
+    assert doc["ln_ppl_ratio_stderr"] == pytest.approx(math.sqrt(log_ppl[1] ** 2 + log_ppl_base[1] ** 2 - 2 * cov),
+                                                       rel=1e-9)
+    p_diff = np.exp(-nll) - np.exp(-nll_base)
+    mse = mean_and_uncertainty((p_diff**2).sum(), (p_diff**4).sum())
+    assert doc["delta_p"]["rms"] == pytest.approx(math.sqrt(mse[0]), rel=1e-9)
+    assert doc["delta_p"]["rms_stderr"] == pytest.approx(0.5 / math.sqrt(mse[0]) * mse[1], rel=1e-9)
+    same_top = (np.argmax(decoded, axis=1) == np.argmax(test, axis=1)).mean()
+    assert doc["top1_agreement"] == pytest.approx(same_top, rel=1e-12)
+    assert doc["top1_agreement_stderr"] == pytest.approx(math.sqrt(same_top * (1 - same_top) / (n - 1)), rel=1e-12)
+
+
 def test_llama_truncated_and_wrong_magic(cli, llama_file, tmp_path):
     path = llama_file[0]
     data = path.read_bytes()
