@@ -90,14 +90,12 @@ def kl_rows(p: LogRows, q: LogRows) -> np.ndarray:
 def _kl_fast(p: LogRows, q: LogRows) -> np.ndarray:
     """KL in float32 arithmetic (:mod:`klcli.core.fast`), with rows it cannot assure recomputed precisely.
 
-    Rows whose estimated error exceeds ``fast.RELATIVE`` of their value —
-    nearly identical rows above all, where float32 would print rounding
-    noise — take the full-precision kernel, so a tiny divergence is never
-    noise; the whole block is converted then, so that an invalid value is
-    reported with its row.
+    Rows whose bound exceeds ``fast.RELATIVE`` of their value (see
+    :func:`klcli.core.fast.assured`) take the full-precision kernel; the whole
+    block is converted then, so that an invalid value is reported with its row.
     """
-    divergence, error = fast.kl_estimate(p.shifted, q.shifted)
-    redo = np.flatnonzero(~(error <= fast.RELATIVE * divergence))
+    divergence, bound = fast.kl_estimate(p.shifted, q.shifted)
+    redo = np.flatnonzero(~fast.assured(divergence, bound))
     if redo.size:
         exact = kl_rows(_precise(p), _precise(q))
         divergence[redo] = exact[redo]
