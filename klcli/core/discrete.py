@@ -193,11 +193,18 @@ def js_from_ratio(d: np.ndarray, probs_p: np.ndarray, probs_q: np.ndarray,
     u = np.expm1(clipped)
     near = np.abs(u) < _JS_SERIES_BELOW
     if near.any():
-        u_near = u[near]
-        series = np.zeros_like(u_near)
-        for n in range(2, 7):  # five terms: the next is below 1e-15 of the first
-            series += ((-1) ** n) * (w_p - w_p**n) / (n * (n - 1)) * u_near**n
-        elements[near] = probs_q[near] * series
+        # Σ_{n=2..6} (−1)^n (π1 − π1^n)/(n(n−1)) u^n (five terms: the next is below 1e-15 of the first), by Horner
+        # over whole rows: nearly identical rows (or tied ones) have every element near, and gathering them or
+        # raising to powers cost 30 times the rest of the kernel.
+        coefficients = [((-1) ** n) * (w_p - w_p**n) / (n * (n - 1)) for n in range(2, 7)]
+        series = np.full_like(u, coefficients[-1])
+        for coefficient in reversed(coefficients[:-1]):
+            series *= u
+            series += coefficient
+        series *= u
+        series *= u
+        series *= probs_q
+        np.copyto(elements, series, where=near)
     return np.maximum(np.sum(elements, axis=1), 0.0)
 
 
