@@ -22,7 +22,11 @@ def top_k(values: np.ndarray, k: int) -> np.ndarray:
     Rather than partition or scan every row element by element, cut it into
     about 256 segments and take their maxima (one pass): the k-th largest
     segment maximum is a lower bound on the k-th largest entry, so only the
-    few segments that reach it need a closer look.
+    few segments that reach it need a closer look. Of the segments whose
+    maximum only ties it, the first k suffice (each holds a tied entry, and
+    ties go to the lowest index), and of the entries that tie it the first k:
+    rows of equal or mostly tied logits (padding, degenerate rows) cost
+    what other rows do.
 
     Examples
     --------
@@ -39,12 +43,19 @@ def top_k(values: np.ndarray, k: int) -> np.ndarray:
         threshold = np.partition(segment_max, segments - k, axis=1)[:, segments - k]
     else:  # fewer segments than k (a tiny vocabulary): every entry is a candidate
         threshold = np.full(rows, -np.inf)
-    row, segment = np.nonzero(segment_max >= threshold[:, None])
+    tied = segment_max == threshold[:, None]
+    needed = (segment_max > threshold[:, None]) | (tied & (np.cumsum(tied, axis=1) <= k))
+    row, segment = np.nonzero(needed)
     column = segment[:, None] * size + np.arange(size)
     inside = column < vocab
     column = np.where(inside, column, vocab - 1)
     value = np.asarray(values[row[:, None], column], dtype=np.float64)
-    keep = inside & (value >= threshold[row][:, None])
+    at = threshold[row][:, None]
+    ties = (inside & (value == at)).ravel()
+    before = np.cumsum(ties) - ties  # tied entries before each one, counted from the first candidate
+    first = np.searchsorted(row, row)  # each candidate segment's row's first candidate segment
+    rank = before - before[first * column.shape[1]].repeat(column.shape[1])  # … within its row, in index order
+    keep = inside & ((value > at) | (ties & (rank < k)).reshape(value.shape))
     row, column, value = np.broadcast_to(row[:, None], column.shape)[keep], column[keep], value[keep]
     order = np.lexsort((column, -value, row))
     row, column = row[order], column[order]

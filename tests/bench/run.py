@@ -1,9 +1,12 @@
 """Whole-process benchmarks of klcli against its peers, as ratios measured in one run.
 
-    python -m tests.bench.run [--rows 4096] [--vocab 32000] [--repeat 5] [--only kl,compare]
+    python -m tests.bench.run [--rows 4096] [--vocab 32000] [--repeat 5] [--drift 0.1] [--only kl,compare]
 
-Generates random logits (std 2; Q = P + noise of std 0.5) as float32 .npy files
-in a temporary folder, then times each command as a separate process: one
+Generates random logits (std 2; Q = P + noise of std ``--drift``, 0.1 by default) as float32 .npy files
+in a temporary folder, and, for the figures named ``…@DRIFT``, the drifts of issue 20: Q = P + noise of
+std 0.01, 0.1 or 0.5 (``kl@0.01``, ``kl fast@0.1`` …) and the hard case Q = P + 5 + noise of std 1e-4
+(``kl@hard``); ``kl float16…@DRIFT`` figures read float16 copies (their ratio is to ``floor float16``).
+Then it times each command as a separate process: one
 warm-up, then ``--repeat`` rounds in which every command runs once, in turn,
 so that peers and klcli see the same machine state; the warm-up also caches
 klcli's bytecode, as an installed program has it. Prints the median wall
@@ -89,10 +92,28 @@ print(kl.mean().item())
 CANDIDATE_FIGURES = ("compare 2 tests", "compare 3 tests", "compare 3 --labels")
 
 
-def make_data(folder: Path, rows: int, vocab: int, wanted) -> dict[str, Path]:
+DRIFTS = ("0.01", "0.1", "0.5", "hard")
+# The per-drift figures: name → (klcli arguments after P Q, dtype).
+DRIFT_FIGURES = {
+    "kl": (["kl", "--logits"], "float32"),
+    "kl fast": (["kl", "--logits", "--precision", "fast"], "float32"),
+    "kl float16": (["kl", "--logits"], "float16"),
+    "kl float16 fast": (["kl", "--logits", "--precision", "fast"], "float16"),
+}
+
+
+def drifted(p: np.ndarray, drift: str, seed: int = 1) -> np.ndarray:
+    """Q for a drift of issue 20: P + N(0, σ²) per logit, or the hard case P + 5 + N(0, 1e-8)."""
+    rng = np.random.default_rng(seed)
+    if drift == "hard":
+        return p + 5 + rng.standard_normal(p.shape, dtype=np.float32) * np.float32(1e-4)
+    return p + rng.standard_normal(p.shape, dtype=np.float32) * np.float32(float(drift))
+
+
+def make_data(folder: Path, rows: int, vocab: int, wanted, drift: str = "0.5") -> dict[str, Path]:
     rng = np.random.default_rng(0)
     p = rng.standard_normal((rows, vocab), dtype=np.float32) * 2
-    q = p + rng.standard_normal((rows, vocab), dtype=np.float32) * 0.5
+    q = drifted(p, drift) if drift != "0.5" else p + rng.standard_normal((rows, vocab), dtype=np.float32) * 0.5
     files = {"p": folder / "p.npy", "q": folder / "q.npy", "labels": folder / "labels.npy"}
     np.save(files["p"], p)
     np.save(files["q"], q)
@@ -101,7 +122,27 @@ def make_data(folder: Path, rows: int, vocab: int, wanted) -> dict[str, Path]:
         for name, noise in (("q2", 0.3), ("q3", 0.7)):
             files[name] = folder / f"{name}.npy"
             np.save(files[name], p + rng.standard_normal((rows, vocab), dtype=np.float32) * noise)
-    if wanted("kl float16") or wanted("kl float16 fast"):
+    for each in DRIFTS:
+        names = [f"{figure}@{each}" for figure in DRIFT_FIGURES]
+        if not any(wanted(name) for name in names):
+            continue
+        files[f"q@{each}"] = folder / f"q@{each}.npy"
+        other = drifted(p, each)
+        np.save(files[f"q@{each}"], other)
+        if any(wanted(f"{figure}@{each}") for figure, (_, dtype) in DRIFT_FIGURES.items() if dtype == "float16"):
+            files["p16"] = folder / "p16.npy"
+            if not files["p16"].exists():
+                np.save(files["p16"], p.astype(np.float16))
+            files[f"q16@{each}"] = folder / f"q16@{each}.npy"
+            np.save(files[f"q16@{each}"], other.astype(np.float16))
+        del other
+    if wanted("compare tied"):  # issue 20 item 6: rows of equal logits (padding), and mostly tied ones
+        tied = np.zeros((rows, vocab), dtype=np.float32)
+        tied[1::2] = np.where(rng.random((rows // 2, vocab)) < 0.99, -1e4, p[1::2]).astype(np.float32)
+        files["tied"] = folder / "tied.npy"
+        np.save(files["tied"], tied)
+        del tied
+    if wanted("kl float16") or wanted("kl float16 fast") or wanted("floor float16"):
         files["p16"], files["q16"] = folder / "p16.npy", folder / "q16.npy"
         np.save(files["p16"], p.astype(np.float16))
         np.save(files["q16"], q.astype(np.float16))
@@ -144,7 +185,14 @@ def commands(files: dict[str, Path], wanted) -> dict[str, list[str]]:
         table["compare 2 tests"] = [*klcli, "compare", str(p), str(q), q2, "-q"]
         table["compare 3 tests"] = [*klcli, "compare", str(p), str(q), q2, q3, "-q"]
         table["compare 3 --labels"] = [*klcli, "compare", str(p), str(q), q2, q3, "--labels", str(labels), "-q"]
-    if "p16" in files:
+    for each in DRIFTS:
+        for figure, (arguments, dtype) in DRIFT_FIGURES.items():
+            pair = (files.get("p16"), files.get(f"q16@{each}")) if dtype == "float16" else (p, files.get(f"q@{each}"))
+            if pair[1] is not None:
+                table[f"{figure}@{each}"] = [*klcli, arguments[0], str(pair[0]), str(pair[1]), *arguments[1:], "-q"]
+    if "tied" in files:
+        table["compare tied"] = [*klcli, "compare", str(files["tied"]), str(files["tied"]), "-q"]
+    if "q16" in files:
         table["floor float16"] = [sys.executable, "-c", FLOOR16, str(files["p16"]), str(files["q16"])]
         table["kl float16"] = [*klcli, "kl", str(files["p16"]), str(files["q16"]), "--logits", "-q"]
         table["kl float16 fast"] = [*klcli, "kl", str(files["p16"]), str(files["q16"]), "--logits", "--precision",
@@ -213,6 +261,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=4096)
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--drift", default="0.1", help="the std of Q − P for the command figures (or 'hard')")
     parser.add_argument("--only", help="comma-separated names of the figures to run (floor is always run)")
     options = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="klcli-bench-"))
@@ -222,7 +271,8 @@ def main() -> None:
         return chosen is None or name in chosen
 
     try:
-        table = {name: command for name, command in commands(make_data(folder, options.rows, options.vocab, wanted),
+        table = {name: command for name, command in commands(make_data(folder, options.rows, options.vocab, wanted,
+                                                                       options.drift),
                                                              wanted).items() if wanted(name)}
         for command in table.values():  # warm-up: page cache, imports
             run_once(command)
@@ -236,14 +286,17 @@ def main() -> None:
                 cpu[name].append(cpu_seconds)
                 memory[name] = max(memory[name], peak)
         floor = statistics.median(times["floor"])
-        print(f"{options.rows}×{options.vocab} float32 logits (CSV: the first 256 rows), median of "
+        print(f"{options.rows}×{options.vocab} float32 logits, Q = P + noise of std {options.drift} "
+              f"(CSV: the first 256 rows), median of "
               f"{options.repeat} whole-process runs, {os.cpu_count()} cores")
         print(f"{'figure':<22} {'seconds':>8} {'× floor':>8} {'× kl':>8} {'anon MiB':>9} {'cpu s':>8}")
+        floor16 = statistics.median(times["floor float16"]) if "floor float16" in times else None
         kl = statistics.median(times["kl"]) if "kl" in times else None
         for name, samples in times.items():
             median = statistics.median(samples)
             versus_kl = f"{median / kl:8.2f}" if kl else f"{'':>8}"
-            print(f"{name:<22} {median:8.3f} {median / floor:8.2f} {versus_kl} {memory[name] / 1024:9.0f} "
+            versus_floor = median / (floor16 if floor16 and "float16" in name else floor)
+            print(f"{name:<22} {median:8.3f} {versus_floor:8.2f} {versus_kl} {memory[name] / 1024:9.0f} "
                   f"{statistics.median(cpu[name]):8.3f}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -112,3 +112,19 @@ def test_agreement_and_paired_difference_standard_errors():
     test, base = np.array([3.0, 1.0, 4.0, 1.0]), np.array([1.0, 1.0, 1.0, 1.0])
     mean, stderr = paired_difference(test, base)
     assert mean == 1.25 and stderr == pytest.approx(np.std(test - base, ddof=1) / 2, rel=1e-15)
+
+
+@pytest.mark.parametrize("case", ["all equal", "mostly tied", "three values", "tied above the rest"])
+@pytest.mark.parametrize("k", [1, 5, 40])
+def test_top_k_on_tied_rows_takes_the_lowest_ids(case, k):
+    rng = np.random.default_rng(len(case) * 100 + k)
+    shape = (12, 3000)
+    rows = {
+        "all equal": np.zeros(shape),
+        "mostly tied": np.where(rng.random(shape) < 0.99, -1e4, rng.standard_normal(shape)),
+        "three values": rng.integers(0, 3, shape).astype(float),
+        "tied above the rest": np.where(rng.random(shape) < 0.3, 2.0, rng.standard_normal(shape)),
+    }[case].astype(np.float32)
+    # Independently: a stable sort by value, descending, keeps equal values in index order.
+    expected = np.argsort(-rows.astype(np.float64), axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(top_k(rows, k), expected)
