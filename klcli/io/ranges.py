@@ -9,8 +9,9 @@ Two views, as the commands count their inputs:
 
 A memory-mapped array (``.npy``, safetensors) is sliced; a format that can seek
 to a row gives ``Source.read_rows`` (Parquet: only the row groups that overlap
-are decoded); any other is read from the start with the rows before the piece
-skipped. The piece keeps the operand's description (its shape is the file's):
+are decoded; a sharded operand: only the shards that overlap, the first and
+last trimmed, and ``Source.read_positions`` likewise); any other is read from
+the start with the rows before the piece skipped. The piece keeps the operand's description (its shape is the file's):
 reports name the input, and the piece's place is the row range beside it.
 """
 
@@ -95,6 +96,9 @@ def position_range(source: Source, start: int, stop: int) -> Source:
 
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
         size = max(1, block_rows)
+        if source.read_positions is not None:
+            yield from source.read_positions(start, stop, size)
+            return
         if source.array is not None and source.array().flags.c_contiguous:
             flat = source.array().reshape(-1)
             for at in range(start, stop, size):
