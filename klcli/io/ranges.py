@@ -111,10 +111,40 @@ def position_range(source: Source, start: int, stop: int) -> Source:
     return replace(source, read_blocks=blocks)
 
 
-def piece_ranges(total: int, pieces: int, align: int = 1) -> list[tuple[int, int]]:
+def shard_ends(source: Source, unit: str = "rows") -> tuple[int, ...]:
+    """Where a sharded operand's shards end, counted in ``unit`` (``rows`` of the rows × outcomes view, or
+    ``values``): the cut points that keep every piece within whole shards. Empty for one file, 1-D shards counted
+    in rows (one vector) and shards whose lengths are not yet known."""
+    if not source.shards or (unit == "rows" and len(source.shape) == 1):
+        return ()
+    ends, at = [], 0
+    for shard in source.shards:
+        size = shard.count(unit)
+        if size is None:
+            return ()
+        at += size
+        ends.append(at)
+    return tuple(ends)
+
+
+def driving_cuts(total: int, *sources: tuple[Source | None, str]) -> tuple[int, ...]:
+    """The shard ends of the first sharded (source, unit) that holds all ``total`` rows — the operand whose shards
+    name the rows (klcli.rownames) — or () if none is sharded."""
+    for source, unit in sources:
+        ends = () if source is None else shard_ends(source, unit)
+        if ends and ends[-1] == total:
+            return ends
+    return ()
+
+
+def piece_ranges(total: int, pieces: int, align: int = 1, cuts: Iterable[int] = ()) -> list[tuple[int, int]]:
     """``total`` rows cut into at most ``pieces`` consecutive ranges of near-equal size, cut at multiples of ``align``.
 
-    Like ``split -n l/N``: the sizes differ by at most one ``align`` unit; no range is empty.
+    Like ``split -n l/N``: the sizes differ by at most one ``align`` unit; no range is empty. With ``cuts`` (a
+    sharded operand's shard ends), pieces keep to whole shards: as many pieces as shards is one piece a shard;
+    fewer group consecutive shards, each boundary the shard end nearest an equal share; more cut the shards
+    themselves (the largest into the most pieces), a piece never crossing a shard's end. Cuts that are not
+    multiples of ``align`` (inside a sequence) are not used.
 
     Examples
     --------
@@ -124,8 +154,46 @@ def piece_ranges(total: int, pieces: int, align: int = 1) -> list[tuple[int, int
     [(0, 4), (4, 12)]
     >>> piece_ranges(2, 5)
     [(0, 1), (1, 2)]
+    >>> piece_ranges(10, 3, cuts=[2, 3, 10])  # one piece a shard
+    [(0, 2), (2, 3), (3, 10)]
+    >>> piece_ranges(10, 2, cuts=[2, 3, 8, 10])  # whole shards, near-equal
+    [(0, 3), (3, 10)]
+    >>> piece_ranges(10, 3, cuts=[2, 10])  # the larger shard is cut
+    [(0, 2), (2, 6), (6, 10)]
     """
     align = max(1, align)
+    ends = sorted({int(cut) for cut in cuts if 0 < cut < total and cut % align == 0})
+    if not ends:
+        return _even_ranges(total, pieces, align)
+    ends.append(total)
+    starts = [0, *ends[:-1]]
+    if pieces >= len(ends):
+        counts = _apportioned([(b - a) for a, b in zip(starts, ends)], pieces, align)
+        return [(a + c, a + d) for a, b, count in zip(starts, ends, counts)
+                for c, d in _even_ranges(b - a, count, align)]
+    bounds, at = [0], -1
+    for k in range(1, pieces):  # the k-th boundary: the shard end nearest k/pieces of the rows, leaving one a piece
+        allowed = range(at + 1, len(ends) - pieces + k)
+        at = min(allowed, key=lambda i: (abs(ends[i] * pieces - total * k), i))
+        bounds.append(ends[at])
+    bounds.append(total)
+    return list(zip(bounds, bounds[1:]))
+
+
+def _apportioned(sizes: list[int], pieces: int, align: int) -> list[int]:
+    """Pieces per shard, ``pieces`` in all (at least one each): each further piece to the shard with the most rows
+    per piece (the first on a tie), never more pieces than a shard has ``align`` units."""
+    counts = [1] * len(sizes)
+    for _ in range(pieces - len(sizes)):
+        open_ = [i for i, size in enumerate(sizes) if counts[i] < -(-size // align)]
+        if not open_:
+            break
+        chosen = max(open_, key=lambda i: (sizes[i] / counts[i], -i))
+        counts[chosen] += 1
+    return counts
+
+
+def _even_ranges(total: int, pieces: int, align: int) -> list[tuple[int, int]]:
     units = -(-total // align)
     pieces = max(1, min(pieces, units))
     bounds = [min(total, (units * k // pieces) * align) for k in range(pieces + 1)]
