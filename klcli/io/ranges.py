@@ -88,7 +88,7 @@ def row_range(source: Source, start: int, stop: int) -> Source:
             return
         yield from window(source.blocks(block_rows), start, stop - start)
 
-    return replace(source, read_blocks=blocks)
+    return _piece_of(source, blocks)
 
 
 def position_range(source: Source, start: int, stop: int) -> Source:
@@ -108,7 +108,13 @@ def position_range(source: Source, start: int, stop: int) -> Source:
         for block in window(flat_blocks, start, stop - start):
             yield block.reshape(1, -1)
 
-    return replace(source, read_blocks=blocks)
+    return _piece_of(source, blocks)
+
+
+def _piece_of(source: Source, blocks) -> Source:
+    """``source`` reading ``blocks`` only: its whole-file shortcuts (the memory map, seeking to a row or a position)
+    are dropped, so a range of the piece is taken within the piece, not within the file."""
+    return replace(source, read_blocks=blocks, array=None, read_rows=None, read_positions=None)
 
 
 def shard_ends(source: Source, unit: str = "rows") -> tuple[int, ...]:

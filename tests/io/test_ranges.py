@@ -107,3 +107,19 @@ def test_piece_ranges_group_shards_near_equally_and_skip_cuts_inside_a_sequence(
     assert piece_ranges(12, 3, 1, [1, 2, 12]) == [(0, 1), (1, 2), (2, 12)]  # shards of one row stay pieces
     assert piece_ranges(12, 2, align=4, cuts=[6, 12]) == [(0, 4), (4, 12)]  # 6 is inside a sequence: as no cut
     assert piece_ranges(12, 2, align=4, cuts=[8, 12]) == [(0, 8), (8, 12)]
+
+
+@pytest.mark.parametrize("fmt", ["npy", "parquet", "sharded"])
+def test_a_range_of_a_range_is_taken_within_the_piece(tmp_path, fmt):
+    if fmt == "sharded":
+        (tmp_path / "d").mkdir()
+        for index, (a, b) in enumerate([(0, 5), (5, 6), (6, 23)]):
+            np.save(tmp_path / "d" / f"part-{index}.npy", VALUES[a:b])
+        operand = str(tmp_path / "d")
+    else:
+        operand = write_table(tmp_path / "v", VALUES, fmt)
+    piece = row_range(open_operand(operand), 4, 20)
+    np.testing.assert_array_equal(_rows(row_range(piece, 1, 9)), VALUES[5:13])
+    flat = position_range(open_operand(operand), 7, 90)
+    got = np.concatenate([block.reshape(-1) for block in position_range(flat, 3, 40).blocks(6)])
+    np.testing.assert_array_equal(got, VALUES.reshape(-1)[10:47])
