@@ -223,7 +223,8 @@ PartialOpt = Annotated[Optional[str], typer.Option(
     help="Write the exact partial result to FILE instead of a report; klcli merge FILE… prints the report.")]
 PieceOpt = Annotated[Optional[str], typer.Option(
     "--piece", metavar="K/N", rich_help_panel=SCALING, show_default=False,
-    help="With --partial: compute only the K-th of N pieces of the rows (one per CI job; then klcli merge).")]
+    help="With --partial: compute only the K-th of N pieces of the rows (one per CI job; then klcli merge). "
+    "Sharded inputs are cut at their shards: N = the shard count computes shard K alone.")]
 
 _SCALING_OPTIONS = {
     "jobs": (JobsOpt, 1),

@@ -32,12 +32,16 @@ class Layout:
     """The rows a command's pieces divide: ``total`` rows, cut only at multiples of ``align``.
 
     ``total`` None: the input cannot be cut (its length is known only once read,
-    or it is standard input); ``why`` says so for the note.
+    or it is standard input); ``why`` says so for the note. ``cuts``: where a
+    sharded operand's shards end (the one whose shards name the rows), so that
+    pieces are whole shards — N pieces of N shards are the shards, computed
+    where each lies (see :func:`klcli.io.ranges.piece_ranges`).
     """
 
     total: int | None
     align: int = 1
     why: str = ""
+    cuts: tuple[int, ...] = ()
 
 
 @dataclass
@@ -146,7 +150,7 @@ def pieces_of(split: Split, count: int) -> tuple[list[Rows], list[str]]:
 def _ranges(layout: Layout, count: int) -> list[Rows]:
     from klcli.io.ranges import piece_ranges
 
-    return piece_ranges(layout.total or 0, count, layout.align)
+    return piece_ranges(layout.total or 0, count, layout.align, layout.cuts)
 
 
 def one_piece(split: Split, piece: str) -> Rows | None:

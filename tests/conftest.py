@@ -114,3 +114,40 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.nodeid.startswith(SLOW) or any(case in item.nodeid for case in SLOW_CASES):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def shard_reads(monkeypatch):
+    """Per shard (its path as the listing gives it), the rows (values, for 1-D) its data yielded after the operand
+    was opened: the up-front check of every shard reads headers only, so all counted here was read for rows asked."""
+    from dataclasses import replace
+
+    from klcli.io import operand as opening
+
+    read: dict[str, int] = {}
+    original = opening.open_file
+
+    def counted(path, *args, **kwargs):
+        source = original(path, *args, **kwargs)
+        name = str(path)
+
+        def count(blocks):
+            for block in blocks:
+                read[name] = read.get(name, 0) + block.shape[0]
+                yield block
+
+        def array():  # a memory map: what is sliced out of it is read (rows of a 2-D view, values of a 1-D one)
+            def sliced(self, key):
+                out = np.ndarray.__getitem__(self, key)
+                read[name] = read.get(name, 0) + (out.shape[0] if out.ndim == 2 else out.size)
+                return out.view(np.ndarray)
+
+            return source.array().view(type("Counted", (np.ndarray,), {"__getitem__": sliced}))
+
+        return replace(source, read_blocks=lambda n: count(source.read_blocks(n)),
+                       read_rows=None if source.read_rows is None else
+                       (lambda a, b, n: count(source.read_rows(a, b, n))),
+                       array=None if source.array is None else array)
+
+    monkeypatch.setattr(opening, "open_file", counted)
+    return read

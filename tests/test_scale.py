@@ -382,3 +382,122 @@ def test_ctrl_c_stops_the_workers_and_writes_nothing(tmp_path):
     time.sleep(1.0)
     assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}") and
                 open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+
+
+# --- sharded operands: each piece reads only its shards --------------------------------------------------------
+
+
+def _sharded(tmp_path, name: str, values: np.ndarray, sizes: list[int], fmt: str) -> tuple[str, list[str]]:
+    """``values`` cut along the first axis into shards of ``sizes`` in ``fmt``: (the glob, the shard paths)."""
+    folder = tmp_path / name
+    folder.mkdir()
+    paths = []
+    for index, piece in enumerate(np.split(values, np.cumsum(sizes)[:-1])):
+        if fmt == "labels":
+            np.save(folder / f"part-{index}.npy", piece)
+            paths.append(str(folder / f"part-{index}.npy"))
+        else:
+            paths.append(_write(folder, f"part-{index}", piece, fmt))
+    return str(folder / "part-*"), paths
+
+
+@pytest.fixture
+def sharded(tmp_path):
+    """Base, test and labels of 5 sequences of 4 positions, sharded unevenly (1, 3 and 1 sequences)."""
+    base = _logits(4, (5, SEQ, VOCAB))
+    test = base + _logits(5, base.shape) * 0.3
+    labels = np.random.default_rng(6).integers(0, VOCAB, size=(5, SEQ))
+    labels[3, 2] = -100
+    return tmp_path, base, test, labels
+
+
+@pytest.mark.parametrize("fmt", ["npy", "parquet", "safetensors"])
+@pytest.mark.parametrize("command", ["kl", "compare", "perplexity"])
+def test_pieces_of_sharded_inputs_read_each_row_once_and_merge_to_the_single_report(cli, sharded, shard_reads,
+                                                                                      fmt, command):
+    tmp_path, base, test, labels = sharded
+    if fmt == "parquet":  # rows × V tables: the labels flat beside them
+        base, test, labels = base.reshape(-1, VOCAB), test.reshape(-1, VOCAB), labels.reshape(-1)
+        sizes = [4, 12, 4]
+    else:
+        sizes = [1, 3, 1]
+    b, b_paths = _sharded(tmp_path, "base", base, sizes, fmt)
+    t, t_paths = _sharded(tmp_path, "test", test, [2, 2, 1] if fmt != "parquet" else [8, 8, 4], fmt)
+    ids, id_paths = _sharded(tmp_path, "labels", labels, sizes, "labels")
+    args = {"kl": ["kl", b, t, "--logits"], "compare": ["compare", b, t, "--labels", ids, "--top-k", "3"],
+            "perplexity": ["perplexity", b, "--labels", ids]}[command]
+    single = cli(*args, "--json", "--per-row")
+    assert single.code == 0, single.err
+    document = single.json()
+    assert "argmax_shard" in document["summary"]
+    for count in (1, 2, 3, 5):
+        shard_reads.clear()
+        assert _pieces_via_merge(cli, tmp_path, args, count) == document, (command, fmt, count)
+        rows_of = {path: int(np.prod(np.load(path).shape)) if "labels" in path else None for path in id_paths}
+        for paths, values in ((b_paths, base), (t_paths if command != "perplexity" else [], test)):
+            cut = np.cumsum([0] + (sizes if paths is b_paths else [2, 2, 1] if fmt != "parquet" else [8, 8, 4]))
+            rows_of.update({path: int(np.prod(values[cut[i]:cut[i + 1]].shape[:-1])) for i, path in enumerate(paths)})
+        expected = {path: rows for path, rows in rows_of.items() if command != "kl" or "labels" not in path}
+        assert shard_reads == expected, (command, fmt, count)  # every row of every shard read once in all
+
+
+@pytest.mark.parametrize("command", ["kl", "compare", "perplexity"])
+def test_piece_k_of_the_shard_count_is_shard_k_where_it_lies(cli, sharded, shard_reads, command):
+    """--piece K/N with N shards: the K-th piece is the K-th shard's rows, and only that shard (and the rows of the
+    other operands beside it) is read."""
+    from klcli.io.partial_file import read_partial
+
+    tmp_path, base, test, labels = sharded
+    sizes = [1, 3, 1]
+    b, b_paths = _sharded(tmp_path, "base", base, sizes, "npy")
+    ids, id_paths = _sharded(tmp_path, "labels", labels, [2, 3], "labels")  # cut elsewhere: followed, not cutting
+    np.save(tmp_path / "test.npy", test.astype(np.float32))
+    args = {"kl": ["kl", b, str(tmp_path / "test.npy"), "--logits"],
+            "compare": ["compare", b, str(tmp_path / "test.npy"), "--labels", ids],
+            "perplexity": ["perplexity", b, "--labels", ids]}[command]
+    ends = np.cumsum([0] + sizes) * SEQ
+    for k in (1, 2, 3):
+        shard_reads.clear()
+        part = tmp_path / f"shard-{k}.klp"
+        assert cli(*args, "--partial", part, "--piece", f"{k}/3").code == 0
+        assert read_partial(str(part))[0]["rows"] == [int(ends[k - 1]), int(ends[k])]
+        base_read = {path: rows for path, rows in shard_reads.items() if path in b_paths}
+        assert base_read == {b_paths[k - 1]: sizes[k - 1] * SEQ}
+    merged = cli("merge", *[tmp_path / f"shard-{k}.klp" for k in (3, 1, 2)], "--json", "--per-row")
+    assert merged.json() == cli(*args, "--json", "--per-row").json()
+
+
+def test_jobs_and_dask_group_whole_shards(sharded):
+    from klcli.pieces import pieces_of
+    from klcli.runner import plan
+
+    tmp_path, base, test, labels = sharded
+    b, _ = _sharded(tmp_path, "base", base, [1, 3, 1], "npy")
+    np.save(tmp_path / "test.npy", test)
+    split = plan("kl", b, str(tmp_path / "test.npy"), logits=True).split
+    assert pieces_of(split, 2)[0] == [(0, 4), (4, 20)]  # shard ends 4, 16, 20: 4 is nearer half of 20 than 16
+    assert pieces_of(split, 3)[0] == [(0, 4), (4, 16), (16, 20)]
+    unsharded = plan("kl", str(tmp_path / "test.npy"), str(tmp_path / "test.npy"), logits=True).split
+    assert pieces_of(unsharded, 2)[0] == [(0, 10), (10, 20)]
+
+
+@pytest.mark.slow
+def test_jobs_and_dask_on_shards_give_the_single_run_report(cli, sharded):
+    tmp_path, base, test, labels = sharded
+    b, _ = _sharded(tmp_path, "base", base, [1, 3, 1], "npy")
+    t, _ = _sharded(tmp_path, "test", test, [2, 2, 1], "safetensors")
+    ids, _ = _sharded(tmp_path, "labels", labels, [4, 1], "labels")
+    routes = [["--jobs", "2"], ["--jobs", "3"]]
+    try:
+        import distributed  # noqa: F401
+
+        routes.append(["--engine", "dask", "--scheduler", "local:2"])
+    except ImportError:
+        pass
+    for args in (["kl", b, t, "--logits"], ["compare", b, t, "--labels", ids], ["perplexity", b, "--labels", ids]):
+        single = cli(*args, "--json", "--per-row")
+        assert single.code == 0 and "argmax_shard" in single.json()["summary"], single.err
+        for route in routes:
+            run = cli(*args, "--json", "--per-row", *route)
+            assert run.code == 0, run.err
+            assert run.json() == single.json(), (args[0], route)

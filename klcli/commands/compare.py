@@ -40,7 +40,7 @@ from klcli.core.positions import as_position_mask, kept_log_rows, kept_rows, mas
 from klcli.core.stats import summarize
 from klcli.engine import Rows, aligned_blocks
 from klcli.errors import InputError, ShapeError, UsageError
-from klcli.io.ranges import position_count, position_range, row_count, row_range
+from klcli.io.ranges import driving_cuts, position_count, position_range, row_count, row_range
 from klcli.io.source import Source, rows_per_block
 from klcli.pieces import Layout, Piece, reads_stdin
 from klcli.result import Result
@@ -274,7 +274,8 @@ def compare_layout(base_operand, test_operands, *, labels=None, mask=None, shift
     length = _sequence_length(base.shape)
     if shift and not length:
         return Layout(None, why="--shift over one sequence (N, V) reads it whole")
-    return Layout(total, length or 1)
+    sources = [(base, "rows"), *((test, "rows") for test in tests), (label_source, "values"), (mask_source, "values")]
+    return Layout(total, length or 1, cuts=driving_cuts(total, *sources))
 
 
 def compare_map(base_operand, test_operands, reading: Reading, rows=None, *, names=None, labels=None, mask=None,

@@ -29,7 +29,7 @@ from klcli.commands.common import (
 from klcli.core.discrete import entropy_rows, js_rows, kl_rows
 from klcli.core.logspace import LogRows
 from klcli.errors import UsageError
-from klcli.io.ranges import row_count, row_range
+from klcli.io.ranges import driving_cuts, row_count, row_range
 from klcli.pieces import Layout, Piece, reads_stdin
 from klcli.result import Result
 
@@ -147,7 +147,8 @@ def divergence_layout(p, q, tail: str = "bucket") -> Layout:
     counts = [row_count(p_source), row_count(q_source)]
     if None in counts:
         return Layout(None, why="a text table's length is known only once it is read")
-    return Layout(max(count for count in counts if count is not None))
+    total = max(count for count in counts if count is not None)
+    return Layout(total, cuts=driving_cuts(total, (p_source, "rows"), (q_source, "rows")))
 
 
 def divergence_map(command: str, p, q, reading: Reading, rows=None, *, progress=None, tail: str = "bucket",

@@ -22,7 +22,7 @@ from klcli.core.perplexity import (
 from klcli.core.stats import summarize
 from klcli.engine import paired_blocks, threads_note
 from klcli.errors import InputError, RowCountError, ShapeError, UsageError
-from klcli.io.ranges import position_count, position_range, row_count, row_range
+from klcli.io.ranges import driving_cuts, position_count, position_range, row_count, row_range
 from klcli.io.source import Source, rows_per_block
 from klcli.pieces import Layout, Piece, reads_stdin
 from klcli.result import Result
@@ -216,7 +216,7 @@ def token_layout(operand, reading: TokenReading) -> Layout:
     length = _sequence_length(logits.shape)
     if reading.shift and not length:  # one sequence: only its very last position has no next label
         return Layout(None, why="--shift over one sequence (N, V) reads it whole")
-    return Layout(total, length or 1)
+    return Layout(total, length or 1, cuts=driving_cuts(total, (logits, "rows"), (labels, "values")))
 
 
 def _token_losses(values: np.ndarray, kind: str, label: str, first_row: int, padded: bool) -> np.ndarray:

@@ -9,8 +9,9 @@ Two views, as the commands count their inputs:
 
 A memory-mapped array (``.npy``, safetensors) is sliced; a format that can seek
 to a row gives ``Source.read_rows`` (Parquet: only the row groups that overlap
-are decoded); any other is read from the start with the rows before the piece
-skipped. The piece keeps the operand's description (its shape is the file's):
+are decoded; a sharded operand: only the shards that overlap, the first and
+last trimmed, and ``Source.read_positions`` likewise); any other is read from
+the start with the rows before the piece skipped. The piece keeps the operand's description (its shape is the file's):
 reports name the input, and the piece's place is the row range beside it.
 """
 
@@ -87,7 +88,7 @@ def row_range(source: Source, start: int, stop: int) -> Source:
             return
         yield from window(source.blocks(block_rows), start, stop - start)
 
-    return replace(source, read_blocks=blocks)
+    return _piece_of(source, blocks)
 
 
 def position_range(source: Source, start: int, stop: int) -> Source:
@@ -95,6 +96,9 @@ def position_range(source: Source, start: int, stop: int) -> Source:
 
     def blocks(block_rows: int) -> Iterator[np.ndarray]:
         size = max(1, block_rows)
+        if source.read_positions is not None:
+            yield from source.read_positions(start, stop, size)
+            return
         if source.array is not None and source.array().flags.c_contiguous:
             flat = source.array().reshape(-1)
             for at in range(start, stop, size):
@@ -104,13 +108,49 @@ def position_range(source: Source, start: int, stop: int) -> Source:
         for block in window(flat_blocks, start, stop - start):
             yield block.reshape(1, -1)
 
-    return replace(source, read_blocks=blocks)
+    return _piece_of(source, blocks)
 
 
-def piece_ranges(total: int, pieces: int, align: int = 1) -> list[tuple[int, int]]:
+def _piece_of(source: Source, blocks) -> Source:
+    """``source`` reading ``blocks`` only: its whole-file shortcuts (the memory map, seeking to a row or a position)
+    are dropped, so a range of the piece is taken within the piece, not within the file."""
+    return replace(source, read_blocks=blocks, array=None, read_rows=None, read_positions=None)
+
+
+def shard_ends(source: Source, unit: str = "rows") -> tuple[int, ...]:
+    """Where a sharded operand's shards end, counted in ``unit`` (``rows`` of the rows × outcomes view, or
+    ``values``): the cut points that keep every piece within whole shards. Empty for one file, 1-D shards counted
+    in rows (one vector) and shards whose lengths are not yet known."""
+    if not source.shards or (unit == "rows" and len(source.shape) == 1):
+        return ()
+    ends, at = [], 0
+    for shard in source.shards:
+        size = shard.count(unit)
+        if size is None:
+            return ()
+        at += size
+        ends.append(at)
+    return tuple(ends)
+
+
+def driving_cuts(total: int, *sources: tuple[Source | None, str]) -> tuple[int, ...]:
+    """The shard ends of the first sharded (source, unit) that holds all ``total`` rows — the operand whose shards
+    name the rows (klcli.rownames) — or () if none is sharded."""
+    for source, unit in sources:
+        ends = () if source is None else shard_ends(source, unit)
+        if ends and ends[-1] == total:
+            return ends
+    return ()
+
+
+def piece_ranges(total: int, pieces: int, align: int = 1, cuts: Iterable[int] = ()) -> list[tuple[int, int]]:
     """``total`` rows cut into at most ``pieces`` consecutive ranges of near-equal size, cut at multiples of ``align``.
 
-    Like ``split -n l/N``: the sizes differ by at most one ``align`` unit; no range is empty.
+    Like ``split -n l/N``: the sizes differ by at most one ``align`` unit; no range is empty. With ``cuts`` (a
+    sharded operand's shard ends), pieces keep to whole shards: as many pieces as shards is one piece a shard;
+    fewer group consecutive shards, each boundary the shard end nearest an equal share; more cut the shards
+    themselves (the largest into the most pieces), a piece never crossing a shard's end. Cuts that are not
+    multiples of ``align`` (inside a sequence) are not used.
 
     Examples
     --------
@@ -120,8 +160,46 @@ def piece_ranges(total: int, pieces: int, align: int = 1) -> list[tuple[int, int
     [(0, 4), (4, 12)]
     >>> piece_ranges(2, 5)
     [(0, 1), (1, 2)]
+    >>> piece_ranges(10, 3, cuts=[2, 3, 10])  # one piece a shard
+    [(0, 2), (2, 3), (3, 10)]
+    >>> piece_ranges(10, 2, cuts=[2, 3, 8, 10])  # whole shards, near-equal
+    [(0, 3), (3, 10)]
+    >>> piece_ranges(10, 3, cuts=[2, 10])  # the larger shard is cut
+    [(0, 2), (2, 6), (6, 10)]
     """
     align = max(1, align)
+    ends = sorted({int(cut) for cut in cuts if 0 < cut < total and cut % align == 0})
+    if not ends:
+        return _even_ranges(total, pieces, align)
+    ends.append(total)
+    starts = [0, *ends[:-1]]
+    if pieces >= len(ends):
+        counts = _apportioned([(b - a) for a, b in zip(starts, ends)], pieces, align)
+        return [(a + c, a + d) for a, b, count in zip(starts, ends, counts)
+                for c, d in _even_ranges(b - a, count, align)]
+    bounds, at = [0], -1
+    for k in range(1, pieces):  # the k-th boundary: the shard end nearest k/pieces of the rows, leaving one a piece
+        allowed = range(at + 1, len(ends) - pieces + k)
+        at = min(allowed, key=lambda i: (abs(ends[i] * pieces - total * k), i))
+        bounds.append(ends[at])
+    bounds.append(total)
+    return list(zip(bounds, bounds[1:]))
+
+
+def _apportioned(sizes: list[int], pieces: int, align: int) -> list[int]:
+    """Pieces per shard, ``pieces`` in all (at least one each): each further piece to the shard with the most rows
+    per piece (the first on a tie), never more pieces than a shard has ``align`` units."""
+    counts = [1] * len(sizes)
+    for _ in range(pieces - len(sizes)):
+        open_ = [i for i, size in enumerate(sizes) if counts[i] < -(-size // align)]
+        if not open_:
+            break
+        chosen = max(open_, key=lambda i: (sizes[i] / counts[i], -i))
+        counts[chosen] += 1
+    return counts
+
+
+def _even_ranges(total: int, pieces: int, align: int) -> list[tuple[int, int]]:
     units = -(-total // align)
     pieces = max(1, min(pieces, units))
     bounds = [min(total, (units * k // pieces) * align) for k in range(pieces + 1)]

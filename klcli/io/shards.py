@@ -223,9 +223,41 @@ def open_shards(operand: str) -> Source:
             assert source.labels is not None
             yield from source.labels(block_rows)
 
+    def overlapping(unit: str, start: int, stop: int, block_rows: int, cut) -> Iterator[np.ndarray]:
+        """``cut(shard's Source, a, b)`` of each shard holding part of [start, stop) in ``unit``; no other shard is
+        opened again (a text table's shards, whose lengths are known only once read, are read from the first)."""
+        from klcli.io.ranges import window
+
+        sizes = [shard.count(unit) for shard in shards]
+        if None in sizes:
+            flat = blocks(block_rows) if unit == "rows" else \
+                (np.asarray(block).reshape(-1, 1) for block in blocks(block_rows))
+            for block in window(flat, start, stop - start):
+                yield block if unit == "rows" else block.reshape(1, -1)
+            return
+        before = 0
+        for shard, size in zip(shards, sizes):
+            if before >= stop:
+                return
+            a, b = max(start - before, 0), min(stop - before, int(size or 0))
+            before += int(size or 0)
+            if a < b:
+                yield from cut(reopened(shard), a, b).blocks(block_rows)
+
+    def read_rows(start: int, stop: int, block_rows: int) -> Iterator[np.ndarray]:
+        from klcli.io.ranges import row_range
+
+        return overlapping("rows", start, stop, block_rows, row_range)
+
+    def read_positions(start: int, stop: int, block_rows: int) -> Iterator[np.ndarray]:
+        from klcli.io.ranges import position_range
+
+        return overlapping("values", start, stop, block_rows, position_range)
+
+    one_vector = len(first_shape) == 1  # 1-D shards are one row: its rows are not the shards' rows
     return Source(operand, where, first.format, shape, dtype, blocks, forced_kind=first.forced_kind,
                   kernel_options=dict(first.kernel_options), labels=labels if has_labels else None,
-                  shards=tuple(shards))
+                  shards=tuple(shards), read_rows=None if one_vector else read_rows, read_positions=read_positions)
 
 
 def _is_integer(dtype: str) -> bool:

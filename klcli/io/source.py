@@ -177,6 +177,9 @@ class Source:
     # A format that can start reading at a row (Parquet: by row groups): (start, stop, block_rows) → the blocks of
     # rows [start, stop) only (see klcli.io.ranges). None: the rows before a piece are read and skipped.
     read_rows: Callable[[int, int, int], Iterator[np.ndarray]] | None = field(default=None, repr=False)
+    # The same for values [start, stop) of the operand flattened (one per position), as one row per block: a
+    # sharded operand opens only the shards that hold them. None: read from the start, the values before skipped.
+    read_positions: Callable[[int, int, int], Iterator[np.ndarray]] | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:

@@ -78,3 +78,48 @@ def test_piece_ranges_tile_and_align():
                 assert all(a % align == 0 and b > a for a, b in ranges)
                 sizes = [b - a for a, b in ranges]
                 assert max(sizes) - min(sizes) <= align and len(ranges) == min(pieces, total // align)
+
+
+def test_piece_ranges_keep_to_whole_shards():
+    rng = np.random.default_rng(16)
+    for _ in range(300):
+        align = int(rng.integers(1, 4))
+        sizes = (rng.integers(1, 6, size=int(rng.integers(1, 7))) * align).tolist()
+        ends = np.cumsum(sizes).tolist()
+        total = ends[-1]
+        for pieces in range(1, len(sizes) + 6):
+            ranges = piece_ranges(total, pieces, align, ends)
+            assert ranges[0][0] == 0 and ranges[-1][1] == total
+            assert all(a[1] == b[0] and b[1] > b[0] for a, b in zip(ranges, ranges[1:]))
+            assert all(a % align == 0 for a, _ in ranges)
+            starts = [0, *ends[:-1]]
+            if pieces == len(sizes):  # one piece a shard
+                assert ranges == list(zip(starts, ends))
+            elif pieces < len(sizes):  # whole shards, grouped
+                assert len(ranges) == pieces and all(b in ends for _, b in ranges)
+            else:  # shards cut, never a piece across a shard's end
+                assert all(not (a < end < b) for a, b in ranges for end in ends)
+                assert len(ranges) == min(pieces, total // align)
+
+
+def test_piece_ranges_group_shards_near_equally_and_skip_cuts_inside_a_sequence():
+    assert piece_ranges(100, 2, cuts=[10, 20, 45, 60, 100]) == [(0, 45), (45, 100)]
+    assert piece_ranges(12, 3, 1, [1, 2, 12]) == [(0, 1), (1, 2), (2, 12)]  # shards of one row stay pieces
+    assert piece_ranges(12, 2, align=4, cuts=[6, 12]) == [(0, 4), (4, 12)]  # 6 is inside a sequence: as no cut
+    assert piece_ranges(12, 2, align=4, cuts=[8, 12]) == [(0, 8), (8, 12)]
+
+
+@pytest.mark.parametrize("fmt", ["npy", "parquet", "sharded"])
+def test_a_range_of_a_range_is_taken_within_the_piece(tmp_path, fmt):
+    if fmt == "sharded":
+        (tmp_path / "d").mkdir()
+        for index, (a, b) in enumerate([(0, 5), (5, 6), (6, 23)]):
+            np.save(tmp_path / "d" / f"part-{index}.npy", VALUES[a:b])
+        operand = str(tmp_path / "d")
+    else:
+        operand = write_table(tmp_path / "v", VALUES, fmt)
+    piece = row_range(open_operand(operand), 4, 20)
+    np.testing.assert_array_equal(_rows(row_range(piece, 1, 9)), VALUES[5:13])
+    flat = position_range(open_operand(operand), 7, 90)
+    got = np.concatenate([block.reshape(-1) for block in position_range(flat, 3, 40).blocks(6)])
+    np.testing.assert_array_equal(got, VALUES.reshape(-1)[10:47])

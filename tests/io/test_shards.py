@@ -228,3 +228,65 @@ def test_llama_base_file_shards_carry_their_tokens(tmp_path):
     assert parts.shape == whole.shape and parts.forced_kind == whole.forced_kind
     assert np.array_equal(np.concatenate(list(parts.blocks(5))), np.concatenate(list(whole.blocks(5))))
     assert np.array_equal(np.concatenate(list(parts.labels(5))), np.concatenate(list(whole.labels(5))))
+
+
+# --- pieces of a sharded operand read only their shards (klcli.io.ranges) ---------------------------------------
+
+
+def _by_name(read: dict[str, int]) -> dict[str, int]:
+    return {os.path.basename(path): count for path, count in read.items()}
+
+
+@pytest.mark.parametrize("fmt", ["npy", "parquet"])
+def test_a_row_range_reads_only_the_shards_it_overlaps(tmp_path, rows, shard_reads, fmt):
+    from klcli.io.ranges import row_range
+
+    sizes = [2, 3, 1, 4, 1]  # ends 2, 5, 6, 10, 11
+    if fmt == "npy":
+        _save_npy(tmp_path / "d", rows, sizes)
+    else:
+        pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+        (tmp_path / "d").mkdir()
+        for index, piece in enumerate(_split(rows, sizes)):
+            pq.write_table(pa.table({"v": pa.array(piece.tolist(), type=pa.list_(pa.float64()))}),
+                           tmp_path / "d" / f"part-{index}.parquet")
+    source = open_operand(str(tmp_path / "d"))
+    for start, stop, wanted in [(3, 8, {"part-1": 2, "part-2": 1, "part-3": 2}), (0, 2, {"part-0": 2}),
+                                (10, 11, {"part-4": 1}), (5, 6, {"part-2": 1}), (0, 11, dict(zip(
+                                    [f"part-{i}" for i in range(5)], sizes)))]:
+        shard_reads.clear()
+        got = np.concatenate(list(row_range(source, start, stop).blocks(2)))
+        np.testing.assert_array_equal(got, rows[start:stop])
+        read = {name.split(".")[0]: count for name, count in _by_name(shard_reads).items()}
+        assert read == wanted, (start, stop)
+
+
+def test_pieces_of_a_sharded_operand_read_each_row_once(tmp_path, shard_reads):
+    """(B, T, V) shards, pieces of positions: every shard's rows are read once over all the pieces."""
+    from klcli.io.ranges import piece_ranges, row_range
+
+    values = np.random.default_rng(5).normal(size=(7, 3, 4))
+    _save_npy(tmp_path / "d", values, [2, 1, 4])  # 6, 3 and 12 positions
+    source = open_operand(str(tmp_path / "d"))
+    shard_reads.clear()
+    pieces = [np.concatenate(list(row_range(source, a, b).blocks(5))) for a, b in piece_ranges(21, 4, align=3)]
+    np.testing.assert_array_equal(np.concatenate(pieces), values.reshape(-1, 4))
+    assert _by_name(shard_reads) == {"part-0.npy": 6, "part-1.npy": 3, "part-2.npy": 12}
+
+
+def test_a_position_range_of_sharded_labels_reads_only_its_shards(tmp_path, shard_reads):
+    from klcli.io.ranges import position_range
+
+    labels = np.arange(3 * 11).reshape(11, 3)  # 2-D label shards: positions are their values, flattened
+    _save_npy(tmp_path / "d", labels, [4, 2, 5])  # values 0–12, 12–18, 18–33
+    flat = np.arange(33)
+    np.save(tmp_path / "one.npy", flat)
+    _save_npy(tmp_path / "v", flat, [10, 5, 18])  # 1-D shards: one vector
+    for operand, start, stop, wanted in [("d", 13, 20, {"part-1.npy": 5, "part-2.npy": 2}),
+                                         ("d", 0, 12, {"part-0.npy": 12}), ("v", 12, 15, {"part-1.npy": 3}),
+                                         ("v", 9, 33, {"part-0.npy": 1, "part-1.npy": 5, "part-2.npy": 18})]:
+        source = open_operand(str(tmp_path / operand))
+        shard_reads.clear()
+        got = np.concatenate([block.reshape(-1) for block in position_range(source, start, stop).blocks(4)])
+        np.testing.assert_array_equal(got, flat[start:stop])
+        assert _by_name(shard_reads) == wanted, (operand, start, stop)
