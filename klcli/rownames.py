@@ -39,28 +39,17 @@ def _unit(source: Source, result: Result) -> str:
     return "values" if source.role in _PER_POSITION_ROLES else "rows"
 
 
-def _named_rows(result: Result) -> list[int]:
-    rows = [summary["argmax"] for summary in _summaries(result) if isinstance(summary.get("argmax"), int)]
-    rows += [entry["row"] for entry in _worst(result) if isinstance(entry.get("row"), int)]
-    return rows
-
-
 def _summaries(result: Result) -> list[dict]:
     return [result.summary, *(m for m in result.metrics.values() if isinstance(m, dict))]
 
 
 def _worst(result: Result) -> list[dict]:
-    """The worst-position entries: the result's, and each of compare's candidates' (``tests[i].worst``)."""
-    lists = [result.figures.get("worst")]
-    tests = result.figures.get("tests")
-    if isinstance(tests, list):
-        lists += [test.get("worst") for test in tests if isinstance(test, dict)]
-    return [entry for worst in lists if isinstance(worst, list) for entry in worst if isinstance(entry, dict)]
+    worst = result.figures.get("worst")
+    return [entry for entry in worst if isinstance(entry, dict)] if isinstance(worst, list) else []
 
 
-def _choose(result: Result, opened: list[Source], operands: list) -> tuple[Source, str] | None:
-    """The sharded source whose shards name the rows: the first, in operand order, holding all of them."""
-    rows = _named_rows(result)
+def _choose(rows: list[int], result: Result, opened: list[Source], operands: list) -> tuple[Source, str] | None:
+    """The sharded source whose shards name ``rows``: the first, in operand order, holding all of them."""
     if not rows:
         return None
     by_operand: dict[str, Source] = {}
@@ -79,22 +68,48 @@ def _choose(result: Result, opened: list[Source], operands: list) -> tuple[Sourc
     return None
 
 
+def _groups(result: Result, operands: list) -> list[tuple[list[dict], list[dict], list]]:
+    """(summaries, worst entries, operands in the order their shards name the rows) for each set of figures.
+
+    One set for most results; compare adds one per candidate (``tests[i]``), named by BASE's shards, else by
+    that candidate's own (TEST i), else the labels' or the mask's — never by another candidate's.
+    """
+    tests = result.figures.get("tests")
+    if result.command != "compare" or not isinstance(tests, list) or not tests:
+        return [(_summaries(result), _worst(result), operands)]
+    count = len(tests)
+    base, candidates, rest = operands[:1], operands[1:1 + count], operands[1 + count:]
+    top = result.figures.get("worst")
+    groups = [(_summaries(result), [e for e in top if isinstance(e, dict)] if isinstance(top, list) else [],
+               [*base, *candidates[:1], *rest])]
+    for index, test in enumerate(tests):
+        if not isinstance(test, dict):
+            continue
+        summaries = [value for value in test.values() if isinstance(value, dict) and "argmax" in value]
+        worst = [e for e in test.get("worst") or [] if isinstance(e, dict)]
+        groups.append((summaries, worst, [*base, *candidates[index:index + 1], *rest]))
+    return groups
+
+
 def name_rows(result: Result, opened: list[Source], operands: list) -> Result:
     """``result`` with each named row's shard beside it (the result itself when no operand is sharded)."""
-    chosen = _choose(result, opened, operands)
-    if chosen is None:
-        return result
-    source, unit = chosen
+    for summaries, worst, order in _groups(result, operands):
+        rows = [s["argmax"] for s in summaries if isinstance(s.get("argmax"), int)]
+        rows += [entry["row"] for entry in worst if isinstance(entry.get("row"), int)]
+        chosen = _choose(rows, result, opened, order)
+        if chosen is None:
+            continue
+        source, unit = chosen
 
-    def beside(entry: dict, key: str, shard_key: str, row_key: str) -> None:
-        where = locate(source, entry[key], unit)
-        if where is not None:
-            entry[shard_key], entry[row_key] = where
+        def beside(entry: dict, key: str, shard_key: str, row_key: str) -> None:
+            where = locate(source, entry[key], unit)  # noqa: B023 — called within this iteration only
+            if where is not None:
+                entry[shard_key], entry[row_key] = where
 
-    for summary in _summaries(result):
-        if isinstance(summary.get("argmax"), int):
-            beside(summary, "argmax", "argmax_shard", "argmax_row_in_shard")
-    for entry in _worst(result):
-        if isinstance(entry.get("row"), int):
-            beside(entry, "row", "shard", "row_in_shard")
+        for summary in summaries:
+            if isinstance(summary.get("argmax"), int):
+                beside(summary, "argmax", "argmax_shard", "argmax_row_in_shard")
+        for entry in worst:
+            if isinstance(entry.get("row"), int):
+                beside(entry, "row", "shard", "row_in_shard")
     return result

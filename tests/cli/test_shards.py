@@ -370,3 +370,32 @@ def test_every_route_names_the_argmax_shard_as_one_run_does(tmp_path, cli):
     for summary in (single, jobs, merged):
         assert (summary["argmax"], summary["argmax_shard"], summary["argmax_row_in_shard"]) == \
             (int(np.argmax(kl_rows)), shard, row_in_shard)
+
+
+def test_each_candidate_is_named_by_its_own_shards(tmp_path, cli):
+    """compare BASE T1 T2 T3: BASE whole, T1 and T2 cut differently, T3 whole — each candidate's argmax and worst
+    rows name its own shards (never another candidate's), and the unsharded one's name none."""
+    import json
+
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(40, 30))
+    tests = [base + rng.normal(scale=s, size=base.shape) for s in (0.3, 0.6, 0.9)]
+    np.save(tmp_path / "base.npy", base)
+    sizes = {0: [7, 13, 20], 1: [25, 15]}
+    paths = {i: _npy_shards(tmp_path / f"t{i}", tests[i], sizes[i]) for i in sizes}
+    np.save(tmp_path / "t2.npy", tests[2])
+    operands = [str(tmp_path / "t0" / "part-*.npy"), str(tmp_path / "t1" / "part-*.npy"), str(tmp_path / "t2.npy")]
+    doc = json.loads(cli("compare", tmp_path / "base.npy", *operands, "--kind", "logits", "--json",
+                         "--worst", "4").out)
+    log_base = special.log_softmax(base, axis=1)
+    for index, entry in enumerate(doc["tests"]):
+        kl = np.sum(np.exp(log_base) * (log_base - special.log_softmax(tests[index], axis=1)), axis=1)
+        assert entry["kl"]["argmax"] == int(np.argmax(kl))
+        for named in [entry["kl"], *entry["worst"]]:
+            row = named.get("argmax", named.get("row"))
+            shard = named.get("argmax_shard", named.get("shard"))
+            in_shard = named.get("argmax_row_in_shard", named.get("row_in_shard"))
+            if index in sizes:
+                assert (shard, in_shard) == _where(sizes[index], paths[index], row)
+            else:
+                assert shard is None and in_shard is None
