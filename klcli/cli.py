@@ -115,8 +115,14 @@ def _write_partial(planned, delivery, scaling: dict) -> int:
     path = scaling.get("partial")
     if path is None:
         raise UsageError("--piece K/N goes with --partial FILE (the piece's partial, for klcli merge)")
+    # What shapes the report, not the partial, is given to klcli merge: refused here rather than dropped.
     if delivery.checks:
         raise UsageError("--check goes with klcli merge, which prints the report of the merged partials")
+    if delivery.unit.name != "nats":
+        raise UsageError("--partial records nats; give --bits or --base to klcli merge, which prints the report")
+    if planned.reports:
+        raise UsageError(f"{planned.reports[0].option} is written from the report: give it to the run that prints "
+                         "one (klcli merge prints the merged partials' report)")
     others = [option for option in delivery.protected if option not in (path, scaling.get("piece"))]
     with _named_partial():
         save_partial(planned, path, protected=others, jobs=scaling["jobs"], engine=scaling["engine"],

@@ -232,7 +232,7 @@ def run_dask(command: str, operands: list, options: dict, split: Split, schedule
     if not scheduler:
         raise UsageError("--engine dask needs --scheduler ADDRESS (a dask.distributed scheduler, e.g. "
                          "tcp://10.0.0.5:8786) or --scheduler local:N (N local worker processes)")
-    if any(not isinstance(operand, str) for operand in operands) or reads_stdin(*operands):
+    if any(not isinstance(operand, str) for operand in operands if operand is not None) or reads_stdin(*operands):
         raise UsageError("--engine dask reads files by their paths; arrays and standard input stay in this process")
     try:
         import dask  # noqa: F401

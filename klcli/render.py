@@ -105,6 +105,9 @@ class _Printer:
         self.width = width if width >= SMALLEST_WIDTH else USABLE_WIDTH
 
     def print(self, table) -> None:
+        if isinstance(table, str):  # a table already laid out as lines (see _whole_cells)
+            self.print_plain(table)
+            return
         self.console.width = 1 << 16
         needed = self.console.measure(table).minimum
         self.console.width = max(self.width, needed)
@@ -154,7 +157,7 @@ def to_table(result: Result, *, per_row: bool, color: bool, width: int | None = 
                  pad_edge=False)
     head.add_column(style="bold")
     head.add_column()
-    head.add_row(result.headline, f"[bold]{number(result.value)}[/bold]{unit}")
+    head.add_row(_untrusted(result.headline), f"[bold]{number(result.value)}[/bold]{unit}")  # (a candidate's name)
     candidates = _candidates(result)
     # With several candidates their own figures are in the leaderboard; the head keeps the shared ones.
     own = set(candidates[0]) if candidates and len(candidates) > 1 else set()
@@ -367,8 +370,10 @@ def _leaderboard(Table, box, result: Result, candidates: list[dict],  # noqa: N8
     return tables
 
 
-def _whole_cells(Table, box, title: str, headers, rows: list[list[str]], ascii_only: bool):  # noqa: N803
-    """A table whose cells and headers are never wrapped nor cut: each column as wide as its widest.
+def _whole_cells(Table, box, title: str, headers, rows: list[list[str]], ascii_only: bool, *,  # noqa: N803
+                 first_left: bool = True, names_first: bool = True) -> str:
+    """A table whose cells and headers are never wrapped nor cut, as plain lines: each column as wide as its
+    widest cell, two spaces between columns (the same layout whatever rich's version).
 
     The headers and the first column may be names from the command line or files: shown safely.
     """
@@ -377,22 +382,27 @@ def _whole_cells(Table, box, title: str, headers, rows: list[list[str]], ascii_o
     from klcli.errors import shown
 
     # The text as it will be printed: names made safe, and in ASCII ± spelt +/-.
-    printed = [[shown(header) for header in headers]] + [[shown(row[0]), *row[1:]] for row in rows]
+    printed = [[shown(header) for header in headers]] + [[shown(row[0]) if names_first else row[0], *row[1:]]
+                                                         for row in rows]
     if ascii_only:
         printed = [[cell.translate(ASCII_SYMBOLS) for cell in row] for row in printed]
-    # Padding collapsed (two spaces between columns, not three): a leaderboard of short names fits 80 columns.
-    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False, collapse_padding=True)
-    for index, header in enumerate(headers):
-        widest = max(cell_len(row[index]) for row in printed)
-        table.add_column(_untrusted(header), justify="left" if index == 0 else "right", no_wrap=True,
-                         min_width=widest)
-    for row in rows:
-        table.add_row(_untrusted(row[0]), *row[1:])
-    return table
+        title = title.translate(ASCII_SYMBOLS)
+    widths = [max(cell_len(row[index]) for row in printed) for index in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        padded = [cell + " " * (width - cell_len(cell)) if index == 0 and first_left
+                  else " " * (width - cell_len(cell)) + cell
+                  for index, (cell, width) in enumerate(zip(cells, widths))]
+        return " " + "  ".join(padded)
+
+    rule = " " + ("-" if ascii_only else "─") * (sum(widths) + 2 * (len(widths) - 1))
+    return "\n".join([title, "", line(printed[0]), rule, *(line(row) for row in printed[1:]), ""]) + "\n"
 
 
 def _candidate_listings(Table, box, candidates: list[dict], ascii_only: bool) -> list:  # noqa: N803
     """With several candidates: KL and agreement by the base's confidence side by side, and each one's worst."""
+    from klcli.errors import shown
+
     tables = []
     buckets = candidates[0].get("by_confidence") or []
     if buckets:
@@ -410,21 +420,21 @@ def _candidate_listings(Table, box, candidates: list[dict], ascii_only: bool) ->
     for entry in candidates:
         worst = entry.get("worst") or []
         if worst:
-            tables.append(_listing(Table, box, f"worst: {_untrusted(entry['name'])}", worst))
+            tables.append(_listing(Table, box, f"worst: {shown(entry['name'])}", worst))
     return tables
 
 
-def _listing(Table, box, title: str, entries: list[dict]):  # noqa: N803
-    """A list of records as a table; a column undefined (null) in every record is left out, token text goes
-    beside its id (see _cell), and nested figures (a candidate's summaries) are no cell."""
-    listing = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False)
+def _listing(Table, box, title: str, entries: list[dict]) -> str:  # noqa: N803
+    """A list of records as a table of whole cells (never cut, see :func:`_whole_cells`); a column undefined
+    (null) in every record is left out, token text goes beside its id (see _cell), and nested figures (a
+    candidate's summaries) are no cell."""
+    from rich.text import Text
+
     columns = [column for column in entries[0] if not column.endswith("_text") and not _nested(entries[0][column])
                and any(entry.get(column) is not None for entry in entries)]
-    for column in columns:
-        listing.add_column(column, justify="right")
-    for entry in entries:
-        listing.add_row(*(_cell(entry, column) for column in columns))
-    return listing
+    # (_cell escapes names for rich markup; these lines are printed as they are, so the escape is undone)
+    rows = [[Text.from_markup(_cell(entry, column)).plain for column in columns] for entry in entries]
+    return _whole_cells(Table, box, title, columns, rows, False, first_left=False, names_first=False)
 
 
 def _mean_figures(figures: dict) -> list[tuple[str, dict]]:

@@ -232,6 +232,11 @@ def test_piece_and_partial_usage_errors(cli, inputs):
     _one_line_error(cli(*args, "--partial", tmp_path / "x.klp", "--check", "kl.mean<1"),
                     "--check goes with klcli merge")
     _one_line_error(cli(*args, "--partial", args[1]), "--partial", "is one of the inputs")
+    # The unit and the HTML report belong to the report klcli merge prints: refused here, never silently dropped.
+    _one_line_error(cli(*args, "--partial", tmp_path / "x.klp", "--bits"), "give --bits or --base to klcli merge")
+    _one_line_error(cli(*args, "--partial", tmp_path / "x.klp", "--html", tmp_path / "r.html"),
+                    "--html is written from the report")
+    assert not (tmp_path / "x.klp").exists() and not (tmp_path / "r.html").exists()
 
 
 def test_partial_of_arrays_from_python(tmp_path, inputs):

@@ -252,6 +252,13 @@ def _compare_sources(base_operand, test_operands: list, labels, mask, shift: boo
         _check_positions(base, counted)
     if shift and label_source is None:
         raise UsageError("--shift scores position t against label t+1; it needs --labels IDS")
+    if shift and None not in base.shape and len(label_source.shape) > 1 and None not in label_source.shape \
+            and tuple(label_source.shape) != tuple(base.shape[:-1]):
+        # --shift ends each sequence where the logits' shape says: labels cut into other sequences (not flat)
+        # would be shifted across their ends.
+        raise ShapeError(f"{label_source.label} has shape {label_source.shape_text} but --shift needs the logits' "
+                         f"leading shape {tuple(base.shape[:-1])} ({base.label} is {base.shape_text}): give both as "
+                         "(B, T) labels and (B, T, V) logits")
     return base, tests, label_source, mask_source, extras, top_k, reference_notes
 
 

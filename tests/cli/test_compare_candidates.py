@@ -428,6 +428,14 @@ def test_names_are_printed_as_given_never_read_as_markup(cli, candidates):
     assert "\x1b" not in run.out and "\x07" not in run.out
 
 
+def test_a_single_candidates_name_in_the_headline_is_not_markup(cli, candidates):
+    _, _, _, folder = candidates
+    run = cli("compare", folder / "base.npy", *_paths(folder, 1), "--name", "[/bold]x")
+    assert run.code == 0, run.err  # a closing tag once raised rich's MarkupError (an internal error)
+    run = cli("compare", folder / "base.npy", *_paths(folder, 2), "--name", "[/bold]x", "--name", "y")
+    assert run.code == 0 and "mean D(base‖[/bold]x)" in run.out, run.err
+
+
 def test_scoring_a_block_in_pieces_changes_no_figure(cli, candidates, monkeypatch):
     """Rows are independent: pieces of 3 rows (some wholly left out) give every figure bit for bit."""
     from klcli.commands import compare
@@ -445,3 +453,21 @@ def test_scoring_a_block_in_pieces_changes_no_figure(cli, candidates, monkeypatc
     kept = np.flatnonzero(ignored != -100)
     assert pieces["tests"][2]["kl"]["mean"] == pytest.approx(reference(base[kept], tests[2][kept], None)["kl"].mean(),
                                                              rel=1e-9)
+
+
+def test_shift_refuses_labels_cut_into_other_sequences(cli, tmp_path):
+    rng = np.random.default_rng(2)
+    base, test = rng.normal(size=(48, 20)), rng.normal(size=(48, 20))
+    np.save(tmp_path / "b.npy", base)
+    np.save(tmp_path / "t.npy", test)
+    np.save(tmp_path / "l.npy", rng.integers(0, 20, size=(3, 16)))
+    run = cli("compare", tmp_path / "b.npy", tmp_path / "t.npy", "--labels", tmp_path / "l.npy", "--shift")
+    assert run.code == 2 and run.err.startswith("klcli: error: labels (") and "--shift needs the logits' leading " \
+        "shape (48,)" in run.err  # (it once shifted label 16 into sequence 0)
+    np.save(tmp_path / "b3.npy", base.reshape(3, 16, 20))
+    np.save(tmp_path / "t3.npy", test.reshape(3, 16, 20))
+    np.save(tmp_path / "flat.npy", np.load(tmp_path / "l.npy").reshape(-1))
+    for labels in ("l.npy", "flat.npy"):  # (B, T) labels, or flat ones, with (B, T, V) logits: 3 × 15 tokens
+        run = cli("compare", tmp_path / "b3.npy", tmp_path / "t3.npy", "--labels", tmp_path / labels, "--shift",
+                  "--json")
+        assert run.code == 0 and run.json()["tokens"] == 45, run.err
