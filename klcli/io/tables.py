@@ -190,6 +190,7 @@ def open_parquet(path: str, operand: str, selector: str | None) -> Source:
         schema = parquet.schema_arrow
     except _read_errors() as exc:
         raise InputError(f"{path}: not a valid Parquet file ({first_line(exc)})") from None
+    _check_metadata_survives(parquet, path)
 
     def first_length(column: str) -> int:
         _check_first_row(parquet, path, column)
@@ -229,6 +230,49 @@ def open_parquet(path: str, operand: str, selector: str | None) -> Source:
     shape = (rows,) if layout.is_vector else (rows, layout.width)
     return Source(operand, path, "parquet", shape, layout.dtype, blocks,
                   read_rows=None if layout.is_vector else rows_between)
+
+
+def _check_metadata_survives(parquet, path: str, seconds: float = 60.0) -> None:
+    """Read every column chunk's metadata in a forked child first: some pyarrow releases abort the process
+    (``std::terminate``, exit 134, no Python exception) on damaged metadata — a level histogram of the wrong
+    size — and an abort cannot be caught. A child that dies of a signal makes it an error naming the file.
+    Where there is no fork (Windows), the metadata is read directly."""
+    import os
+    import signal
+    import time
+    import warnings
+
+    if not hasattr(os, "fork"):
+        return
+    with warnings.catch_warnings():  # (Python 3.12+ warns of forking a process with threads: the child only reads)
+        warnings.simplefilter("ignore")
+        child = os.fork()
+    if child == 0:  # the child: its messages (pyarrow's "terminate called …") go nowhere; no atexit handlers run
+        try:
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(quiet, 2)
+            metadata = parquet.metadata
+            for group in range(metadata.num_row_groups):
+                row_group = metadata.row_group(group)
+                for index in range(metadata.num_columns):
+                    row_group.column(index).num_values  # noqa: B018 — read for its parsing, which may abort
+        except BaseException:  # noqa: BLE001 — a Python error: the parent's own reading reports it
+            os._exit(1)
+        os._exit(0)
+    deadline = time.monotonic() + seconds
+    while True:
+        done, status = os.waitpid(child, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            raise InputError(f"{path}: its Parquet metadata could not be read within {seconds:.0f} s")
+        time.sleep(0.001)
+    if os.WIFSIGNALED(status):
+        name = signal.Signals(os.WTERMSIG(status)).name
+        raise InputError(f"{path}: not a valid Parquet file: its metadata is damaged (pyarrow stops the process "
+                         f"reading it, {name}); rewrite the file")
 
 
 def _leaf_values(parquet, column: str) -> list[tuple[int, int]]:

@@ -427,3 +427,32 @@ def test_an_incompressible_arrow_batch_past_the_budget_is_still_read(tmp_path):
     run = subprocess.run([sys.executable, "-m", "klcli", "kl", tmp_path / "zeros.arrow", tmp_path / "zeros.arrow",
                           "--logits", "-q"], capture_output=True, env=environment, timeout=60)
     assert_clear_error(run, "record batch 0 would take 2 MiB decoded from 0 KiB in the file")
+
+
+# --- a damaged Parquet footer that makes pyarrow 26 abort (std::terminate) while parsing its metadata -----------
+
+# A level histogram of the wrong size in a column chunk's size statistics (found by the fuzz test's mutations).
+ABORTING_PARQUET = (
+    "UEFSMRUEFVAVSkwVChUAEgAAKAAABQEE0D8FBxAA4D+amQEBRLk/MzMzMzMz4z8zMzMzMzPTPxUAFSIVJiwVDBUQFQYVBhwYCDMz"
+    "MzMzM+M/GAiamZmZmZm5PxYAKAgzMzMzMzPjPxgImpmZmZmZuT8REQAAABFAAgAAAAM2AgAAAAwDAwNANAIVBBlMNQAYBnNjaGVt"
+    "YRUCADUCGAF2FQIVBkw8AAAANQQYBGxpc3QVAgAVCiUCGAdlbGVtZW50ABYEGRwZHCYAHBUKGTUABhAZOAF2BGxpc3QHZWxlbWVu"
+    "dBUCFgwWjAIWigImbiYIHBgIMzMzMzMz4z8YCJqZmZmZmbk/FgAoCDMzMzMzM+M/GAiamZmZmZm5PxERABksFQQVABUCABUAFRAV"
+    "AgA8KSYECBkXAAAADAAAABaMAhYEJggWigIAGRwYDEFSUk9XOnNjaGVtYRjgAS8vLy8vNkFBQUFBUUFBQUFBQUFLQUF3QUJnQUZB"
+    "QWdBQ2dBQUFBQUJCQUFNQUFBQUNBQUlBQUFBQkFBSUFBQUFCQUFBQUFFQUFBQUVBQUFBMVAvLy93QUFBUXdVQUFBQUhBQUFBQVFB"
+    "QUFBQkFBQUFKQUFBQUFFQUFBQjJBQUFBQkFBRUFBUUFBQUFRQUJRQUNBQUdBQWNBREFBQUFCQUFFQUFBQUFBQUFRTVFBQUFBSEFB"
+    "QUFBUUFBQUFBQUFBQUJBQUFBR2wwWlcwQUFBWUFDQUFHQUFZQUFBQUFBQUlBABggcGFycXVldC1jcHAtYXJyb3cggWVyc2lvbiAy"
+    "Ni4wLjEZHBwAAADaAQAAUEFSMQ=="
+)
+
+
+def test_parquet_metadata_that_aborts_pyarrow_is_a_clear_error(tmp_path):
+    import base64
+
+    path = tmp_path / "damaged.parquet"
+    path.write_bytes(base64.b64decode(ABORTING_PARQUET))
+    run = subprocess.run([sys.executable, "-m", "klcli", "kl", path, path, "-q"], capture_output=True, timeout=120)
+    err = run.stderr.decode(errors="replace")
+    assert run.returncode in (0, 2), (run.returncode, err)  # was 134, "terminate called after throwing …"
+    if run.returncode == 2:  # (pyarrow releases that read this footer without aborting give a result)
+        assert err == f"klcli: error: {path}: not a valid Parquet file: its metadata is damaged (pyarrow stops " \
+            "the process reading it, SIGABRT); rewrite the file\n"
