@@ -120,6 +120,11 @@ def _write_partial(planned, delivery, scaling: dict) -> int:
         raise UsageError("--check goes with klcli merge, which prints the report of the merged partials")
     if delivery.unit.name != "nats":
         raise UsageError("--partial records nats; give --bits or --base to klcli merge, which prints the report")
+    given = [option for option, asked in (("-o", delivery.output is not None), ("-q", delivery.quiet),
+                                          ("--json/--format", delivery.format != "table"),
+                                          ("--per-row", delivery.per_row)) if asked]
+    if given:
+        raise UsageError(f"{given[0]} shapes the report, which --partial does not print: give it to klcli merge")
     if planned.reports:
         raise UsageError(f"{planned.reports[0].option} is written from the report: give it to the run that prints "
                          "one (klcli merge prints the merged partials' report)")
@@ -148,6 +153,9 @@ def _named_partial():
 def merge_command(
     parts: Annotated[list[str], typer.Argument(
         metavar="PART...", help="Partial files written by --partial (globs accepted, in any order).")],
+    html: Annotated[Optional[str], typer.Option(
+        "--html", metavar="FILE", show_default=False,
+        help="For compare's partials: also write the self-contained HTML report of the merged result.")] = None,
     delivery=None,
 ) -> None:
     """Merge partial results (from --partial FILE) into the report one run over all their rows prints.
@@ -163,9 +171,22 @@ def merge_command(
 
       klcli merge '/tmp/klcli-part-*.klp' --check 'p99<5'
     """
+    from klcli.errors import UsageError
     from klcli.merging import merge_partials
+    from klcli.runner import Report
 
-    raise typer.Exit(delivery.deliver(merge_partials(parts)))
+    reports: tuple[Report, ...] = ()
+    if html is not None:
+        from klcli import report_html
+
+        if html in ("", "-"):
+            raise UsageError(f"--html {html!r}: give a file name; standard output holds the table or JSON")
+        reports = (Report("--html", html, report_html.html_report),)
+        delivery.check_reports(parts, reports)
+    result = merge_partials(parts)
+    if reports and result.command != "compare":
+        raise UsageError(f"--html is compare's report; these partials are klcli {result.command}'s")
+    raise typer.Exit(delivery.deliver(result, reports))
 
 
 @app.command("kl")

@@ -118,3 +118,13 @@ class CheckError(UsageError):
 
 class OutputError(KlcliError):
     """A result that cannot be written where ``-o`` says (a full disk, a read-only folder, a bad name)."""
+
+
+# Notes said on standard error as well as reported, whatever the output (-q, --check, JSON): input that is valid but
+# almost certainly not what was meant, which a CI gate would otherwise pass in silence.
+AS_ASKED = "read as logits, as asked"
+
+
+def is_loud(note: str) -> bool:
+    """Whether a result's note is one that standard error must carry too (see :data:`AS_ASKED`)."""
+    return note.endswith(AS_ASKED)

@@ -100,7 +100,7 @@ class Delivery:
     def deliver(self, result: Result, reports=()) -> int:
         """Print (or write) the result, its further reports and the notes; return the exit code (0, or 1 if a check
         failed)."""
-        from klcli.errors import shown
+        from klcli.errors import is_loud, shown
         from klcli.streams import say
 
         result, document = self.report(result)
@@ -108,7 +108,7 @@ class Delivery:
         to_stdout = self.output in (None, "-")
         text = self._text(result, document, to_terminal=to_stdout and _is_terminal(sys.stdout),
                           encoding=(getattr(sys.stdout, "encoding", None) or "utf-8") if to_stdout else "utf-8")
-        for warning in result.warnings:
+        for warning in result.warnings + [note for note in result.notes if is_loud(note)]:
             say(f"klcli: note: {shown(warning)}")
         for outcome in result.checks:
             if not outcome["passed"]:

@@ -256,7 +256,7 @@ def run_dask(command: str, operands: list, options: dict, split: Split, schedule
     try:
         if scheduler.startswith("local:"):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                                   silence_logs=logging.ERROR)
+                                   silence_logs=logging.CRITICAL)  # a task's error is reported once, by klcli
             client = Client(cluster, timeout="60s")
         else:
             client = Client(scheduler, timeout="30s")

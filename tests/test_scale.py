@@ -236,6 +236,8 @@ def test_piece_and_partial_usage_errors(cli, inputs):
     _one_line_error(cli(*args, "--partial", tmp_path / "x.klp", "--bits"), "give --bits or --base to klcli merge")
     _one_line_error(cli(*args, "--partial", tmp_path / "x.klp", "--html", tmp_path / "r.html"),
                     "--html is written from the report")
+    for option in (["-o", str(tmp_path / "r.json")], ["-q"], ["--json"], ["--per-row"]):
+        _one_line_error(cli(*args, "--partial", tmp_path / "x.klp", *option), "give it to klcli merge")
     assert not (tmp_path / "x.klp").exists() and not (tmp_path / "r.html").exists()
 
 

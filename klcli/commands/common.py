@@ -12,7 +12,7 @@ from klcli.core import fast
 from klcli.core.logspace import LogRows, as_log_rows, looks_like_probabilities
 from klcli.core.stats import summarize
 from klcli.engine import paired_blocks, threads_note
-from klcli.errors import DistributionError, UsageError
+from klcli.errors import AS_ASKED, DistributionError, UsageError
 from klcli.io.operand import open_operand
 from klcli.io.source import Source, rows_per_block
 
@@ -83,7 +83,7 @@ def logits_checked(source: Source, *, given: bool, fix: str, notes: list) -> Sou
                     if not given:
                         raise DistributionError(f"{what}, but it would be read as logits, which gives wrong "
                                                 f"figures; {fix}")
-                    notes.append(f"{what}; read as logits, as asked")
+                    notes.append(f"{what}; {AS_ASKED}")
             yield block
 
     return replace(source, read_blocks=blocks)

@@ -50,6 +50,12 @@ def test_explicit_logits_are_read_as_asked_with_a_note(cli, softmax_pair):
     assert any("BASE" in note and "read as logits, as asked" in note for note in result["notes"])
     run = cli("kl", folder / "p.npy", folder / "q.npy", "--logits", "--json")
     assert run.code == 0 and any("read as logits, as asked" in note for note in run.json()["notes"])
+    # Loud as well: on standard error whatever the output, so a -q/--check gate in CI does not pass in silence.
+    run = cli("kl", folder / "p.npy", folder / "q.npy", "--logits", "-q", "--check", "mean<1")
+    assert run.code == 0 and float(run.out) < truth / 100
+    assert run.err == "".join(f"klcli: note: {side} ({folder / name}): every row of its first block is a probability "
+                              "vector (entries in [0, 1] summing to 1); read as logits, as asked\n"
+                              for side, name in (("P", "p.npy"), ("Q", "q.npy")))
 
 
 @pytest.mark.parametrize("args", [

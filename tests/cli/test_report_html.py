@@ -273,3 +273,16 @@ def test_html_written_when_a_check_fails(cli, runs):
     page = Page(report.read_text())
     assert "1 of 1 checks FAILED" in "".join(page.text)
     assert ["kl.mean<0.001"] == [row[0] for row in page.rows if row and row[-1] == "FAIL"]
+
+
+def test_merge_writes_the_html_one_run_writes(cli, runs):
+    """compare's partials merged with --html: the page one run writes (its inputs' paths are the same)."""
+    assert cli(*_args(runs), "--html", runs / "one.html", "-q").code == 0
+    for k in (1, 2, 3):
+        run = cli(*_args(runs), "--partial", runs / f"p{k}.klp", "--piece", f"{k}/3")
+        assert run.code == 0, run.err
+    run = cli("merge", runs / "p3.klp", runs / "p1.klp", runs / "p2.klp", "--html", runs / "merged.html", "-q")
+    assert run.code == 0, run.err
+    assert (runs / "merged.html").read_text(encoding="utf-8") == (runs / "one.html").read_text(encoding="utf-8")
+    run = cli("merge", runs / "p1.klp", runs / "p2.klp", runs / "p3.klp", "--html", runs / "p1.klp")
+    assert run.code == 2 and "klcli: error: --html" in run.err  # never over an input
