@@ -448,8 +448,9 @@ def merged_piece(planned: Plan, progress=None, *, jobs: int = 1, engine="local",
     if jobs < 1:
         raise UsageError(f"--jobs {jobs}: use 1 or more worker processes")
     if planned.split is None:
-        raise UsageError(f"{planned.command} runs in one process only: --jobs, --partial and --engine dask go with "
-                         "kl, xent, js, perplexity and compare")
+        what = f"{planned.command} --samples" if planned.options.get("samples") else planned.command
+        raise UsageError(f"{what} runs in one process only: --jobs, --partial and --engine dask go with kl, xent, "
+                         "js, perplexity and compare over distributions")
     if scheduler is not None and engine != "dask":
         raise UsageError("--scheduler goes with --engine dask")
     arguments = (planned.command, list(planned.arguments), planned.options)

@@ -270,9 +270,9 @@ def rlhf(policy, ref, *, estimator: str = "all", group: str | None = None,
         behavior_values, _, _, behavior_source = _tokens(behavior, "--behavior", group)
         inputs.append(dict(behavior_source.describe(behavior_values.shape[0]), kind="logprobs"))
         if behavior_values.shape != policy_values.shape or (np.isnan(behavior_values) != padding_p).any():
-            raise ShapeError(f"--behavior ({behavior_source.label}) must score the same sampled tokens as POLICY, "
+            raise ShapeError(f"{behavior_source.label} must score the same sampled tokens as POLICY, "
                              f"padded alike: it has {behavior_values.size} values, POLICY {policy_values.size}")
-        _check_logprobs(behavior_values, counted, sequence, f"--behavior ({behavior_source.label})", "sampler")
+        _check_logprobs(behavior_values, counted, sequence, behavior_source.label, "sampler")
     # The tokens were sampled from μ where it is given: then π may give one probability 0 (its weight is 0).
     _check_logprobs(policy_values, counted, sequence, names[0], "POLICY" if behavior is None else "REF")
     _check_logprobs(ref_values, counted, sequence, names[1], "REF")
