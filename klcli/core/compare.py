@@ -153,12 +153,16 @@ def fast_position_stats(side: BaseSide, base: LogRows, test: LogRows, top_k_size
         figures[name] = value
         redo |= ~fast.assured(value, bound)
     js, js_bound, tv, tv_bound = fast_js.js_tv_estimate(base.shifted, test.shifted)
-    redo |= ~fast.assured(js, js_bound) | ~fast.assured(tv, tv_bound)
+    redo |= ~fast.assured(js, js_bound)
+    redo_tv = ~fast.assured(tv, tv_bound) & ~redo
     figures.update(js=js, tv=tv)
     if redo.any():
         exact = position_stats(side, precise_test(), top_k_size, test_top=test_top)
         for name in ("kl", "kl_reverse", "js", "tv"):
             figures[name][redo] = exact[name][redo]
+    if redo_tv.any():  # TV alone (σ = 0.5's rows, see fast_js): the precise TV only, not every divergence
+        exact_tv = total_variation(side.rows, precise_test(), base_probs=side.probs())
+        figures["tv"][redo_tv] = exact_tv[redo_tv]
     for name in ("kl", "kl_reverse", "js"):
         np.maximum(figures[name], 0.0, out=figures[name])
     figures.update(base_top1=side.top[:, 0], test_top1=test_top[:, 0], topk_overlap=shared / size)

@@ -7,12 +7,12 @@ With r = q/p and M/P = π1 + π2·r, the weighted JS divergence is
 a sum of non-negative terms (g is convex in r, zero with its slope at r = 1), each computed in float32
 to a few units of its own value, so the sum's rounding is relative to J itself (no cancellation). As in
 :mod:`klcli.core.fast`, u = z_q − z_p − c (c ≈ E_p[z_q − z_p]) and v = u − L, L = log E_p[e^u] =
-log1p(S + η), so that r = e^v. Each element's g is
+log1p(E_p[expm1(u)]), so that r = e^v. Each element's g is
 
-- for |v| ≤ V = min(the block's largest spread max|v|, SERIES_BELOW = 1): the power series
+- for |v| ≤ V = min(the block's largest spread max|v|, SERIES_BELOW = 1.5): the power series
   Σ_{k=2..D} a_k·v^k by Horner (its radius is at least π), D ≤ SERIES the fewest whose truncation
   T(V) = Σ_{k>D} |a_k|·V^(k−2) is below 1e-8·a_2;
-- for |v| > V (a few elements of rows wider than 1): the direct terms
+- for |v| > V (a few elements of rows wider than 1.5): the direct terms
   g = π1·h(π2·(r − 1)) + π2·r·h(π1·(1/r − 1)), h(x) = x − log(1 + x) ≥ 0, whose relative error is at
   most κ·u there (:func:`direct_units`, evaluated over V ≤ |v| ≤ 20).
 
@@ -21,11 +21,11 @@ halves) and |dg/dv| ≤ π1·|r − 1| (a rounding δ_i of each v_i moves J by a
 |dJ/dL| = π2·D(Q‖M) ≤ J (a shift of L moves J relative to itself):
 
     rounding of e, u, v:    u·(3ρ·J + π1·R·(3|L| + |c|))   (each v_i to u·(3|v_i| + 3|L| + |c|))
-    L:                      J·δL + δL²·e^U,  δL = (δS + g·√((2 + U)·S)) / (1 + S + η) + 2C·u·R + u·|L|
+    L:                      J·δL + δL²·e^U,  δL = ((C + 1)·u·B + g·(B + |X|)) / (1 + X) + C·u·R + u·|L|
     each element's g:       J_near·(T(V) + 1.1·u·(2·A'(V) + 3·A(V)))/γ(V) + J_far·κ·u + J·(2C·u + g)
 
-with U the row's max|u|, δS S's bound (kl's direct terms' without the rounding of u, counted above),
-√((2 + U)·S) ≥ E_p|u| (as t(u)·(2 + |u|) ≥ u²: η's rounding), ρ = max over |v| ≤ V of
+with U the row's max|u|, X = E_p[e^u − 1] (L = log1p(X)), B = e^L·R + |e^L − 1| ≥ E_p|e^u − 1|,
+C·u·R the weights' shift of L (E_q[ε] − E_p[ε]), ρ = max over |v| ≤ V of
 π1·|r − 1|·|v|/g(v) (:func:`slope_units`), J_near and J_far the parts of J from the series' and the
 direct terms' elements, A(V) = Σ |a_k|·V^(k−2),
 A'(V) = Σ (k−1)·|a_k|·V^(k−2) (Horner's rounding at step k is multiplied by v^k), γ(V) = min over
@@ -33,7 +33,7 @@ A'(V) = Σ (k−1)·|a_k|·V^(k−2) (Horner's rounding at step k is multiplied 
 Rows whose bound exceeds RELATIVE (1e-5) of their J and ABSOLUTE (1e-15), whose sums leave float32's
 range, or that hold a non-finite value are not assured: the caller recomputes them at full precision.
 The coefficients a_k are computed once per weight pair in float64 (power-series arithmetic on e^v and
-log(π1 + π2·e^v)) to degree 60: past it, terms are below 1e-25 of a_2 for V ≤ 1. Rows that fall back:
+log(π1 + π2·e^v)) to degree 60: past it, terms are below 1e-24 of a_2 for V ≤ 1.5. Rows that fall back:
 the hard case (Q = P + 5 + noise 1e-4: e's rounding, u·5·R, is then 1e-2 of J), as for
 kl, and either weight 0 (J is 0 there, the precise kernel says so).
 """
@@ -48,7 +48,7 @@ import numpy as np
 from klcli.core import fast
 from klcli.core.fast import _UNIT, ELEMENT_UNITS, scratch, sum_units
 
-SERIES_BELOW = 1.0
+SERIES_BELOW = 1.5
 SERIES = 24
 _DEGREES = 60
 
@@ -175,10 +175,11 @@ def js_tv_estimate(p_logits: np.ndarray, q_logits: np.ndarray, weights: tuple[fl
         u -= centre[:, None]
         # The sums J depends on to first order are NumPy's pairwise sums (their error is g·Σ|terms|);
         # only the centre, to which the result is stationary, is a dot product.
-        eta = np.sum(np.multiply(wide, u, out=scratch("power", shape)), axis=1).astype(np.float64) / mass
-        s = fast._direct(wide, u) / mass  # S = E_p[e^u − 1 − u]
+        changes = np.expm1(u, out=scratch("power", shape))
+        changes *= wide
+        mean_change = np.sum(changes, axis=1).astype(np.float64) / mass  # X = E_p[e^u − 1]
         spread_u = np.maximum(np.max(u, axis=1), -np.min(u, axis=1)).astype(np.float64)
-        log_mean = np.log1p(s + eta)  # L
+        log_mean = np.log1p(mean_change)  # L
         u -= log_mean.astype(np.float32)[:, None]  # v = u − L
         spread = spread_u + np.abs(log_mean)
         finite = np.isfinite(spread)
@@ -196,16 +197,16 @@ def js_tv_estimate(p_logits: np.ndarray, q_logits: np.ndarray, weights: tuple[fl
         divergence = np.sum(terms, axis=1).astype(np.float64) / mass
         own = relative * np.abs(divergence - far_part) + direct_units(weights, cut) * _UNIT * far_part
         root = np.sqrt(2.0 * np.maximum(divergence, 0.0) / (w_p * w_q)) * 1.01 if w_p * w_q > 0 else divergence
-        # L's error against log E_p̂[e^û] of the rounded weights and u: their own rounding is counted apart
-        # (per element, and as 2C·u·R below), so S's bound is kl's direct one without its shifts·√(2K).
-        s_error = fast._direct_bound(log_mean - eta, s, eta, 0.0, g)
-        mean_u = np.sqrt((2.0 + spread_u) * (np.abs(s) * 1.01 + s_error))  # ≥ E_p|u|: t(u)·(2 + |u|) ≥ u²
-        shift = (s_error + g * mean_u) / (1.0 + s + eta) + 2 * ELEMENT_UNITS * _UNIT * root + _UNIT * np.abs(log_mean)
+        # L's error against log E_p̂[e^û] of the rounded weights and u (their own rounding is counted apart:
+        # per element, and as C·u·R, the weights' shift E_q[ε] − E_p[ε] of L): X's terms and sums.
+        spread_change = np.exp(log_mean) * root + np.abs(np.expm1(log_mean))  # ≥ E_p|e^u − 1|
+        x_error = (ELEMENT_UNITS + 1) * _UNIT * spread_change + g * (spread_change + np.abs(mean_change))
+        shift = x_error / (1.0 + mean_change) + ELEMENT_UNITS * _UNIT * root + _UNIT * np.abs(log_mean)
         level = np.abs(log_mean)
         bound = (_UNIT * (3.0 * slope_units(weights, widest) * divergence
                           + w_p * root * (3.0 * level + np.abs(centre.astype(np.float64))))
                  + divergence * shift + shift**2 * np.exp(np.minimum(spread_u, 700.0))
-                 + own + divergence * (2 * ELEMENT_UNITS * _UNIT + g))
+                 + own + divergence * (2 * ELEMENT_UNITS * _UNIT + 2 * g))
         trusted = fast._safe(mass) & np.isfinite(bound) & np.isfinite(divergence) & (w_p > 0) & (w_q > 0)
         tv = tv_bound = None
         if total_variation:
@@ -213,7 +214,7 @@ def js_tv_estimate(p_logits: np.ndarray, q_logits: np.ndarray, weights: tuple[fl
             np.abs(changes, out=changes)
             changes *= wide
             tv = 0.5 * np.sum(changes, axis=1).astype(np.float64) / mass
-            tv_bound = (tv * ((3 * ELEMENT_UNITS + 2) * _UNIT + g + 6 * _UNIT * (1.0 + spread))
+            tv_bound = (tv * ((3 * ELEMENT_UNITS + 2) * _UNIT + 2 * g + 6 * _UNIT * (1.0 + spread))
                         + _UNIT * (3.0 * level + np.abs(centre.astype(np.float64))) + shift / 2.0)
             tv_bound = np.where(fast._safe(mass) & np.isfinite(tv_bound) & np.isfinite(tv), tv_bound, np.inf)
     return divergence, np.where(trusted, bound, np.inf), tv, tv_bound
@@ -242,7 +243,7 @@ def _series(v: np.ndarray, a: np.ndarray) -> np.ndarray:
 def _direct(v: np.ndarray, w_p: float, w_q: float) -> np.ndarray:
     """π1·h(π2·(r − 1)) + π2·r·h(π1·(1/r − 1)) per element, r = e^v, h(x) = x − log(1 + x) (float32).
 
-    Only for |v| > SERIES_BELOW (1): there r − 1 and 1/r − 1 are at least 1 − 1/e in size, so forming them
+    Only for |v| > SERIES_BELOW (1.5): there r − 1 and 1/r − 1 are at least 1 − 1/e^1.5 in size, so forming them
     from r, and log(1 + x) rather than log1p(x), cost a few units of their own value (:func:`direct_units`),
     and exp, log and division are the vectorised ones.
     """
