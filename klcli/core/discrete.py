@@ -118,9 +118,10 @@ def _js_fast(p: LogRows, q: LogRows, weights: tuple[float, float]) -> np.ndarray
 
     divergence, bound = fast_js.js_estimate(p.shifted, q.shifted, (float(weights[0]), float(weights[1])))
     redo = np.flatnonzero(~fast.assured(divergence, bound))
-    if redo.size:
-        exact = js_rows(_precise(p), _precise(q), weights)
-        divergence[redo] = exact[redo]
+    if redo.size:  # only those rows converted (a side of one row, broadcast, whole)
+        p_exact, q_exact = (rows.precise(redo) if rows.rows > 1 else rows.precise() for rows in (p, q))
+        exact = js_rows(p_exact, q_exact, weights)
+        divergence[redo] = exact
     return np.maximum(divergence, 0.0, out=divergence)
 
 
