@@ -137,25 +137,29 @@ def fast_position_stats(side: BaseSide, base: LogRows, test: LogRows, top_k_size
 
     ``base`` and ``test`` are fast rows (float32 logits, :mod:`klcli.core.fast`), ``side`` the base's
     precise rows (its top list, confidence and entropy stay exact). Each divergence comes with its per-row
-    bound (:func:`klcli.core.fast.kl_estimate`, :func:`klcli.core.fast_js.js_tv_estimate`); if any row of
-    any of them is not assured, ``precise_test()`` (the test's rows at full precision) gives the precise
-    figures of those rows. The argmaxes and the top-k overlap are those of the logits, exact as always.
+    bound (:func:`klcli.core.fast_js.js_tv_estimate`, or :func:`klcli.core.fast.kl_estimate` for a KL
+    direction that one cannot assure); if any row of any of them is not assured, ``precise_test()`` (the
+    test's rows at full precision) gives the precise figures of those rows. The argmaxes and the top-k
+    overlap are those of the logits, exact as always.
     """
     from klcli.core import fast, fast_js
 
     size = min(top_k_size, test.shifted.shape[1], side.top.shape[1])
     test_top = top_k(test.shifted, top_k_size) if test_top is None else test_top
     shared = (side.top[:, :size, None] == test_top[:, None, :size]).any(axis=2).sum(axis=1)
-    figures: dict[str, np.ndarray] = {}
-    redo = np.zeros(test.rows, dtype=bool)
-    for name, (value, bound) in (("kl", fast.kl_estimate(base.shifted, test.shifted)),
-                                 ("kl_reverse", fast.kl_estimate(test.shifted, base.shifted))):
+    # One centred pass gives JS, TV and both KL directions (fast_js); a KL direction whose rows it cannot
+    # assure there takes kl's own fast kernel, and a row still not assured the precise figures.
+    both: dict = {}
+    js, js_bound, tv, tv_bound = fast_js.js_tv_estimate(base.shifted, test.shifted, kl=both)
+    figures: dict[str, np.ndarray] = {"js": js, "tv": tv}
+    redo = ~fast.assured(js, js_bound)
+    for name, (first, second) in (("kl", (base, test)), ("kl_reverse", (test, base))):
+        value, bound = both[name]
+        if not fast.assured(value, bound).all():
+            value, bound = fast.kl_estimate(first.shifted, second.shifted)
         figures[name] = value
         redo |= ~fast.assured(value, bound)
-    js, js_bound, tv, tv_bound = fast_js.js_tv_estimate(base.shifted, test.shifted)
-    redo |= ~fast.assured(js, js_bound)
     redo_tv = ~fast.assured(tv, tv_bound) & ~redo
-    figures.update(js=js, tv=tv)
     if redo.any():
         exact = position_stats(side, precise_test(), top_k_size, test_top=test_top)
         for name in ("kl", "kl_reverse", "js", "tv"):

@@ -86,11 +86,27 @@ def _g(v: np.ndarray, weights: tuple[float, float]) -> np.ndarray:
     return w_q * r * v - m * np.log(m)
 
 
+# compare's KL both ways from the same v (r = e^v, E_p[r] = 1), each a sum of non-negative terms:
+# D(P‖Q) = E_p[e^v − 1 − v] (coefficients 1/k!), D(Q‖P) = E_p[v·e^v − e^v + 1] (coefficients (k−1)/k!).
+_KL = {"kl": (np.array([0.0, 0.0] + [1.0 / math.factorial(k) for k in range(2, _DEGREES + 1)]),
+              lambda v: np.expm1(v) - v),
+       "kl_reverse": (np.array([0.0, 0.0] + [(k - 1.0) / math.factorial(k) for k in range(2, _DEGREES + 1)]),
+                      lambda v: 1.0 + (v - 1.0) * np.exp(v))}
+
+
+def _function(name: str, weights: tuple[float, float]):
+    """(coefficients, g in float64) of "js" (at ``weights``), "kl" or "kl_reverse"."""
+    if name == "js":
+        return coefficients(weights), lambda v: _g(v, weights)
+    return _KL[name]
+
+
 @functools.lru_cache(maxsize=64)
-def plan(weights: tuple[float, float], spread: float) -> tuple[int, float]:
+def plan(weights: tuple[float, float], spread: float, name: str = "js") -> tuple[int, float]:
     """(D, the relative error of each element's g) for a block whose largest spread is ``spread``."""
     cut = min(max(spread, 1e-3), SERIES_BELOW)
-    a = np.abs(coefficients(weights))
+    a_signed, function = _function(name, weights)
+    a = np.abs(a_signed)
     powers = np.zeros(_DEGREES + 1)
     powers[2:] = cut ** np.arange(0, _DEGREES - 1, dtype=np.float64)
     terms = a * powers
@@ -98,7 +114,7 @@ def plan(weights: tuple[float, float], spread: float) -> tuple[int, float]:
     truncation, absolute = float(np.sum(terms[degree + 1:])), float(np.sum(terms[:degree + 1]))
     grid = np.linspace(-cut, cut, 4001)
     grid = grid[grid != 0.0]
-    gamma = float(np.min(_g(grid, weights) / grid**2)) * 0.99
+    gamma = float(np.min(function(grid) / grid**2)) * 0.99
     # Horner's rounding: step k's (≤ 2u of its partial sum t_k ≈ Σ_{j≥k} a_j·v^(j−k)) is multiplied by
     # v^k; with the coefficients' own rounding and the two last products: u·v²·(2·Σ (j−1)|a_j|V^(j−2) + 3A).
     weighted = float(np.sum((np.arange(_DEGREES + 1) - 1)[:degree + 1] * terms[:degree + 1]))
@@ -153,14 +169,41 @@ def js_estimate(p_logits: np.ndarray, q_logits: np.ndarray,
     return divergence, bound
 
 
+@functools.lru_cache(maxsize=64)
+def kl_units(name: str, spread: float, cut: float) -> tuple[float, float, float]:
+    """For compare's KL terms t: (ρ = max over |v| ≤ spread of |t'(v)|·|v|/t(v); the direct terms' error in
+    units of u of their value over cut ≤ |v| ≤ 20; the same ρ for the rounding's constant part, as
+    Σ p·|t'|·(3|L| + |c|) ≤ (3|L| + |c|)·ρ1·… — see :func:`js_tv_estimate`)."""
+    c = ELEMENT_UNITS
+    v = np.linspace(-max(spread, 1e-3), max(spread, 1e-3), 8001)
+    v = v[v != 0.0]
+    far = np.concatenate([-np.geomspace(cut, 20.0, 2000), np.geomspace(cut, 20.0, 2000)])
+    r, r_far = np.exp(v), np.exp(far)
+    if name == "kl":  # t = expm1(v) − v, t' = r − 1
+        t, slope = np.expm1(v) - v, np.abs(np.expm1(v))
+        t_far = np.expm1(far) - far
+        error = c * np.abs(np.expm1(far)) + 2.0 * t_far + np.abs(far)
+    else:  # t = v·r − r + 1, t' = v·r
+        t, slope = 1.0 + (v - 1.0) * r, np.abs(v) * r
+        t_far = 1.0 + (far - 1.0) * r_far
+        error = (c + 2.0) * (np.abs(far) + 1.0) * r_far + 2.0 * (t_far + 1.0)
+    return (float(np.max(slope * np.abs(v) / t)) * 1.01, float(np.max(error / t_far)) * 1.1,
+            float(np.max(slope**2 / t)) * 1.01)
+
+
 def js_tv_estimate(p_logits: np.ndarray, q_logits: np.ndarray, weights: tuple[float, float] = (0.5, 0.5), *,
-                   total_variation: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                   total_variation: bool = True, kl: dict | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """JS and its bound (:func:`js_estimate`), and the total variation ½·Σ|p − q| = ½·E_p|expm1(v)| and its.
 
     TV is a sum of non-negative terms too (one more expm1 per element): its bound is
     TV·((C + 2)·u + 2C·u + g) (the terms, the weights, the sum) + u·(1 + V)·3·2TV (each v_i's rounding,
     as r·|v| ≤ (1 + V)·|r − 1|) + u·(3|L| + |c|) + δL/2 (a shift of every v moves TV by at most ½ E_p[r]).
-    Without ``total_variation`` the last two results are None.
+    Without ``total_variation`` the last two results are None. A ``kl`` dict receives compare's
+    ``"kl"`` and ``"kl_reverse"`` as (value, bound) from the same v: the series (or direct terms) of
+    t = e^v − 1 − v and v·e^v − e^v + 1, bounded as JS is (per element; the rounding of each v_i,
+    Σ p·|t'|·δ_i ≤ u·(3ρ·K + (3|L| + |c|)·√(ρ1·K)) by Cauchy–Schwarz, ρ1 = max t'²/t; L at second
+    order for D(P‖Q), as E_p[r − 1] = 0, and as K·δL for D(Q‖P), as E_p[v·r] = D(Q‖P)).
     """
     w_p, w_q = weights
     rows, width = max(p_logits.shape[0], q_logits.shape[0]), p_logits.shape[1]
@@ -217,7 +260,35 @@ def js_tv_estimate(p_logits: np.ndarray, q_logits: np.ndarray, weights: tuple[fl
             tv_bound = (tv * ((3 * ELEMENT_UNITS + 2) * _UNIT + 2 * g + 6 * _UNIT * (1.0 + spread))
                         + _UNIT * (3.0 * level + np.abs(centre.astype(np.float64))) + shift / 2.0)
             tv_bound = np.where(fast._safe(mass) & np.isfinite(tv_bound) & np.isfinite(tv), tv_bound, np.inf)
+        if kl is not None:
+            for name in ("kl", "kl_reverse"):
+                kl[name] = _kl_from_v(name, u, wide, mass, widest, cut, g, level, centre, shift, spread_u)
     return divergence, np.where(trusted, bound, np.inf), tv, tv_bound
+
+
+def _kl_from_v(name, v, wide, mass, widest, cut, g, level, centre, shift, spread_u):
+    """One KL direction and its bound from v (see :func:`js_tv_estimate`)."""
+    degree, relative = plan((0.5, 0.5), widest, name)
+    terms = _series(v, _KL[name][0][:degree + 1])
+    far_part = np.zeros(v.shape[0])
+    rho, kappa, rho1 = kl_units(name, widest, cut)
+    if widest > cut:
+        where = np.nonzero(np.abs(v) > cut)
+        x = v[where]
+        direct = np.expm1(x) - x if name == "kl" else np.float32(1.0) + (x - np.float32(1.0)) * np.exp(x)
+        terms[where] = direct
+        far_part = np.bincount(where[0], weights=direct * wide[where], minlength=v.shape[0]) / mass
+    terms *= wide
+    value = np.sum(terms, axis=1).astype(np.float64) / mass
+    positive = np.maximum(value, 0.0)
+    sensitivity = shift * positive if name == "kl_reverse" else 0.0
+    bound = (relative * np.abs(value - far_part) + kappa * _UNIT * far_part
+             + positive * (2 * ELEMENT_UNITS * _UNIT + 2 * g)
+             + _UNIT * (3.0 * rho * positive + (3.0 * level + np.abs(centre.astype(np.float64)))
+                        * np.sqrt(rho1 * positive))
+             + sensitivity + shift**2 * np.exp(np.minimum(spread_u, 700.0)))
+    trusted = fast._safe(mass) & np.isfinite(bound) & np.isfinite(value)
+    return value, np.where(trusted, bound, np.inf)
 
 
 # Horner's steps run over pieces of about this many elements, which stay in the processor's cache between

@@ -30,9 +30,18 @@ def test_js_and_tv_within_their_bounds_and_the_fallback_where_documented(drift, 
     z, y = _pair(drift, dtype)
     expected = reference.js(_wide(z), _wide(y), (0.5, 0.5)).astype(np.float64)
     expected_tv = reference.total_variation(_wide(z), _wide(y)).astype(np.float64)
-    estimate, bound, tv, tv_bound = fast_js.js_tv_estimate(_wide(z), _wide(y))
+    both: dict = {}
+    estimate, bound, tv, tv_bound = fast_js.js_tv_estimate(_wide(z), _wide(y), kl=both)
     assert np.all(np.abs(estimate - expected) <= bound)  # the bounds hold on every row
     assert np.all(np.abs(tv - expected_tv) <= tv_bound)
+    # compare's KL both ways from the same pass: within their bounds; assured on the drifts but D(Q‖P)
+    # at σ = 0.5 (bound ~1.09e-5 of it: compare then takes kl's own kernel), never on the hard case.
+    for name, reference_kl in (("kl", reference.kl(_wide(z), _wide(y))),
+                               ("kl_reverse", reference.kl(_wide(y), _wide(z)))):
+        value, kl_bound = both[name]
+        assert np.all(np.abs(value - reference_kl.astype(np.float64)) <= kl_bound), name
+        expect_assured = drift != "hard" and not (drift == "0.5" and name == "kl_reverse")
+        assert fast.assured(value, kl_bound).all() == expect_assured, name
     assured, tv_assured = fast.assured(estimate, bound), fast.assured(tv, tv_bound)
     # Documented: JS is assured on every row of the three drifts, TV on σ = 0.01 and 0.1 (at σ = 0.5 its
     # bound, ~1.1e-5 of TV, is just over: L's rounding moves TV at first order); the hard case (a shift
