@@ -277,6 +277,7 @@ def js_command(
         "--weights", metavar="A,B", help="Weights π1,π2 (≥ 0, summing to 1) of the generalised JSD "
         "π1·D(P‖M) + π2·D(Q‖M), M = π1·P + π2·Q; β,1−β is the GKD distillation loss. [default: 0.5,0.5]",
         show_default=False)] = None,
+    precision: PrecisionOpt = "precise",
     kind: KindOpt = None,
     logits: LogitsOpt = False,
     p_kind: PKindOpt = None,
@@ -296,6 +297,8 @@ def js_command(
       klcli js 1,0 0,1 --bits -q
 
       klcli js sample_data/p.parquet sample_data/q.parquet --per-row --format csv
+
+      klcli js sample_data/teacher_logits.npy sample_data/student_logits.npy --logits --precision fast
     """
     _go("js", locals(), "p", "q")
 
@@ -404,6 +407,7 @@ def compare_command(
     base_kind: BaseKindOpt = None,
     test_kind: TestKindOpt = None,
     vocab_size: VocabSizeOpt = None,
+    precision: PrecisionOpt = "precise",
     normalize: NormalizeOpt = False,
     epsilon: EpsilonOpt = 0.0,
     temperature: TemperatureOpt = 1.0,
@@ -449,6 +453,8 @@ def compare_command(
       klcli compare base.npy quant.npy --labels ids.npy --tokenizer tokenizer.json --html report.html
 
       klcli compare 'sample_data/teacher_shards/part-*.npy' sample_data/student_logits.npy
+
+      klcli compare base.npy quant.npy --precision fast   (float32 arithmetic, each row within 1e-5 relative)
     """
     _go("compare", locals(), "base_model", "test_models")
 

@@ -81,8 +81,9 @@ ThreadsOpt = Annotated[int, typer.Option(
 
 PrecisionOpt = Annotated[str, typer.Option(
     "--precision", metavar="precise|fast", help="precise: float64 arithmetic, every figure within 1e-9 of the "
-    "float64 computation. fast: float32 arithmetic on float32 or float16 logits, for throughput (kl: each row "
-    "within 1e-5 relative of its divergence, typically 1e-7, rows where that cannot be assured recomputed precisely; "
+    "float64 computation. fast: float32 arithmetic on float32 or float16 logits, for throughput "
+    "(kl, js, and compare's KL both ways, JS and TV: each row within 1e-5 relative of its divergence, typically "
+    "1e-7, rows where that cannot be assured recomputed precisely; "
     "perplexity and xent --labels: each token's loss within about 1e-5 nats, typically 3e-7).",
     rich_help_panel=READING)]
 

@@ -210,11 +210,11 @@ def plan_xent(p, q=None, *, labels=None, ignore_index=-100, shift=False, label_s
 
 
 def plan_js(p, q, *, weights=None, kind=None, logits=False, p_kind=None, q_kind=None, normalize=False, epsilon=0.0,
-            temperature=1.0, threads=0, tail="bucket") -> Plan:
+            temperature=1.0, threads=0, tail="bucket", precision="precise") -> Plan:
     from klcli.commands import divergence
 
     pair = divergence.parse_weights(weights)
-    group = reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads)
+    group = reading(kind, logits, p_kind, q_kind, normalize, epsilon, temperature, threads, precision)
     tail = one_of("--tail", tail, TAILS)
     return _divergence_plan("js", p, q, group, tail, weights=pair)
 
@@ -255,7 +255,7 @@ def plan_perplexity(scores, *, labels=None, kind=None, ignore_index=-100, shift=
 def plan_compare(base_model, test_model, *more_tests, labels=None, ignore_index=-100, mask=None, shift=False,
                  top_k=5, worst=10, kind=None, base_kind=None, test_kind=None, normalize=False, epsilon=0.0,
                  temperature=1.0, threads=0, tail="bucket", name=None, sort="kl.mean", vocab_size=None,
-                 tokenizer=None, vocab=None, html=None) -> Plan:
+                 tokenizer=None, vocab=None, html=None, precision="precise") -> Plan:
     from klcli.commands import compare
     from klcli.pieces import Split
 
@@ -287,7 +287,7 @@ def plan_compare(base_model, test_model, *more_tests, labels=None, ignore_index=
     kind, base_kind, test_kind = _value(kind), _value(base_kind), _value(test_kind)
     both = kind or "logits"
     group = replace(reading(None, False, base_kind or both, test_kind or both, normalize, epsilon, temperature,
-                            threads),
+                            threads, precision),
                     p_kind_given=bool(base_kind or kind), q_kind_given=bool(test_kind or kind),
                     kind_fix="pass --kind probs (or --base-kind/--test-kind probs) if these are probabilities")
     tail = one_of("--tail", tail, TAILS)

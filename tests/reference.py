@@ -40,6 +40,11 @@ def js(z: np.ndarray, y: np.ndarray, weights: tuple[float, float]) -> np.ndarray
     return weights[0] * np.sum(p * (log_p - log_m), axis=1) + weights[1] * np.sum(q * (log_q - log_m), axis=1)
 
 
+def total_variation(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """½·Σ|p − q| per row."""
+    return 0.5 * np.sum(np.abs(np.exp(log_softmax(z)) - np.exp(log_softmax(y))), axis=1)
+
+
 def token_nll(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
     z = np.asarray(z, dtype=np.longdouble)
     return log_normaliser(z) - z[np.arange(z.shape[0]), labels]

@@ -23,6 +23,7 @@ from klcli.core.compare import (
     BaseSide,
     agreement_stderr,
     confidence_buckets,
+    fast_position_stats,
     label_rank,
     label_stats,
     nll_correlation,
@@ -338,12 +339,15 @@ def compare_map(base_operand, test_operands, reading: Reading, rows=None, *, nam
                          f"give one {what[:-1]} per position")
     kinds = ([reading.p_kind] + [reading.q_kind] * len(tests) + (["labels"] if with_labels else [])
              + (["mask"] if mask_source else []))
+    precision, precision_notes = reading.effective_precision([base, *tests], [reading.p_kind] + [reading.q_kind]
+                                                             * len(tests))
     meta = {"inputs": describe_inputs(whole, kinds, [rows_read] * len(whole)), "names": list(names),
             "top_k": top_k, "limit": limit, "vocab": vocab, "length": length, "with_labels": with_labels,
             "mask": mask_source is not None, "shift": shift, "ignore_index": ignore_index,
             "marked": marks is not None, "vocab_size": vocab_size, "extras": extras, "notes": reading.observed,
             "name": base_operand if isinstance(base_operand, str) else "the input",
-            "reference": None if base.reference is None else _bound_of(base), "reference_notes": reference_notes}
+            "reference": None if base.reference is None else _bound_of(base), "reference_notes": reference_notes,
+            "precision": precision, "precision_notes": precision_notes}
     return Piece(engine.Partial(start, start + rows_read, values=merged.values), meta)
 
 
@@ -372,6 +376,9 @@ def compare_finish(piece: Piece, reading: Reading, *, top_k: int = 5, worst: int
                             "each row renormalised over them (for logits, a softmax of the first "
                             f"{vocab_size} logits)")
     result.figures.update(meta["extras"])
+    if reading.precision == "fast":  # the figure only where fast was asked (the default's keys stay as they were)
+        result.figures["precision"] = meta.get("precision", "fast")
+        result.notes.extend(meta.get("precision_notes", []))
     result.notes.extend(replace(reading, observed=list(meta["notes"])).notes())
     if meta.get("reference") is not None:
         result.figures["reference"] = meta["reference"]
@@ -433,8 +440,13 @@ def _map_rows(comparison: Comparison, start: int, blocks: list[np.ndarray], mark
         keep = None
     if keep is not None and not keep.any():
         return engine.Partial(start, start + count)
-    base_rows = kept_log_rows(_converter(reading, reading.p_kind, comparison.base), base_block, keep, start)
+    precise = replace(reading, precision="precise")
+    base_rows = kept_log_rows(_converter(precise, reading.p_kind, comparison.base), base_block, keep, start)
     side = BaseSide(base_rows, comparison.top_size)
+    base_fast = None  # --precision fast: the base's float32 logits beside its precise rows (top list, confidence)
+    if reading.precision == "fast":
+        base_fast = kept_log_rows(_converter(reading, reading.p_kind, comparison.base), base_block, keep, start)
+        base_fast = base_fast if base_fast.fast else None
     values = {"row": kept_rows(keep, start, count), "base_top1": side.top[:, 0],
               "confidence": side.top1_probability()}
     ids = None
@@ -442,9 +454,24 @@ def _map_rows(comparison: Comparison, start: int, blocks: list[np.ndarray], mark
         ids = marked if keep is None else marked[keep]
         values.update(label=ids, label_rank_base=label_rank(side.top, ids))
     for index, (test, block) in enumerate(zip(comparison.tests, blocks[1:])):
-        test_rows = kept_log_rows(_converter(reading, reading.q_kind, test), block, keep, start)
+        test_rows = kept_log_rows(_converter(reading if base_fast else precise, reading.q_kind, test), block, keep,
+                                  start)
         test_top = top_k_of(test_rows.shifted, comparison.top_size)
-        figures = position_stats(side, test_rows, comparison.top_k, test_top=test_top)
+        if base_fast is not None and test_rows.fast:
+            converted: list = []  # the test's precise rows, converted once if the fallback or the labels need them
+
+            def exact(test=test, block=block, converted=converted):
+                if not converted:
+                    converted.append(kept_log_rows(_converter(precise, reading.q_kind, test), block, keep, start))
+                return converted[0]
+
+            figures = fast_position_stats(side, base_fast, test_rows, comparison.top_k, exact, test_top=test_top)
+            if ids is not None:
+                test_rows = exact()
+        else:
+            test_rows = test_rows if not test_rows.fast else kept_log_rows(
+                _converter(precise, reading.q_kind, test), block, keep, start)
+            figures = position_stats(side, test_rows, comparison.top_k, test_top=test_top)
         del figures["base_top1"]
         if ids is not None:
             tokens = label_stats(base_rows, test_rows, ids)

@@ -121,8 +121,11 @@ METRICS: dict[str, Metric] = {
         headline=lambda options: ("js_divergence", "mean JS divergence"),
         # The distance √JSD is in the unit's square root, as scipy.spatial.distance.jensenshannon's ``base``.
         information={"js_divergence": 1.0, "js_distance": 0.5},
-        figures=lambda options, reading, precision: {"weights": list(options.get("weights", (0.5, 0.5)))},
-        notes=lambda options, reading, precision_notes: reading.notes(),
+        # "precision" only where fast was asked (the default's figures keep their keys).
+        figures=lambda options, reading, precision: {"weights": list(options.get("weights", (0.5, 0.5))),
+                                                     **({"precision": precision} if reading.precision == "fast"
+                                                        else {})},
+        notes=lambda options, reading, precision_notes: reading.notes() + precision_notes,
         warnings=lambda per_row: [],
         derived=lambda per_row: {"js_divergence": per_row["js_divergence"],
                                  "js_distance": np.sqrt(np.maximum(per_row["js_divergence"], 0.0))},

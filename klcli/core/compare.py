@@ -131,6 +131,48 @@ def position_stats(base: LogRows | BaseSide, test: LogRows, top_k_size: int, *,
     }
 
 
+def fast_position_stats(side: BaseSide, base: LogRows, test: LogRows, top_k_size: int,
+                        precise_test, test_top: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """:func:`position_stats` for ``--precision fast``: KL both ways, JS and TV in float32 arithmetic.
+
+    ``base`` and ``test`` are fast rows (float32 logits, :mod:`klcli.core.fast`), ``side`` the base's
+    precise rows (its top list, confidence and entropy stay exact). Each divergence comes with its per-row
+    bound (:func:`klcli.core.fast_js.js_tv_estimate`, or :func:`klcli.core.fast.kl_estimate` for a KL
+    direction that one cannot assure); if any row of any of them is not assured, ``precise_test()`` (the
+    test's rows at full precision) gives the precise figures of those rows. The argmaxes and the top-k
+    overlap are those of the logits, exact as always.
+    """
+    from klcli.core import fast, fast_js
+
+    size = min(top_k_size, test.shifted.shape[1], side.top.shape[1])
+    test_top = top_k(test.shifted, top_k_size) if test_top is None else test_top
+    shared = (side.top[:, :size, None] == test_top[:, None, :size]).any(axis=2).sum(axis=1)
+    # One centred pass gives JS, TV and both KL directions (fast_js); a KL direction whose rows it cannot
+    # assure there takes kl's own fast kernel, and a row still not assured the precise figures.
+    both: dict = {}
+    js, js_bound, tv, tv_bound = fast_js.js_tv_estimate(base.shifted, test.shifted, kl=both)
+    figures: dict[str, np.ndarray] = {"js": js, "tv": tv}
+    redo = ~fast.assured(js, js_bound)
+    for name, (first, second) in (("kl", (base, test)), ("kl_reverse", (test, base))):
+        value, bound = both[name]
+        if not fast.assured(value, bound).all():
+            value, bound = fast.kl_estimate(first.shifted, second.shifted)
+        figures[name] = value
+        redo |= ~fast.assured(value, bound)
+    redo_tv = ~fast.assured(tv, tv_bound) & ~redo
+    if redo.any():
+        exact = position_stats(side, precise_test(), top_k_size, test_top=test_top)
+        for name in ("kl", "kl_reverse", "js", "tv"):
+            figures[name][redo] = exact[name][redo]
+    if redo_tv.any():  # TV alone (σ = 0.5's rows, see fast_js): the precise TV only, not every divergence
+        exact_tv = total_variation(side.rows, precise_test(), base_probs=side.probs())
+        figures["tv"][redo_tv] = exact_tv[redo_tv]
+    for name in ("kl", "kl_reverse", "js"):
+        np.maximum(figures[name], 0.0, out=figures[name])
+    figures.update(base_top1=side.top[:, 0], test_top1=test_top[:, 0], topk_overlap=shared / size)
+    return figures
+
+
 def total_variation(base: LogRows, test: LogRows, *, base_probs: np.ndarray | None = None) -> np.ndarray:
     """½ Σ |p − q| per row (either side may be a single row, broadcast)."""
     test_probs = test.probs()  # a new array: the difference is formed in it, one block-sized temporary fewer

@@ -112,6 +112,19 @@ def _kl_fast(p: LogRows, q: LogRows) -> np.ndarray:
     return np.maximum(divergence, 0.0, out=divergence)
 
 
+def _js_fast(p: LogRows, q: LogRows, weights: tuple[float, float]) -> np.ndarray:
+    """JS in float32 arithmetic (:mod:`klcli.core.fast_js`), rows it cannot assure recomputed precisely."""
+    from klcli.core import fast_js
+
+    divergence, bound = fast_js.js_estimate(p.shifted, q.shifted, (float(weights[0]), float(weights[1])))
+    redo = np.flatnonzero(~fast.assured(divergence, bound))
+    if redo.size:  # only those rows converted (a side of one row, broadcast, whole)
+        p_exact, q_exact = (rows.precise(redo) if rows.rows > 1 else rows.precise() for rows in (p, q))
+        exact = js_rows(p_exact, q_exact, weights)
+        divergence[redo] = exact
+    return np.maximum(divergence, 0.0, out=divergence)
+
+
 def _precise(rows: LogRows) -> LogRows:
     """Full-precision rows from ``--precision fast`` ones."""
     return rows.precise() if rows.fast else rows
@@ -144,6 +157,9 @@ def js_rows(p: LogRows, q: LogRows, weights: tuple[float, float] = (0.5, 0.5), *
     issue #20083). ``probs`` passes both sides' probabilities, and ``p_entropy``
     H(P), when the caller already has them (compare's base, shared by its candidates).
     """
+    if p.fast and q.fast:
+        return _js_fast(p, q, weights)
+    p, q = _precise(p), _precise(q)
     w_p, w_q = weights
     p, q = aligned(p, q)  # a top-K reference maps the other side onto its K tokens + tail
     entropies = w_p * (entropy_rows(p) if p_entropy is None else p_entropy) + w_q * entropy_rows(q)

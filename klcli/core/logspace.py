@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from klcli.errors import DistributionError, UsageError
+from klcli.errors import DistributionError, InputError, UsageError
 
 KINDS = ("probs", "logprobs", "logits")
 
@@ -91,7 +91,7 @@ class LogRows:
     _weights: np.ndarray | None = None
     _mass: np.ndarray | None = None
     normalised: bool = True  # False for rows used as stored (see as_log_rows' as_stored_below)
-    precise: Callable[[], LogRows] | None = None  # set on --precision fast rows only
+    precise: Callable[..., LogRows] | None = None  # set on --precision fast rows only (optional: row indices)
 
     @property
     def fast(self) -> bool:
@@ -312,7 +312,7 @@ def as_log_rows(
     elif kind == "logits":
         if fast and block.dtype == np.float32 and temperature == 1.0 and not epsilon:
             # Validated only if the fast kernel hands rows back: a non-finite value cannot pass it unseen.
-            return LogRows(block, None, precise=lambda: _from_logits(block, label, first_row, 1.0))
+            return LogRows(block, None, precise=lambda index=None: _precise_logits(block, label, first_row, index))
         rows = _from_logits(block, label, first_row, temperature)
         temperature = 1.0
     else:  # the CLI only offers KINDS; this guards the Python API
@@ -335,6 +335,20 @@ def _as_stored(values: np.ndarray, floor: float) -> LogRows:
     weights[values <= floor] = 0.0
     return LogRows(values, np.zeros(values.shape[0]), _weights=weights, _mass=np.ones(values.shape[0]),
                    normalised=False)
+
+
+def _precise_logits(block, label, first_row, index=None) -> LogRows:
+    """``--precision fast`` rows at full precision: the whole block, or the rows ``index`` (a fallback's few).
+
+    A bad value among the chosen rows is reported by converting the whole block, so that the error names
+    its row of the input.
+    """
+    if index is None:
+        return _from_logits(block, label, first_row, 1.0)
+    try:
+        return _from_logits(block[index], label, first_row, 1.0)
+    except InputError:
+        return _from_logits(block, label, first_row, 1.0)
 
 
 def _from_logits(block, label, first_row, temperature) -> LogRows:

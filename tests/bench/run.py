@@ -5,7 +5,9 @@
 Generates random logits (std 2; Q = P + noise of std ``--drift``, 0.1 by default) as float32 .npy files
 in a temporary folder, and, for the figures named ``…@DRIFT``, the drifts of issue 20: Q = P + noise of
 std 0.01, 0.1 or 0.5 (``kl@0.01``, ``kl fast@0.1`` …) and the hard case Q = P + 5 + noise of std 1e-4
-(``kl@hard``); ``kl float16…@DRIFT`` figures read float16 copies (their ratio is to ``floor float16``).
+(``kl@hard``; ``js``, ``js fast``, ``compare`` and ``compare fast`` too, whose last column is the
+fast figure over its command's default on the same data); ``kl float16…@DRIFT`` figures read float16
+copies (their ratio is to ``floor float16``).
 Then it times each command as a separate process: one
 warm-up, then ``--repeat`` rounds in which every command runs once, in turn,
 so that peers and klcli see the same machine state; the warm-up also caches
@@ -99,6 +101,10 @@ DRIFT_FIGURES = {
     "kl fast": (["kl", "--logits", "--precision", "fast"], "float32"),
     "kl float16": (["kl", "--logits"], "float16"),
     "kl float16 fast": (["kl", "--logits", "--precision", "fast"], "float16"),
+    "js": (["js", "--logits"], "float32"),
+    "js fast": (["js", "--logits", "--precision", "fast"], "float32"),
+    "compare": (["compare"], "float32"),
+    "compare fast": (["compare", "--precision", "fast"], "float32"),
 }
 
 
@@ -289,15 +295,20 @@ def main() -> None:
         print(f"{options.rows}×{options.vocab} float32 logits, Q = P + noise of std {options.drift} "
               f"(CSV: the first 256 rows), median of "
               f"{options.repeat} whole-process runs, {os.cpu_count()} cores")
-        print(f"{'figure':<22} {'seconds':>8} {'× floor':>8} {'× kl':>8} {'anon MiB':>9} {'cpu s':>8}")
+        print(f"{'figure':<22} {'seconds':>8} {'× floor':>8} {'× kl':>8} {'anon MiB':>9} {'cpu s':>8} "
+              f"{'× default':>9}")
         floor16 = statistics.median(times["floor float16"]) if "floor float16" in times else None
         kl = statistics.median(times["kl"]) if "kl" in times else None
         for name, samples in times.items():
             median = statistics.median(samples)
             versus_kl = f"{median / kl:8.2f}" if kl else f"{'':>8}"
             versus_floor = median / (floor16 if floor16 and "float16" in name else floor)
+            # A --precision fast figure beside its command's default precision on the same data (same run).
+            default = name.replace(" fast", "").replace(" --precision", "")
+            versus_default = (f"{median / statistics.median(times[default]):9.2f}"
+                              if " fast" in name and default in times else "")
             print(f"{name:<22} {median:8.3f} {versus_floor:8.2f} {versus_kl} {memory[name] / 1024:9.0f} "
-                  f"{statistics.median(cpu[name]):8.3f}")
+                  f"{statistics.median(cpu[name]):8.3f} {versus_default}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
