@@ -67,7 +67,7 @@ def _check_shapes(base: Source, test: Source, vocab_size: int | None) -> None:
     if positions and (vocab_size is not None or base.shape[-1] == test.shape[-1]):
         return
     hint = ""
-    if positions:
+    if positions and base.reference is None:  # (a reference is over its model's full vocabulary: nothing to trim)
         narrower = min(base.shape[-1], test.shape[-1])
         hint = (f" (for logits padded past the tokenizer's vocabulary, compare the first {narrower} outcomes with "
                 f"--vocab-size {narrower})")
