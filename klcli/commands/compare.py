@@ -474,7 +474,7 @@ def _map_rows(comparison: Comparison, start: int, blocks: list[np.ndarray], mark
             figures = position_stats(side, test_rows, comparison.top_k, test_top=test_top)
         del figures["base_top1"]
         if ids is not None:
-            tokens = label_stats(base_rows, test_rows, ids)
+            tokens = label_stats(base_rows, test_rows, ids, values["row"])
             values["nll_base"] = tokens.pop("nll_base")
             figures.update(tokens, label_rank_test=label_rank(test_top, ids))
         values.update({candidate_key(index, name): array for name, array in figures.items()})

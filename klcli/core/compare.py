@@ -182,11 +182,15 @@ def total_variation(base: LogRows, test: LogRows, *, base_probs: np.ndarray | No
     return 0.5 * np.sum(np.abs(difference, out=difference), axis=1)
 
 
-def label_stats(base: LogRows, test: LogRows, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Per position: each model's NLL of the observed token, and Δp = p_test(label) − p_base(label)."""
+def label_stats(base: LogRows, test: LogRows, labels: np.ndarray,
+                input_rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per position: each model's NLL of the observed token, and Δp = p_test(label) − p_base(label).
+
+    ``input_rows`` number the positions in the input, for a top-K reference's errors (see ``label_logprob``).
+    """
     rows = np.arange(labels.shape[0])
     if hasattr(base, "label_logprob"):  # a top-K reference: the stored label's exact log-probability
-        log_p_base = base.label_logprob(labels)
+        log_p_base = base.label_logprob(labels, input_rows)
     else:
         log_p_base = base.shifted[rows, labels] - base.offset
     log_p_test = test.shifted[rows, labels] - test.offset

@@ -96,7 +96,7 @@ def token_nll(
     at = np.flatnonzero(counted)
     chosen = labels[at]
     if hasattr(rows, "label_logprob"):  # a top-K reference (ReferenceRows): the labels' log-probabilities are stored
-        loss[at] = -rows.label_logprob(chosen)
+        loss[at] = -rows.label_logprob(chosen, first_position + at)
         return loss, counted
     vocab = rows.shifted.shape[1]
     outside = (chosen < 0) | (chosen >= vocab)

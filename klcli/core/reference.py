@@ -155,13 +155,21 @@ class ReferenceRows(LogRows):
     name: str = "reference"
     first_row: int = 0
 
-    def label_logprob(self, chosen: np.ndarray) -> np.ndarray:
-        """log p(chosen) per row: the stored label's exact value, or a top-K token's; an error otherwise."""
+    def label_logprob(self, chosen: np.ndarray, input_rows: np.ndarray | None = None) -> np.ndarray:
+        """log p(chosen) per row: the stored label's exact value, or a top-K token's; an error otherwise.
+
+        ``input_rows`` are the rows' numbers in the input when only some were kept (left-out positions), so that an
+        error names the input's row; by default rows are numbered on from ``first_row``.
+        """
         rows = np.arange(chosen.shape[0])
+
+        def named(at: int) -> int:
+            return int(input_rows[at]) if input_rows is not None else self.first_row + at
+
         outside = (chosen < 0) | (chosen >= self.vocab)
         if outside.any():
             at = int(np.flatnonzero(outside)[0])
-            raise InputError(f"{self.name}: row {self.first_row + at}'s label {int(chosen[at])} is outside the "
+            raise InputError(f"{self.name}: row {named(at)}'s label {int(chosen[at])} is outside the "
                              f"vocabulary [0, {self.vocab})")
         found = np.full(chosen.shape[0], np.nan)
         if self.labels is not None:
@@ -174,7 +182,7 @@ class ReferenceRows(LogRows):
         missing = np.isnan(found)
         if missing.any():
             at = int(np.flatnonzero(missing)[0])
-            raise InputError(f"{self.name}: row {self.first_row + at}'s label {int(chosen[at])} is neither the "
+            raise InputError(f"{self.name}: row {named(at)}'s label {int(chosen[at])} is neither the "
                              "label stored with the reference nor among its top-K tokens, so its log-probability is "
                              "unknown; write the reference with these --labels (klcli reference … --labels IDS)")
         return found

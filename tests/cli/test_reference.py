@@ -327,3 +327,25 @@ def test_bad_pairs_and_options(cli, model, tmp_path):
     assert run.code == 2 and "is a klcli top-K reference file, which only kl, js, xent, compare" in run.err
     run = cli("rlhf", "--policy-logits", ref, "--ref-logits", ref, "--labels", model / "labels.npy")
     assert run.code == 2 and "two top-K references cannot be compared with each other" in run.err
+
+
+def test_an_unknown_label_is_named_by_its_input_row_whatever_is_left_out(cli, tmp_path):
+    """A label that is neither stored nor among the top K: the error names its row in the input, with --mask
+    leaving positions out and through --jobs (it was counted over the scored rows only)."""
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(2, 8, 30))
+    np.save(tmp_path / "base.npy", logits)
+    np.save(tmp_path / "test.npy", logits + rng.normal(scale=0.1, size=logits.shape))
+    flat = logits.reshape(-1, 30)
+    labels = np.argmax(flat, axis=1)
+    labels[11] = int(np.argmin(flat[11]))  # the least probable token: outside the top 3
+    np.save(tmp_path / "labels.npy", labels.reshape(2, 8))
+    mask = np.ones(16, dtype=np.int64)
+    mask[:5] = 0
+    np.save(tmp_path / "mask.npy", mask.reshape(2, 8))
+    assert cli("reference", tmp_path / "base.npy", "--kind", "logits", "--top-k", "3", "-o",
+               tmp_path / "ref.safetensors").code == 0
+    for extra in ([], ["--jobs", "2"]):
+        run = cli("compare", tmp_path / "ref.safetensors", tmp_path / "test.npy", "--test-kind", "logits",
+                  "--labels", tmp_path / "labels.npy", "--mask", tmp_path / "mask.npy", "-q", *extra)
+        assert run.code == 2 and f"row 11's label {labels[11]} is neither" in run.err, run.err
