@@ -142,6 +142,22 @@ def _row_of_ones(width: int) -> np.ndarray:
     return _ones[width]
 
 
+def centred_difference(p_logits: np.ndarray, q_logits: np.ndarray):
+    """The float32 pass every fast kernel starts with, on max-shifted logits (call it under ``np.errstate``).
+
+    Returns P's weights e^{z_p} (as given, and broadcast to the pair's rows), their mass Σ e^{z_p} in float64,
+    u = z_q − z_p − c in a scratch buffer, and the centre c = E_p[z_q − z_p] (float32) that was taken off.
+    """
+    shape = (max(p_logits.shape[0], q_logits.shape[0]), p_logits.shape[1])
+    weights = np.exp(p_logits, out=scratch("weights", p_logits.shape))
+    mass = np.sum(weights, axis=1).astype(np.float64)
+    wide = np.broadcast_to(weights, shape)
+    u = np.subtract(q_logits, p_logits, out=scratch("difference", shape))
+    centre = (np.vecdot(wide, u) / mass).astype(np.float32)
+    u -= centre[:, None]
+    return weights, wide, mass, u, centre
+
+
 def kl_estimate(p_logits: np.ndarray, q_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """D(P‖Q) per row from float32 logits, centred, and each row's bound on its absolute error.
 
@@ -154,12 +170,7 @@ def kl_estimate(p_logits: np.ndarray, q_logits: np.ndarray) -> tuple[np.ndarray,
     shape = (rows, width)
     g = sum_units(width) * _UNIT
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
-        weights = np.exp(p_logits, out=scratch("weights", p_logits.shape))
-        mass = np.sum(weights, axis=1).astype(np.float64)
-        wide = np.broadcast_to(weights, shape)
-        u = np.subtract(q_logits, p_logits, out=scratch("difference", shape))
-        centre = (np.vecdot(wide, u) / mass).astype(np.float32)
-        u -= centre[:, None]
+        weights, wide, mass, u, centre = centred_difference(p_logits, q_logits)
         spread = np.maximum(np.max(u, axis=1), -np.min(u, axis=1)).astype(np.float64)
         power = np.multiply(wide, u, out=scratch("power", shape))
         eta = np.sum(power, axis=1).astype(np.float64) / mass  # E_p[u] ≈ 0; its rounding is second order

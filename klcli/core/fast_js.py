@@ -210,12 +210,7 @@ def js_tv_estimate(p_logits: np.ndarray, q_logits: np.ndarray, weights: tuple[fl
     shape = (rows, width)
     g = sum_units(width) * _UNIT
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
-        weights_p = np.exp(p_logits, out=scratch("weights", p_logits.shape))
-        mass = np.sum(weights_p, axis=1).astype(np.float64)
-        wide = np.broadcast_to(weights_p, shape)
-        u = np.subtract(q_logits, p_logits, out=scratch("difference", shape))
-        centre = (np.vecdot(wide, u) / mass).astype(np.float32)
-        u -= centre[:, None]
+        _, wide, mass, u, centre = fast.centred_difference(p_logits, q_logits)
         # The sums J depends on to first order are NumPy's pairwise sums (their error is g·Σ|terms|);
         # only the centre, to which the result is stationary, is a dot product.
         changes = np.expm1(u, out=scratch("power", shape))

@@ -92,15 +92,22 @@ def test_a_row_with_one_large_difference_and_a_tiny_divergence_falls_back():
     np.testing.assert_allclose(result, expected, rtol=1e-9)
 
 
-@pytest.mark.parametrize("drift", ["0.01", "0.5", "hard"])
-def test_fast_results_identical_for_every_thread_count(cli, tmp_path, drift):
+def fast_runs_on_one_and_two_threads(cli, folder, command: str, drift: str):
+    """``klcli COMMAND p q --logits --precision fast --json --per-row`` at --threads 1 and 2 (notes dropped: they
+    name the thread cap), on a 96×4000 pair of the drift; the pair and both documents."""
     z, y = _pair(drift, "float32", rows=96, vocab=4000)
-    np.save(tmp_path / "p.npy", z)
-    np.save(tmp_path / "q.npy", y)
-    runs = [cli("kl", tmp_path / "p.npy", tmp_path / "q.npy", "--logits", "--precision", "fast", "--threads",
+    np.save(folder / "p.npy", z)
+    np.save(folder / "q.npy", y)
+    runs = [cli(command, folder / "p.npy", folder / "q.npy", "--logits", "--precision", "fast", "--threads",
                 threads, "--json", "--per-row").json() for threads in ("1", "2")]
     for run in runs:
         run.pop("notes", None)
+    return z, y, runs
+
+
+@pytest.mark.parametrize("drift", ["0.01", "0.5", "hard"])
+def test_fast_results_identical_for_every_thread_count(cli, tmp_path, drift):
+    z, y, runs = fast_runs_on_one_and_two_threads(cli, tmp_path, "kl", drift)
     assert runs[0] == runs[1]
     expected = reference.kl(z, y).astype(np.float64)
     got = np.array(runs[0]["per_row"]["kl"])

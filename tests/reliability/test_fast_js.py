@@ -12,7 +12,7 @@ from klcli.core import fast, fast_js
 from klcli.core.discrete import js_rows
 from klcli.core.logspace import as_log_rows
 from tests import reference
-from tests.reliability.test_fast_drifts import DRIFTS, _pair, _wide
+from tests.reliability.test_fast_drifts import DRIFTS, _pair, _wide, fast_runs_on_one_and_two_threads
 
 
 def _js(z, y, weights=(0.5, 0.5), **options):
@@ -107,13 +107,7 @@ def test_a_non_finite_logit_is_not_assured_and_reported_by_the_precise_kernel():
 
 @pytest.mark.parametrize("drift", ["0.01", "0.5", "hard"])
 def test_js_fast_identical_for_every_thread_count(cli, tmp_path, drift):
-    z, y = _pair(drift, "float32", rows=96, vocab=4000)
-    np.save(tmp_path / "p.npy", z)
-    np.save(tmp_path / "q.npy", y)
-    runs = [cli("js", tmp_path / "p.npy", tmp_path / "q.npy", "--logits", "--precision", "fast", "--threads",
-                threads, "--json", "--per-row").json() for threads in ("1", "2")]
-    for run in runs:
-        run.pop("notes", None)
+    z, y, runs = fast_runs_on_one_and_two_threads(cli, tmp_path, "js", drift)
     assert runs[0] == runs[1]
     assert runs[0]["precision"] == "fast"
     expected = reference.js(z, y, (0.5, 0.5)).astype(np.float64)
