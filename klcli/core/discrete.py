@@ -145,17 +145,20 @@ def cross_entropy_rows(p: LogRows, q: LogRows) -> np.ndarray:
 
 def js_rows(p: LogRows, q: LogRows, weights: tuple[float, float] = (0.5, 0.5), *,
             probs: tuple[np.ndarray, np.ndarray] | None = None,
-            p_entropy: np.ndarray | None = None) -> np.ndarray:
+            p_entropy: np.ndarray | None = None, ratio: np.ndarray | None = None,
+            p_probs: np.ndarray | None = None) -> np.ndarray:
     """Weighted Jensen–Shannon divergence π1·D(P‖M) + π2·D(Q‖M), M = π1·P + π2·Q.
 
     Computed first as H(M) − π1·H(P) − π2·H(Q), one logarithm per element,
     whose absolute error is a few 1e-15. Rows below 1e-4 nats — where that
-    would be a visible fraction — are recomputed element by element through
-    u = p/q − 1 (:func:`js_from_ratio`), so nearly identical rows give their
-    true, tiny divergence rather than rounding noise. The result is clamped at
-    0 so that its square root (the JS distance) is never NaN (compare scipy
-    issue #20083). ``probs`` passes both sides' probabilities, and ``p_entropy``
-    H(P), when the caller already has them (compare's base, shared by its candidates).
+    would be a visible fraction — are recomputed element by element as a sum
+    of non-negative terms (:func:`_tiny_js`), so nearly identical rows give
+    their true, tiny divergence rather than rounding noise. The result is
+    clamped at 0 so that its square root (the JS distance) is never NaN
+    (compare scipy issue #20083). ``probs`` passes both sides' probabilities,
+    ``p_entropy`` H(P), ``ratio`` log(p/q) (:func:`log_ratio` of the pair) and
+    ``p_probs`` P's probabilities, when the caller already has them (compare's
+    base, shared by its candidates, and its log-ratio).
     """
     if p.fast and q.fast:
         return _js_fast(p, q, weights)
@@ -166,11 +169,35 @@ def js_rows(p: LogRows, q: LogRows, weights: tuple[float, float] = (0.5, 0.5), *
     divergence = mixture_entropy(p, q, weights, probs) - entropies
     tiny = np.flatnonzero(~(divergence >= 1e-4))
     if tiny.size:
-        p_tiny, q_tiny = _take_rows(p, tiny), _take_rows(q, tiny)
-        d = log_ratio(p_tiny, q_tiny)
-        divergence[tiny] = js_from_ratio(d, np.broadcast_to(p_tiny.probs(), d.shape),
-                                         np.broadcast_to(q_tiny.probs(), d.shape), weights)
+        divergence[tiny] = _tiny_js(p, q, tiny, weights, ratio, probs[0] if probs is not None else p_probs)
     return np.maximum(divergence, 0.0)
+
+
+def _tiny_js(p: LogRows, q: LogRows, tiny: np.ndarray, weights: tuple[float, float],
+             ratio: np.ndarray | None, p_probs: np.ndarray | None) -> np.ndarray:
+    """JS of the rows ``tiny`` element by element: g's power series where every |log(p/q)| ≤ 1
+    (:func:`klcli.core.js_series.js_by_series`, a sum of non-negative terms), :func:`js_from_ratio` elsewhere.
+    ``ratio`` (log(p/q) of every row) and ``p_probs`` are the caller's, when it has them."""
+    from klcli.core.js_series import js_by_series
+
+    rows, width = max(p.rows, q.rows), p.shifted.shape[1]
+    every = tiny.size == rows
+    p_tiny, q_tiny = _take_rows(p, tiny), _take_rows(q, tiny)
+    if ratio is None or ratio.shape != (rows, width):
+        d = log_ratio(p_tiny, q_tiny)
+    else:
+        d = ratio if every else ratio[tiny]
+    if p_probs is None or p_probs.shape != (p.rows, width):
+        probs_p = p_tiny.probs()
+    else:
+        probs_p = p_probs if every or p.rows == 1 else p_probs[tiny]
+    result = js_by_series(d, probs_p, weights)
+    rest = np.flatnonzero(np.isnan(result))
+    if rest.size:
+        d_rest = d[rest]
+        result[rest] = js_from_ratio(d_rest, np.broadcast_to(probs_p, d.shape)[rest],
+                                     np.broadcast_to(q_tiny.probs(), d.shape)[rest], weights)
+    return result
 
 
 def mixture_entropy(p: LogRows, q: LogRows, weights: tuple[float, float],

@@ -47,43 +47,12 @@ import numpy as np
 
 from klcli.core import fast
 from klcli.core.fast import _UNIT, ELEMENT_UNITS, scratch, sum_units
+from klcli.core.js_series import DEGREES as _DEGREES
+from klcli.core.js_series import coefficients
+from klcli.core.js_series import g as _g
 
 SERIES_BELOW = 1.5
 SERIES = 24
-_DEGREES = 60
-
-
-@functools.lru_cache(maxsize=8)
-def coefficients(weights: tuple[float, float]) -> np.ndarray:
-    """a_k, k = 0..60, of g(v) = π2·v·e^v − m·log m, m = π1 + π2·e^v (a_0 = a_1 = 0, a_2 = π1π2/2).
-
-    Examples
-    --------
-    >>> a = coefficients((0.5, 0.5))
-    >>> abs(float(a[0])) < 1e-17, abs(float(a[1])) < 1e-17, round(float(a[2]), 15)
-    (True, True, 0.125)
-    """
-    w_p, w_q = weights
-    n = _DEGREES + 1
-    exp = np.array([1.0 / math.factorial(k) for k in range(n)])
-    m = w_q * exp
-    m[0] += w_p  # = 1
-    log_m = np.zeros(n)  # log m = Σ L_k v^k, L_0 = 0: k·L_k = k·m_k − Σ_{0<j<k} j·L_j·m_(k−j)
-    for k in range(1, n):
-        log_m[k] = m[k] - sum(j * log_m[j] * m[k - j] for j in range(1, k)) / k
-    m_log_m = np.array([sum(m[j] * log_m[k - j] for j in range(k + 1)) for k in range(n)])
-    v_exp = np.concatenate([[0.0], exp[:-1]])
-    a = w_q * v_exp - m_log_m
-    a[:2] = 0.0
-    return a
-
-
-def _g(v: np.ndarray, weights: tuple[float, float]) -> np.ndarray:
-    """g(v) in float64, for the constants γ and κ (not on the data)."""
-    w_p, w_q = weights
-    r = np.exp(v)
-    m = w_p + w_q * r
-    return w_q * r * v - m * np.log(m)
 
 
 # compare's KL both ways from the same v (r = e^v, E_p[r] = 1), each a sum of non-negative terms:

@@ -7,9 +7,12 @@ value than any float64 computation.
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 
+from klcli.core import discrete
 from klcli.core.compare import position_stats
 from klcli.core.discrete import js_rows, kl_rows
 from klcli.core.logspace import as_log_rows
@@ -96,3 +99,44 @@ def test_js_between_logits_whose_weights_are_far_apart_in_scale():
     for weights in [(0.5, 0.5), (0.9, 0.1)]:
         got = js_rows(as_log_rows(z, "logits", label="P"), as_log_rows(y, "logits", label="Q"), weights)
         _within_contract(got, reference.js(z, y, weights))
+
+
+@pytest.mark.parametrize("weights", [(0.5, 0.5), (0.1, 0.9)])
+@pytest.mark.parametrize("noise", [1e-7, 1e-5, 1e-3, 0.01, 0.03, 0.1, "hard"])
+def test_js_default_contract_from_identical_to_drifted_rows(weights, noise):
+    """Nearly identical rows (JS ≪ the closed form's 1e-15 rounding) through g's series, as JS grows past it."""
+    rng = np.random.default_rng(9)
+    z = (rng.standard_normal((6, 32000)) * 2).astype(np.float32)
+    if noise == "hard":  # Q = P + 5 + noise of 1e-4: |log(q/p)| small, but P's and Q's logits far apart
+        y = (z + 5 + rng.standard_normal(z.shape) * 1e-4).astype(np.float32)
+    else:
+        y = (z + rng.standard_normal(z.shape) * noise).astype(np.float32)
+    got = js_rows(as_log_rows(z, "logits", label="P"), as_log_rows(y, "logits", label="Q"), weights)
+    _within_contract(got, reference.js(z, y, weights))
+
+
+def test_js_of_tiny_rows_with_a_few_wide_differences():
+    """Rows below 1e-4 whose largest |log(q/p)| is beyond the series' reach (on tokens of tiny probability)
+    take the element-wise closed form; rows of one block may go either way."""
+    rng = np.random.default_rng(10)
+    z = (rng.standard_normal((6, 32000)) * 2).astype(np.float32)
+    y = (z + rng.standard_normal(z.shape) * 1e-3).astype(np.float32)
+    low = np.argsort(z[::2], axis=1)[:, :3]  # the three least probable tokens of every other row
+    y[::2][np.arange(3)[:, None], low] += 4.0  # |log(q/p)| ≈ 4 there, on probabilities near e^-20
+    p_rows, q_rows = as_log_rows(z, "logits", label="P"), as_log_rows(y, "logits", label="Q")
+    want = reference.js(z, y, (0.5, 0.5))
+    assert np.all(want < 1e-4)
+    with mock.patch.object(discrete, "js_from_ratio", wraps=discrete.js_from_ratio) as closed_form:
+        got = js_rows(p_rows, q_rows)
+    assert closed_form.call_args[0][0].shape[0] == 3  # the wide rows only; the others took the series
+    _within_contract(got, want)
+
+
+def test_compare_js_from_its_own_log_ratio_within_the_contract():
+    rng = np.random.default_rng(11)
+    z = (rng.standard_normal((8, 32000)) * 2).astype(np.float32)
+    y = (z + rng.standard_normal(z.shape) * 0.01).astype(np.float32)
+    stats = position_stats(as_log_rows(z, "logits", label="P"), as_log_rows(y, "logits", label="Q"), 5)
+    _within_contract(stats["js"], reference.js(z, y, (0.5, 0.5)))
+    _within_contract(stats["kl"], reference.kl(z, y))
+    _within_contract(stats["tv"], reference.total_variation(z, y))
