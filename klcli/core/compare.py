@@ -120,11 +120,14 @@ def position_stats(base: LogRows | BaseSide, test: LogRows, top_k_size: int, *,
     shared = (base_top[:, :, None] == test_first[:, None, :]).any(axis=2).sum(axis=1)
     with np.errstate(invalid="ignore"):
         reverse = -expectation(test, d)
+    kl = refined(expectation(base_rows, d), d, test, p=base_rows)
+    kl_reverse = refined(reverse, d, base_rows, sign=-1.0, p=test)
     return {
-        "kl": refined(expectation(base_rows, d), d, test, p=base_rows),
-        "kl_reverse": refined(reverse, d, base_rows, sign=-1.0, p=test),
+        "kl": kl,
+        "kl_reverse": kl_reverse,
+        # JS ≤ ¼·(D(P‖Q) + D(Q‖P)): rows that puts below JS's closed-form range skip it.
         "js": js_rows(base_rows, test, p_entropy=side.entropy(), ratio=d,
-                      p_probs=None if side.reference else side.probs()),
+                      p_probs=None if side.reference else side.probs(), at_most=0.25 * (kl + kl_reverse)),
         "tv": total_variation(base_rows, test, base_probs=side.probs()),
         "base_top1": side.top[:, 0],
         "test_top1": test_top[:, 0],

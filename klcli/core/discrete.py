@@ -17,6 +17,9 @@ from klcli.core.logspace import LogRows, as_log_rows, log_ratio, normaliser_erro
 # Below this |u| = |p/q - 1| the Jensen-Shannon element is summed as a series:
 # the closed form loses ~1e-16/|u| of its value to cancellation.
 _JS_SERIES_BELOW = 1e-3
+# Rows whose closed-form JS is below this (where its few 1e-15 of rounding would be more than 1e-11 of it)
+# are summed element by element.
+_JS_TINY = 1e-4
 
 
 def aligned(p: LogRows, q: LogRows) -> tuple[LogRows, LogRows]:
@@ -146,7 +149,7 @@ def cross_entropy_rows(p: LogRows, q: LogRows) -> np.ndarray:
 def js_rows(p: LogRows, q: LogRows, weights: tuple[float, float] = (0.5, 0.5), *,
             probs: tuple[np.ndarray, np.ndarray] | None = None,
             p_entropy: np.ndarray | None = None, ratio: np.ndarray | None = None,
-            p_probs: np.ndarray | None = None) -> np.ndarray:
+            p_probs: np.ndarray | None = None, at_most: np.ndarray | None = None) -> np.ndarray:
     """Weighted Jensen–Shannon divergence π1·D(P‖M) + π2·D(Q‖M), M = π1·P + π2·Q.
 
     Computed first as H(M) − π1·H(P) − π2·H(Q), one logarithm per element,
@@ -158,16 +161,22 @@ def js_rows(p: LogRows, q: LogRows, weights: tuple[float, float] = (0.5, 0.5), *
     (compare scipy issue #20083). ``probs`` passes both sides' probabilities,
     ``p_entropy`` H(P), ``ratio`` log(p/q) (:func:`log_ratio` of the pair) and
     ``p_probs`` P's probabilities, when the caller already has them (compare's
-    base, shared by its candidates, and its log-ratio).
+    base, shared by its candidates, and its log-ratio). ``at_most`` is an upper
+    bound on each row's JS (compare's π1π2·(D(P‖Q) + D(Q‖P)), by the convexity
+    of D in its second argument): rows it puts below 1e-4 skip the closed form.
     """
     if p.fast and q.fast:
         return _js_fast(p, q, weights)
     p, q = _precise(p), _precise(q)
     w_p, w_q = weights
     p, q = aligned(p, q)  # a top-K reference maps the other side onto its K tokens + tail
+    rows = max(p.rows, q.rows)
+    known_tiny = np.zeros(rows, dtype=bool) if at_most is None else at_most < _JS_TINY * (1 - 1e-6)
+    if known_tiny.all():  # nearly identical rows (compare's small drifts): no closed form to discard
+        return np.maximum(_tiny_js(p, q, np.arange(rows), weights, ratio, p_probs), 0.0)
     entropies = w_p * (entropy_rows(p) if p_entropy is None else p_entropy) + w_q * entropy_rows(q)
     divergence = mixture_entropy(p, q, weights, probs) - entropies
-    tiny = np.flatnonzero(~(divergence >= 1e-4))
+    tiny = np.flatnonzero(~(divergence >= _JS_TINY) | known_tiny)
     if tiny.size:
         divergence[tiny] = _tiny_js(p, q, tiny, weights, ratio, probs[0] if probs is not None else p_probs)
     return np.maximum(divergence, 0.0)
@@ -182,7 +191,7 @@ def _tiny_js(p: LogRows, q: LogRows, tiny: np.ndarray, weights: tuple[float, flo
 
     rows, width = max(p.rows, q.rows), p.shifted.shape[1]
     every = tiny.size == rows
-    p_tiny, q_tiny = _take_rows(p, tiny), _take_rows(q, tiny)
+    p_tiny, q_tiny = (p, q) if every else (_take_rows(p, tiny), _take_rows(q, tiny))
     if ratio is None or ratio.shape != (rows, width):
         d = log_ratio(p_tiny, q_tiny)
     else:
