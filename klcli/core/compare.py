@@ -307,6 +307,8 @@ def mean_stderr(values: np.ndarray) -> float | None:
     """
     if values.size < 2 or not np.all(np.isfinite(values)):
         return None
+    if np.all(values == values.flat[0]):  # a constant: exactly 0 (its SIMD mean can be an ulp off the value)
+        return 0.0
     centred = values - np.mean(values)
     return math.sqrt(float(np.mean(centred * centred)) / (values.size - 1))
 
