@@ -1,6 +1,7 @@
 """Whole-process benchmarks of klcli against its peers, as ratios measured in one run.
 
-    python -m tests.bench.run [--rows 4096] [--vocab 32000] [--repeat 5] [--drift 0.1] [--only kl,compare]
+    python -m tests.bench.run [--rows 4096] [--vocab 32000] [--repeat 5] [--drift 0.1] [--csv-rows 32]
+                              [--only kl,compare]
 
 Generates random logits (std 2; Q = P + noise of std ``--drift``, 0.1 by default) as float32 .npy files
 in a temporary folder, and, for the figures named ``…@DRIFT``, the drifts of issue 20: Q = P + noise of
@@ -8,6 +9,12 @@ std 0.01, 0.1 or 0.5 (``kl@0.01``, ``kl fast@0.1`` …) and the hard case Q = P 
 (``kl@hard``; ``js``, ``js fast``, ``compare`` and ``compare fast`` too, whose last column is the
 fast figure over its command's default on the same data); ``kl float16…@DRIFT`` figures read float16
 copies (their ratio is to ``floor float16``).
+The format figures of issue 20 item 5 read the same P and Q in other files: ``kl float32 npy`` (the ``kl``
+command), ``kl bfloat16 safetensors`` (a real safetensors file: a JSON header, then the bfloat16 bits, rounded
+to nearest even from the float32 logits as torch rounds), ``kl float16 npy``, ``kl parquet`` (a list column,
+row groups of 256 rows) beside ``pyarrow streams parquet`` (pyarrow reading the same files alone, as klcli
+reads them) and ``kl csv`` (the first ``--csv-rows`` rows, 32 by default) beside ``pyarrow reads csv``; their
+``× peer`` column is each figure over its peer of the same run (``PEERS``).
 Then it times each command as a separate process: one
 warm-up, then ``--repeat`` rounds in which every command runs once, in turn,
 so that peers and klcli see the same machine state; the warm-up also caches
@@ -94,6 +101,49 @@ print(kl.mean().item())
 CANDIDATE_FIGURES = ("compare 2 tests", "compare 3 tests", "compare 3 --labels")
 
 
+# The format figures (issue 20 item 5) and the peer each is a ratio to, in the "× peer" column.
+PEERS = {
+    "kl bfloat16 safetensors": "kl float32 npy",
+    "kl float16 npy": "kl float32 npy",
+    "kl parquet": "pyarrow streams parquet",
+    "kl csv": "pyarrow reads csv",
+}
+
+
+def bfloat16_bits(values: np.ndarray) -> np.ndarray:
+    """float32 values rounded to bfloat16 (to nearest, ties to even, as torch rounds), as their uint16 bits.
+
+    >>> bfloat16_bits(np.array([1.0, 1 + 2**-8, 1 + 3 * 2**-8, -np.inf], dtype=np.float32)).tolist()
+    [16256, 16256, 16258, 65408]
+    """
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    rounded = ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+    nan = np.isnan(values)
+    if nan.any():  # a NaN stays a NaN (quiet), whatever its low bits
+        rounded[nan] = (bits[nan] >> np.uint32(16)) | np.uint32(0x40)
+    return rounded.astype(np.uint16)
+
+
+def save_safetensors(path: Path, name: str, array: np.ndarray, dtype: str = "BF16") -> None:
+    """One tensor as a safetensors file: the 8-byte header length, the JSON header (padded to 8 bytes with
+    spaces), then the raw little-endian data; BF16 is rounded from float32 a block of rows at a time."""
+    import json
+
+    itemsize = {"BF16": 2, "F16": 2, "F32": 4}[dtype]
+    header = json.dumps({name: {"dtype": dtype, "shape": list(array.shape),
+                                "data_offsets": [0, array.size * itemsize]}}).encode()
+    header += b" " * (-len(header) % 8)
+    rows = array.reshape(-1, array.shape[-1])
+    with open(path, "wb") as handle:
+        handle.write(len(header).to_bytes(8, "little") + header)
+        for start in range(0, rows.shape[0], 256):
+            block = rows[start:start + 256]
+            if dtype == "BF16":
+                handle.write(bfloat16_bits(block).tobytes())
+            else:
+                handle.write(block.astype(np.float16 if dtype == "F16" else np.float32).tobytes())
+
+
 DRIFTS = ("0.01", "0.1", "0.5", "hard")
 # The per-drift figures: name → (klcli arguments after P Q, dtype).
 DRIFT_FIGURES = {
@@ -116,7 +166,7 @@ def drifted(p: np.ndarray, drift: str, seed: int = 1) -> np.ndarray:
     return p + rng.standard_normal(p.shape, dtype=np.float32) * np.float32(float(drift))
 
 
-def make_data(folder: Path, rows: int, vocab: int, wanted, drift: str = "0.5") -> dict[str, Path]:
+def make_data(folder: Path, rows: int, vocab: int, wanted, drift: str = "0.5", csv_rows: int = 32) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     p = rng.standard_normal((rows, vocab), dtype=np.float32) * 2
     q = drifted(p, drift) if drift != "0.5" else p + rng.standard_normal((rows, vocab), dtype=np.float32) * 0.5
@@ -148,11 +198,15 @@ def make_data(folder: Path, rows: int, vocab: int, wanted, drift: str = "0.5") -
         files["tied"] = folder / "tied.npy"
         np.save(files["tied"], tied)
         del tied
-    if wanted("kl float16") or wanted("kl float16 fast") or wanted("floor float16"):
+    if any(wanted(name) for name in ("kl float16", "kl float16 fast", "floor float16", "kl float16 npy")):
         files["p16"], files["q16"] = folder / "p16.npy", folder / "q16.npy"
         np.save(files["p16"], p.astype(np.float16))
         np.save(files["q16"], q.astype(np.float16))
-    if wanted("kl parquet"):
+    if wanted("kl bfloat16 safetensors"):
+        for name, array in (("p", p), ("q", q)):
+            files[f"{name}_bf16"] = folder / f"{name}.safetensors"
+            save_safetensors(files[f"{name}_bf16"], "logits", array)
+    if wanted("kl parquet") or wanted("pyarrow streams parquet") or wanted("pyarrow reads parquet"):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -162,10 +216,10 @@ def make_data(folder: Path, rows: int, vocab: int, wanted, drift: str = "0.5") -
             pq.write_table(pa.table({"logits": pa.ListArray.from_arrays(
                 pa.array(np.arange(0, rows * vocab + 1, vocab, dtype=np.int32)), column.flatten())}),
                 files[f"{name}_parquet"], row_group_size=256)
-    if wanted("kl csv"):
+    if wanted("kl csv") or wanted("pyarrow reads csv"):
         for name, array in (("p", p), ("q", q)):
             files[f"{name}_csv"] = folder / f"{name}.csv"
-            np.savetxt(files[f"{name}_csv"], array[:256], delimiter=",", fmt="%.7g")
+            np.savetxt(files[f"{name}_csv"], array[:csv_rows], delimiter=",", fmt="%.7g")
     return files
 
 
@@ -178,6 +232,7 @@ def commands(files: dict[str, Path], wanted) -> dict[str, list[str]]:
         "klcli one-off": [*klcli, "kl", "0.5,0.5", "0.9,0.1", "-q"],
         "klcli --help": [*klcli, "--help"],
         "kl": [*klcli, "kl", str(p), str(q), "--logits", "-q"],
+        "kl float32 npy": [*klcli, "kl", str(p), str(q), "--logits", "-q"],  # (the formats' peer)
         "kl --precision fast": [*klcli, "kl", str(p), str(q), "--logits", "--precision", "fast", "-q"],
         "xent": [*klcli, "xent", str(p), str(q), "--logits", "-q"],
         "js": [*klcli, "js", str(p), str(q), "--logits", "-q"],
@@ -201,6 +256,10 @@ def commands(files: dict[str, Path], wanted) -> dict[str, list[str]]:
     if "q16" in files:
         table["floor float16"] = [sys.executable, "-c", FLOOR16, str(files["p16"]), str(files["q16"])]
         table["kl float16"] = [*klcli, "kl", str(files["p16"]), str(files["q16"]), "--logits", "-q"]
+        table["kl float16 npy"] = table["kl float16"]  # (beside kl float32 npy)
+    if "p_bf16" in files:
+        table["kl bfloat16 safetensors"] = [*klcli, "kl", str(files["p_bf16"]), str(files["q_bf16"]), "--logits",
+                                            "-q"]
         table["kl float16 fast"] = [*klcli, "kl", str(files["p16"]), str(files["q16"]), "--logits", "--precision",
                                     "fast", "-q"]
     if "p_parquet" in files:
@@ -268,6 +327,7 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--drift", default="0.1", help="the std of Q − P for the command figures (or 'hard')")
+    parser.add_argument("--csv-rows", type=int, default=32, help="the rows of the CSV figures (the first of P, Q)")
     parser.add_argument("--only", help="comma-separated names of the figures to run (floor is always run)")
     options = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="klcli-bench-"))
@@ -278,7 +338,7 @@ def main() -> None:
 
     try:
         table = {name: command for name, command in commands(make_data(folder, options.rows, options.vocab, wanted,
-                                                                       options.drift),
+                                                                       options.drift, options.csv_rows),
                                                              wanted).items() if wanted(name)}
         for command in table.values():  # warm-up: page cache, imports
             run_once(command)
@@ -293,22 +353,25 @@ def main() -> None:
                 memory[name] = max(memory[name], peak)
         floor = statistics.median(times["floor"])
         print(f"{options.rows}×{options.vocab} float32 logits, Q = P + noise of std {options.drift} "
-              f"(CSV: the first 256 rows), median of "
+              f"(CSV: the first {min(options.csv_rows, options.rows)} rows), median of "
               f"{options.repeat} whole-process runs, {os.cpu_count()} cores")
-        print(f"{'figure':<22} {'seconds':>8} {'× floor':>8} {'× kl':>8} {'anon MiB':>9} {'cpu s':>8} "
-              f"{'× default':>9}")
+        print(f"{'figure':<23} {'seconds':>8} {'× floor':>8} {'× kl':>8} {'anon MiB':>9} {'cpu s':>8} "
+              f"{'× default':>9} {'× peer':>7}")
         floor16 = statistics.median(times["floor float16"]) if "floor float16" in times else None
         kl = statistics.median(times["kl"]) if "kl" in times else None
         for name, samples in times.items():
             median = statistics.median(samples)
             versus_kl = f"{median / kl:8.2f}" if kl else f"{'':>8}"
-            versus_floor = median / (floor16 if floor16 and "float16" in name else floor)
+            versus_floor = median / (floor16 if floor16 and " float16" in name else floor)  # (not bfloat16)
             # A --precision fast figure beside its command's default precision on the same data (same run).
             default = name.replace(" fast", "").replace(" --precision", "")
             versus_default = (f"{median / statistics.median(times[default]):9.2f}"
                               if " fast" in name and default in times else "")
-            print(f"{name:<22} {median:8.3f} {versus_floor:8.2f} {versus_kl} {memory[name] / 1024:9.0f} "
-                  f"{statistics.median(cpu[name]):8.3f} {versus_default}")
+            # A format figure beside its peer of the same run (PEERS): the targets of issue 20 item 5.
+            peer = PEERS.get(name)
+            versus_peer = (f"{median / statistics.median(times[peer]):7.2f}" if peer in times else "")
+            print(f"{name:<23} {median:8.3f} {versus_floor:8.2f} {versus_kl} {memory[name] / 1024:9.0f} "
+                  f"{statistics.median(cpu[name]):8.3f} {versus_default:>9} {versus_peer}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

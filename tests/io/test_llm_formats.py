@@ -264,3 +264,25 @@ def test_llama_damaged_row_header_is_named(cli, llama_file, tmp_path, header):
     assert run.code == 2
     assert run.err.startswith(f"klcli: error: {damaged}: row 3 decodes to log-probabilities up to ")
     assert run.err.endswith("its scale and minimum are damaged\n")
+
+
+def test_bfloat16_widening_is_exact_for_every_bit_pattern():
+    """All 65,536 patterns: the float32 whose high half they are (NaN payloads, infinities, subnormals, −0)."""
+    from klcli.io.safetensors import widen_bf16
+
+    patterns = np.arange(65536, dtype=np.uint32)
+    widened = widen_bf16(patterns.astype(np.uint16))
+    assert widened.dtype == np.float32 and widened.shape == (65536,)
+    np.testing.assert_array_equal(widened.view(np.uint32), patterns << 16)
+    # The values, decoded independently in float64: sign · 2^(e − 127) · (1 + m/128), subnormals 2^−126 · m/128.
+    sign = np.where(patterns >> 15, -1.0, 1.0)
+    exponent, mantissa = ((patterns >> 7) & 0xFF).astype(np.int64), (patterns & 0x7F).astype(np.float64)
+    expected = np.where(exponent == 0, sign * np.ldexp(mantissa / 128, -126),
+                        sign * np.ldexp(1 + mantissa / 128, exponent - 127))
+    special = exponent == 0xFF
+    expected[special] = np.where(mantissa[special] == 0, sign[special] * np.inf, np.nan)
+    with np.errstate(invalid="ignore"):  # (signalling NaNs cast to float64 raise the invalid flag)
+        np.testing.assert_array_equal(widened.astype(np.float64), expected)
+    assert np.signbit(widened[0x8000]) and widened[0x8000] == 0  # −0 keeps its sign
+    # A block of rows (what the reader widens) keeps its shape.
+    assert widen_bf16(patterns.astype(np.uint16).reshape(256, 256)).shape == (256, 256)
