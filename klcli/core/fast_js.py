@@ -182,10 +182,10 @@ def js_tv_estimate(p_logits: np.ndarray, q_logits: np.ndarray, weights: tuple[fl
         _, wide, mass, u, centre = fast.centred_difference(p_logits, q_logits)
         # The sums J depends on to first order are NumPy's pairwise sums (their error is g·Σ|terms|);
         # only the centre, to which the result is stationary, is a dot product.
-        changes = np.expm1(u, out=scratch("power", shape))
+        spread_u = np.maximum(np.max(u, axis=1), -np.min(u, axis=1)).astype(np.float64)
+        changes = fast.expm1(u, scratch("power", shape), _widest(spread_u))
         changes *= wide
         mean_change = np.sum(changes, axis=1).astype(np.float64) / mass  # X = E_p[e^u − 1]
-        spread_u = np.maximum(np.max(u, axis=1), -np.min(u, axis=1)).astype(np.float64)
         log_mean = np.log1p(mean_change)  # L
         u -= log_mean.astype(np.float32)[:, None]  # v = u − L
         spread = spread_u + np.abs(log_mean)
@@ -217,7 +217,7 @@ def js_tv_estimate(p_logits: np.ndarray, q_logits: np.ndarray, weights: tuple[fl
         trusted = fast._safe(mass) & np.isfinite(bound) & np.isfinite(divergence) & (w_p > 0) & (w_q > 0)
         tv = tv_bound = None
         if total_variation:
-            changes = np.expm1(u, out=terms)
+            changes = fast.expm1(u, terms, _widest(spread))
             np.abs(changes, out=changes)
             changes *= wide
             tv = 0.5 * np.sum(changes, axis=1).astype(np.float64) / mass
@@ -228,6 +228,11 @@ def js_tv_estimate(p_logits: np.ndarray, q_logits: np.ndarray, weights: tuple[fl
             for name in ("kl", "kl_reverse"):
                 kl[name] = _kl_from_v(name, u, wide, mass, widest, cut, g, level, centre, shift, spread_u)
     return divergence, np.where(trusted, bound, np.inf), tv, tv_bound
+
+
+def _widest(spread: np.ndarray) -> float:
+    """The largest of the rows' spreads max|u| (inf if one is not finite: expm1 then goes element by element)."""
+    return float(np.max(spread)) if spread.size else 0.0
 
 
 def _kl_from_v(name, v, wide, mass, widest, cut, g, level, centre, shift, spread_u):
