@@ -236,9 +236,9 @@ def _moments_bound(divergence, s, m2, spread, shifts, g, degree: int):
 
 
 # NumPy's float32 expm1 is a scalar loop — 5.5 ns an element on this project's AVX2 machine, against 1.65 ns
-# for its vectorised exp and 0.13 ns for a multiply in the cache — so where |u| ≤ EXPM1_CUT the fast kernels
-# take expm1 from its Taylor polynomial by Horner instead, a few rows at a time, to within the same ELEMENT_UNITS
-# (tests/core/test_fast_expm1.py measures every degree on dense float32 grids).
+# for its vectorised exp and 0.13 ns for a multiply in the cache — so for blocks whose |u| are all ≤ EXPM1_CUT
+# the fast kernels take expm1 from its Taylor polynomial by Horner instead, a few rows at a time, within the
+# same ELEMENT_UNITS (tests/core/test_fast_expm1.py measures every degree, on dense float32 grids, at 2.8u).
 EXPM1_CUT = 1.0
 _EXPM1_PIECE = 1 << 15
 _EXPM1_TERMS = 0.25 * _UNIT  # the truncation allowed, relative to expm1(u)
@@ -261,17 +261,17 @@ def expm1_degree(spread: float) -> int:
 
 
 def expm1(u: np.ndarray, out: np.ndarray, spread: float) -> np.ndarray:
-    """expm1(u) of a float32 array into ``out`` (not ``u``), given ``spread`` ≥ max|u| of its finite elements.
+    """expm1(u) of a float32 array into ``out`` (not ``u``), given ``spread`` ≥ max|u| of its elements.
 
-    Elements with |u| ≤ EXPM1_CUT take the Taylor polynomial of degree ``expm1_degree`` (the spread, at most
-    the cut, rounded up to a power of 2^(1/4) so that blocks of similar spread share it); the others — and
-    NaN or infinities — NumPy's expm1. So each element depends on itself and the block's spread alone.
+    Where the spread is at most EXPM1_CUT: the Taylor polynomial of degree ``expm1_degree`` (the spread
+    rounded up to a power of 2^(1/4), so that blocks of similar spread share it), so each element depends
+    on itself and the block's spread alone. Wider blocks (and a NaN or infinite spread): NumPy's expm1 —
+    at such spreads the polynomial's degree and the elements beyond the cut would cost as much.
     """
-    level = min(2.0 ** (math.ceil(4 * math.log2(max(spread, 2.0**-30))) / 4), EXPM1_CUT) if spread > 0 else 2.0**-30
-    if not np.isfinite(spread):
-        level = EXPM1_CUT
-    degree = expm1_degree(level)
-    coefficients = [np.float32(1.0 / math.factorial(k)) for k in range(degree, 0, -1)]
+    if not spread <= EXPM1_CUT:
+        return np.expm1(u, out=out)
+    level = min(2.0 ** (math.ceil(4 * math.log2(max(spread, 2.0**-30))) / 4), EXPM1_CUT)
+    coefficients = [np.float32(1.0 / math.factorial(k)) for k in range(expm1_degree(level), 0, -1)]
     flat_u, flat_out = u.reshape(-1), out.reshape(-1)
     for at in range(0, flat_u.size, _EXPM1_PIECE):  # pieces that stay in the cache between Horner's steps
         x, t = flat_u[at:at + _EXPM1_PIECE], flat_out[at:at + _EXPM1_PIECE]
@@ -279,9 +279,6 @@ def expm1(u: np.ndarray, out: np.ndarray, spread: float) -> np.ndarray:
         for coefficient in coefficients[1:]:
             t += coefficient
             t *= x
-    if not spread <= EXPM1_CUT:  # (also NaN) the elements beyond the cut, from NumPy's expm1
-        far = np.flatnonzero(~(np.abs(flat_u) <= np.float32(EXPM1_CUT)))
-        flat_out[far] = np.expm1(flat_u[far])
     return out
 
 

@@ -155,3 +155,22 @@ def test_compare_fast_notes_where_it_does_not_apply(cli, tmp_path):
     result = run.json()
     assert result["precision"] == "precise"
     assert any("--precision fast does not apply to float64 logits" in note for note in result["notes"])
+
+
+@pytest.mark.parametrize(("drift", "float32_route"), [("0.01", True), ("0.1", True), ("0.5", False)])
+def test_compare_fast_takes_the_float32_route_only_for_narrow_pieces(drift, float32_route):
+    """Pieces whose z_q − z_p spans more than 2·FAST_HALF_RANGE in a row (σ = 0.5) take the precise route
+    whole — cheaper there — so their figures are the default's exactly; narrower ones the float32 kernel."""
+    from klcli.core import compare
+
+    z, y = _pair(drift, "float32", rows=4, vocab=32000)
+    precise = [as_log_rows(side, "logits", label=name) for side, name in ((z, "P"), (y, "Q"))]
+    fast_rows = [as_log_rows(side, "logits", label=name, fast=True) for side, name in ((z, "P"), (y, "Q"))]
+    side = compare.BaseSide(precise[0], 5)
+    got = compare.fast_position_stats(side, fast_rows[0], fast_rows[1], 5, lambda: precise[1])
+    want = compare.position_stats(side, precise[1], 5)
+    same = all(np.array_equal(got[name], want[name]) for name in ("kl", "kl_reverse", "js", "tv"))
+    assert same != float32_route
+    for name, expected in (("kl", reference.kl(z, y)), ("js", reference.js(z, y, (0.5, 0.5))),
+                           ("tv", reference.total_variation(z, y))):
+        assert _within(got[name], expected.astype(np.float64)), name
