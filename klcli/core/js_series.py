@@ -81,30 +81,35 @@ def precise_degree(weights: tuple[float, float], spread: float) -> int:
 def js_by_series(d: np.ndarray, probs_p: np.ndarray, weights: tuple[float, float]) -> np.ndarray:
     """J = E_p[g(v)] per row, v = −d, d = log(p/q), from g's power series; NaN for rows it does not apply to.
 
-    Applies to rows whose every |d| is finite and at most PRECISE_SPREAD; the degree follows the widest of
-    them (rounded up to a power of 2^(1/4), so blocks of similar spread share it), to within
-    PRECISE_TRUNCATION of each term. Every term p·g(v) ≥ 0, so the sum's float64 rounding is a few units
-    of J itself. Horner in d: g(v) = d²·Σ_k a_k·(−1)^k·d^(k−2).
+    Applies to rows whose every |d| is finite and at most PRECISE_SPREAD. Each row's degree follows its own
+    widest |d| (rounded up to a power of 2^(1/4), so rows of similar spread are summed together), to within
+    PRECISE_TRUNCATION of each term: a row's value depends on that row alone, however the rows are cut into
+    blocks, pieces or workers. Every term p·g(v) ≥ 0, so the sum's float64 rounding is a few units of J
+    itself. Horner in d: g(v) = d²·Σ_k a_k·(−1)^k·d^(k−2). Either weight 0 makes J exactly 0.
     """
     rows = d.shape[0]
     with np.errstate(invalid="ignore"):
         spread = np.max(np.abs(d), axis=1)
     fits = np.isfinite(spread) & (spread <= PRECISE_SPREAD)
     result = np.full(rows, np.nan)
-    if not fits.any():
+    if min(weights) == 0:  # M is one of the sides: J = 0 (the series' coefficients are only rounding there)
+        result[fits] = 0.0
         return result
-    part = slice(None) if fits.all() else np.flatnonzero(fits)
-    widest = float(np.max(spread[part]))
-    level = 2.0 ** (math.ceil(4 * math.log2(max(widest, 1e-6))) / 4)
-    degree = precise_degree((float(weights[0]), float(weights[1])), min(level, PRECISE_SPREAD))
-    b = coefficients((float(weights[0]), float(weights[1])))[:degree + 1] * (-1.0) ** np.arange(degree + 1)
-    x = d[part]
-    probs = probs_p[part] if probs_p.shape[0] == rows else np.broadcast_to(probs_p, x.shape)
-    values = np.empty(x.shape[0])
-    step = max(1, PIECE_VALUES // max(1, x.shape[1]))
-    for at in range(0, x.shape[0], step):  # a few rows at a time: Horner's passes then run in the cache
-        values[at:at + step] = _horner(x[at:at + step], probs[at:at + step], b)
-    result[part] = values
+    pair = (float(weights[0]), float(weights[1]))
+    levels = np.full(rows, np.nan)
+    levels[fits] = np.ceil(4 * np.log2(np.maximum(spread[fits], 1e-6)))  # 2^(level/4) ≥ the row's spread
+    for level in np.unique(levels[fits]):
+        index = np.flatnonzero(levels == level)
+        degree = precise_degree(pair, min(2.0 ** (level / 4), PRECISE_SPREAD))
+        b = coefficients(pair)[:degree + 1] * (-1.0) ** np.arange(degree + 1)
+        x = d if index.size == rows else d[index]
+        probs = (probs_p if index.size == rows else probs_p[index]) if probs_p.shape[0] == rows \
+            else np.broadcast_to(probs_p, x.shape)
+        values = np.empty(x.shape[0])
+        step = max(1, PIECE_VALUES // max(1, x.shape[1]))
+        for at in range(0, x.shape[0], step):  # a few rows at a time: Horner's passes then run in the cache
+            values[at:at + step] = _horner(x[at:at + step], probs[at:at + step], b)
+        result[index] = values
     return result
 
 

@@ -140,3 +140,34 @@ def test_compare_js_from_its_own_log_ratio_within_the_contract():
     _within_contract(stats["js"], reference.js(z, y, (0.5, 0.5)))
     _within_contract(stats["kl"], reference.kl(z, y))
     _within_contract(stats["tv"], reference.total_variation(z, y))
+
+
+def test_tiny_js_of_a_row_is_the_same_in_any_block():
+    """Each row's series degree follows its own spread: cutting the rows differently (blocks, --jobs pieces,
+    shards) gives the same bits — here rows of very different spreads, together and one by one."""
+    rng = np.random.default_rng(12)
+    z = (rng.standard_normal((8, 4096)) * 2).astype(np.float32)
+    noise = np.array([1e-4, 1e-3, 3e-3, 0.01, 0.015, 0.02, 0.024, 0.026])[:, None]
+    y = (z + rng.standard_normal(z.shape) * noise).astype(np.float32)
+    rows = [as_log_rows(side, "logits", label=name) for side, name in ((z, "P"), (y, "Q"))]
+    together = js_rows(*rows)
+    assert np.all(together < 1e-4)
+    alone = np.concatenate([js_rows(as_log_rows(z[i:i + 1], "logits", label="P"),
+                                    as_log_rows(y[i:i + 1], "logits", label="Q")) for i in range(8)])
+    np.testing.assert_array_equal(together, alone)
+    stats = position_stats(*rows, 5)
+    np.testing.assert_array_equal(stats["js"], alone)
+
+
+@pytest.mark.parametrize("command", [["js", "--logits"], ["compare"]])
+def test_nearly_identical_rows_give_the_same_report_on_one_job_or_two(cli, tmp_path, command):
+    rng = np.random.default_rng(13)
+    z = (rng.standard_normal((64, 4096)) * 2).astype(np.float32)
+    y = (z + rng.standard_normal(z.shape) * np.linspace(1e-4, 0.028, 64)[:, None]).astype(np.float32)
+    np.save(tmp_path / "p.npy", z)
+    np.save(tmp_path / "q.npy", y)
+    runs = [cli(command[0], tmp_path / "p.npy", tmp_path / "q.npy", *command[1:], "--json", "--per-row",
+                "--jobs", jobs).json() for jobs in ("1", "2")]
+    for run in runs:
+        run.pop("notes", None)
+    assert runs[0] == runs[1]
