@@ -143,14 +143,16 @@ def fast_position_stats(side: BaseSide, base: LogRows, test: LogRows, top_k_size
     precise rows (its top list, confidence and entropy stay exact). Each divergence comes with its per-row
     bound (:func:`klcli.core.fast_js.js_tv_estimate`, or :func:`klcli.core.fast.kl_estimate` for a KL
     direction that one cannot assure); if any row of any of them is not assured, ``precise_test()`` (the
-    test's rows at full precision) gives the precise figures of those rows. A piece whose z_q − z_p spans
-    more than 2·FAST_HALF_RANGE in a row takes the precise route whole, which costs less there. The
-    argmaxes and the top-k overlap are those of the logits, exact as always.
+    test's rows at full precision) gives the precise figures of those rows; so do rows whose z_q − z_p
+    spans more than 2·FAST_HALF_RANGE (:func:`_narrow`), and a piece of only such rows takes the precise
+    route whole, which costs less there. The argmaxes and the top-k overlap are those of the logits, exact
+    as always.
     """
     from klcli.core import fast, fast_js
 
     test_top = top_k(test.shifted, top_k_size) if test_top is None else test_top
-    if not _narrow(base.shifted, test.shifted):  # the precise route is the cheaper one there
+    wide = ~_narrow(base.shifted, test.shifted)
+    if wide.all():  # the precise route is the cheaper one for such rows
         return position_stats(side, precise_test(), top_k_size, test_top=test_top)
     size = min(top_k_size, test.shifted.shape[1], side.top.shape[1])
     shared = (side.top[:, :size, None] == test_top[:, None, :size]).any(axis=2).sum(axis=1)
@@ -159,7 +161,7 @@ def fast_position_stats(side: BaseSide, base: LogRows, test: LogRows, top_k_size
     both: dict = {}
     js, js_bound, tv, tv_bound = fast_js.js_tv_estimate(base.shifted, test.shifted, kl=both)
     figures: dict[str, np.ndarray] = {"js": js, "tv": tv}
-    redo = ~fast.assured(js, js_bound)
+    redo = ~fast.assured(js, js_bound) | wide  # (a wide row's figures are the precise ones, in any piece)
     for name, (first, second) in (("kl", (base, test)), ("kl_reverse", (test, base))):
         value, bound = both[name]
         if not fast.assured(value, bound).all():
@@ -180,22 +182,23 @@ def fast_position_stats(side: BaseSide, base: LogRows, test: LogRows, top_k_size
     return figures
 
 
-# compare --precision fast takes the float32 route for pieces whose widest half-range of z_q − z_p is at most
-# this: beyond it the series' degrees, NumPy's scalar expm1 and TV's fallback made it slower than the
-# precise route (measured 1,024×32,000, one thread: 0.8–1.0× the precise time at σ = 0.1, half-range 0.44;
-# 1.9× at σ = 0.2, half-range 0.88; 3× at σ = 0.5).
+# compare --precision fast takes the float32 route for rows whose half-range of z_q − z_p is at most this:
+# beyond it the series' degrees, NumPy's scalar expm1 and TV's fallback made it slower than the precise
+# route (measured 1,024×32,000, one thread: 0.8–1.0× the precise time at σ = 0.1, half-range 0.44; 1.9× at
+# σ = 0.2, half-range 0.88; 3× at σ = 0.5). A piece of such rows only takes the precise route whole.
 FAST_HALF_RANGE = 0.5
 
 
-def _narrow(base_logits: np.ndarray, test_logits: np.ndarray) -> bool:
-    """Whether every row's (max − min)/2 of z_q − z_p is at most FAST_HALF_RANGE (False for a NaN)."""
+def _narrow(base_logits: np.ndarray, test_logits: np.ndarray) -> np.ndarray:
+    """Per row: whether (max − min)/2 of z_q − z_p is at most FAST_HALF_RANGE (a row holding a NaN or an
+    infinity is not: the precise route reports it, with its row)."""
     from klcli.core.fast import scratch
 
     shape = (max(base_logits.shape[0], test_logits.shape[0]), base_logits.shape[1])
     with np.errstate(invalid="ignore", over="ignore"):
         difference = np.subtract(test_logits, base_logits, out=scratch("range", shape))
         half = (np.max(difference, axis=1) - np.min(difference, axis=1)) / 2
-    return bool(np.max(half) <= FAST_HALF_RANGE) if half.size else True
+    return half <= FAST_HALF_RANGE
 
 
 def total_variation(base: LogRows, test: LogRows, *, base_probs: np.ndarray | None = None) -> np.ndarray:

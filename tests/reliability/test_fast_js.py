@@ -115,7 +115,10 @@ def test_js_fast_identical_for_every_thread_count(cli, tmp_path, drift):
 
 
 @pytest.mark.parametrize("drift", ["0.01", "0.5", "hard"])
-def test_compare_fast_within_the_reference_and_exact_elsewhere(cli, tmp_path, drift):
+def test_compare_fast_within_the_reference_and_exact_elsewhere(cli, tmp_path, drift, monkeypatch):
+    from klcli.core import compare
+
+    monkeypatch.setattr(compare, "FAST_HALF_RANGE", np.inf)  # the float32 route on every drift (and σ = 0.5's TV)
     z, y = _pair(drift, "float32", rows=96, vocab=4000)
     labels = np.random.default_rng(3).integers(0, 4000, 96)
     np.save(tmp_path / "p.npy", z)
@@ -174,3 +177,36 @@ def test_compare_fast_takes_the_float32_route_only_for_narrow_pieces(drift, floa
     for name, expected in (("kl", reference.kl(z, y)), ("js", reference.js(z, y, (0.5, 0.5))),
                            ("tv", reference.total_variation(z, y))):
         assert _within(got[name], expected.astype(np.float64)), name
+
+
+def test_compare_fast_routes_row_by_row():
+    """In a piece of narrow and wide rows, the wide ones get the precise figures (the same bits as alone) and
+    the narrow ones the float32 kernel's."""
+    from klcli.core import compare
+
+    z, y_narrow = _pair("0.01", "float32", rows=4, vocab=8000)
+    _, y_wide = _pair("0.5", "float32", rows=4, vocab=8000)
+    y = np.concatenate([y_narrow[:2], z[2:] + (y_wide[2:] - _pair("0.5", "float32", rows=4, vocab=8000)[0][2:])])
+    assert compare._narrow(z, y).tolist() == [True, True, False, False]
+    precise = [as_log_rows(side, "logits", label=name) for side, name in ((z, "P"), (y, "Q"))]
+    fast_rows = [as_log_rows(side, "logits", label=name, fast=True) for side, name in ((z, "P"), (y, "Q"))]
+    got = compare.fast_position_stats(compare.BaseSide(precise[0], 5), fast_rows[0], fast_rows[1], 5,
+                                      lambda: precise[1])
+    want = compare.position_stats(compare.BaseSide(precise[0], 5), precise[1], 5)
+    for name in ("kl", "kl_reverse", "js", "tv"):
+        np.testing.assert_array_equal(got[name][2:], want[name][2:])
+        assert not np.array_equal(got[name][:2], want[name][:2]), name
+        assert _within(got[name], want[name]), name
+
+
+def test_narrow_broadcasts_a_single_row_and_refuses_infinities():
+    from klcli.core import compare
+
+    z = np.zeros((1, 6), dtype=np.float32)
+    y = np.tile(np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5], dtype=np.float32), (3, 1))
+    y[2, 1] = 2.0
+    assert compare._narrow(z, y).tolist() == [True, True, False]
+    assert compare._narrow(y, z).tolist() == [True, True, False]
+    y[0, 3] = np.inf
+    y[1, :] = np.nan
+    assert compare._narrow(z, y).tolist() == [False, False, False]
