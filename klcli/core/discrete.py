@@ -154,8 +154,8 @@ def js_rows(p: LogRows, q: LogRows, weights: tuple[float, float] = (0.5, 0.5), *
 
     Computed first as H(M) − π1·H(P) − π2·H(Q), one logarithm per element,
     whose absolute error is a few 1e-15. Rows below 1e-4 nats — where that
-    would be a visible fraction — are recomputed element by element as a sum
-    of non-negative terms (:func:`_tiny_js`), so nearly identical rows give
+    would be a visible fraction — are recomputed element by element, as a sum
+    of non-negative terms where every |log(q/p)| ≤ 1 (:func:`_tiny_js`), so nearly identical rows give
     their true, tiny divergence rather than rounding noise. The result is
     clamped at 0 so that its square root (the JS distance) is never NaN
     (compare scipy issue #20083). ``probs`` passes both sides' probabilities,

@@ -217,7 +217,7 @@ def js_tv_estimate(p_logits: np.ndarray, q_logits: np.ndarray, weights: tuple[fl
         trusted = fast._safe(mass) & np.isfinite(bound) & np.isfinite(divergence) & (w_p > 0) & (w_q > 0)
         tv = tv_bound = None
         if total_variation:
-            changes = fast.expm1(u, terms, _widest(spread))
+            changes = fast.expm1(u, terms, _widest(spread) * (1 + 4 * _UNIT))  # v = u − L: rounded, a few ulp
             np.abs(changes, out=changes)
             changes *= wide
             tv = 0.5 * np.sum(changes, axis=1).astype(np.float64) / mass

@@ -264,11 +264,11 @@ def commands(files: dict[str, Path], wanted) -> dict[str, list[str]]:
         table["floor float16"] = [sys.executable, "-c", FLOOR16, str(files["p16"]), str(files["q16"])]
         table["kl float16"] = [*klcli, "kl", str(files["p16"]), str(files["q16"]), "--logits", "-q"]
         table["kl float16 npy"] = table["kl float16"]  # (beside kl float32 npy)
+        table["kl float16 fast"] = [*klcli, "kl", str(files["p16"]), str(files["q16"]), "--logits", "--precision",
+                                    "fast", "-q"]
     if "p_bf16" in files:
         table["kl bfloat16 safetensors"] = [*klcli, "kl", str(files["p_bf16"]), str(files["q_bf16"]), "--logits",
                                             "-q"]
-        table["kl float16 fast"] = [*klcli, "kl", str(files["p16"]), str(files["q16"]), "--logits", "--precision",
-                                    "fast", "-q"]
     if "p_parquet" in files:
         table["pyarrow reads parquet"] = [sys.executable, "-c", READ_PARQUET, str(files["p_parquet"]),
                                           str(files["q_parquet"])]
