@@ -23,7 +23,7 @@ from klcli.core.positions import kept_log_rows
 from klcli.core.reference import Written, reference_of
 from klcli.core.stats import summarize
 from klcli.engine import paired_blocks
-from klcli.errors import InputError, OutputError, RowCountError, ShapeError, UsageError
+from klcli.errors import LOWER_BOUNDS, InputError, OutputError, RowCountError, ShapeError, UsageError
 from klcli.io.source import Source, rows_per_block
 from klcli.result import Result
 
@@ -91,7 +91,7 @@ def bound_note(source: Source, divergences: str = "the divergences") -> list[str
     layout = source.reference
     if layout.top_k == layout.vocab:
         return [f"{source.label} is a top-K reference with K = V = {layout.vocab}: the figures are exact"]
-    return [f"figures are lower bounds (top-K reference, K={layout.top_k} of {layout.vocab}): {divergences} are "
+    return [f"{LOWER_BOUNDS} (top-K reference, K={layout.top_k} of {layout.vocab}): {divergences} are "
             "taken over the K stored tokens and one tail bucket"]
 
 

@@ -349,3 +349,13 @@ def test_an_unknown_label_is_named_by_its_input_row_whatever_is_left_out(cli, tm
         run = cli("compare", tmp_path / "ref.safetensors", tmp_path / "test.npy", "--test-kind", "logits",
                   "--labels", tmp_path / "labels.npy", "--mask", tmp_path / "mask.npy", "-q", *extra)
         assert run.code == 2 and f"row 11's label {labels[11]} is neither" in run.err, run.err
+
+
+@pytest.mark.parametrize("k", [5, V])
+def test_a_gate_on_lower_bounds_says_so_on_standard_error(cli, model, k):
+    """`-q --check` prints only the figure: that it is a lower bound (K < V) must reach standard error too,
+    or a CI gate passes on it in silence; at K = V the figures are exact and nothing is said."""
+    ref, _ = _write(cli, model, k)
+    run = cli("kl", ref, model / "test.npy", "--logits", "-q", "--check", "value<1e9")
+    assert run.code == 0
+    assert ("klcli: note: figures are lower bounds" in run.err) == (k < V)
