@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from dataclasses import dataclass
@@ -164,11 +165,13 @@ def evaluate(checks: list[Check], doc: dict) -> list[dict]:
 def describe_failure(outcome: dict) -> str:
     """One line for a failed check: which, and by how much."""
     actual, threshold = outcome["actual"], outcome["threshold"]
-    gap = actual - threshold
-    if outcome["op"] in ("==", "!="):
-        by = f"actual {actual!r}"
+    gap = float(actual) - float(threshold)
+    if outcome["op"] in ("==", "!=") or not math.isfinite(gap):  # (inf − inf has no size to say)
+        by = f"actual {actual!r}, threshold {threshold!r}"
+    elif gap == 0:
+        by = f"actual {actual!r} is at the threshold"
     else:
-        side = "above" if gap > 0 else "below" if gap < 0 else "at"
+        side = "above" if gap > 0 else "below"
         by = f"actual {actual!r} is {abs(gap):.6g} {side} the threshold {threshold!r}"
     candidate = f" for {shown(outcome['candidate'])}" if "candidate" in outcome else ""
     return f"check failed: {outcome['expr']}{candidate} ({by})"
