@@ -388,6 +388,12 @@ def _whole_cells(Table, box, title: str, headers, rows: list[list[str]], ascii_o
         printed = [[cell.translate(ASCII_SYMBOLS) for cell in row] for row in printed]
         title = title.translate(ASCII_SYMBOLS)
     widths = [max(cell_len(row[index]) for row in printed) for index in range(len(headers))]
+    legend: list[str] = []
+    if names_first and 1 + sum(widths) + 2 * (len(widths) - 1) > TABLE_WIDTH and len(printed) > 1:
+        # Long names (files, safetensors keys) would push the figures past 80 columns: numbered, with a legend.
+        legend = ["", *(f" {number}  {row[0]}" for number, row in enumerate(printed[1:], 1))]
+        printed = [["#", *printed[0][1:]], *([str(number), *row[1:]] for number, row in enumerate(printed[1:], 1))]
+        widths[0] = max(cell_len(row[0]) for row in printed)
 
     def line(cells: list[str]) -> str:
         padded = [cell + " " * (width - cell_len(cell)) if index == 0 and first_left
@@ -396,7 +402,11 @@ def _whole_cells(Table, box, title: str, headers, rows: list[list[str]], ascii_o
         return " " + "  ".join(padded)
 
     rule = " " + ("-" if ascii_only else "─") * (sum(widths) + 2 * (len(widths) - 1))
-    return "\n".join([title, "", line(printed[0]), rule, *(line(row) for row in printed[1:]), ""]) + "\n"
+    return "\n".join([title, "", line(printed[0]), rule, *(line(row) for row in printed[1:]), *legend, ""]) + "\n"
+
+
+# The width the whole-cell tables keep to (the terminals and CI logs they are read in): wider names are numbered.
+TABLE_WIDTH = 80
 
 
 def _candidate_listings(Table, box, candidates: list[dict], ascii_only: bool) -> list:  # noqa: N803

@@ -471,3 +471,22 @@ def test_shift_refuses_labels_cut_into_other_sequences(cli, tmp_path):
         run = cli("compare", tmp_path / "b3.npy", tmp_path / "t3.npy", "--labels", tmp_path / labels, "--shift",
                   "--json")
         assert run.code == 0 and run.json()["tokens"] == 45, run.err
+
+
+def test_long_candidate_names_are_numbered_to_keep_the_leaderboard_within_80_columns(cli, tmp_path):
+    rng = np.random.default_rng(21)
+    base = rng.normal(0, 2, size=(16, 10)).astype(np.float32)
+    np.save(tmp_path / "base.npy", base)
+    names = []
+    for index in range(2):
+        name = f"a_rather_long_candidate_file_name_{index}.npy"
+        np.save(tmp_path / name, base + rng.normal(0, 0.3, size=base.shape).astype(np.float32))
+        names.append(tmp_path / name)
+    run = cli("compare", tmp_path / "base.npy", *names)
+    assert run.code == 0
+    board = run.out[run.out.index("leaderboard"):].split("\n\n\n")[0]
+    assert max(len(line) for line in board.splitlines()) <= 80, board
+    for number, path in enumerate(names, 1):
+        assert f" {number}  {path.name}" in board or f" {number}  {path}" in board
+    short = cli("compare", tmp_path / "base.npy", *names, "--name", "a", "--name", "b").out
+    assert " #  " not in short[short.index("leaderboard"):].split("\n\n\n")[0]  # short names stay in place
