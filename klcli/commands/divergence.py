@@ -28,7 +28,7 @@ from klcli.commands.common import (
 )
 from klcli.core.discrete import entropy_rows, js_rows, kl_rows
 from klcli.core.logspace import LogRows
-from klcli.errors import UsageError
+from klcli.errors import LOWER_BOUNDS, UsageError
 from klcli.io.ranges import driving_cuts, row_count, row_range
 from klcli.pieces import Layout, Piece, reads_stdin
 from klcli.result import Result
@@ -175,6 +175,9 @@ def divergence_map(command: str, p, q, reading: Reading, rows=None, *, progress=
 
         extras = {**extras, "reference": bound_of(p_source)}
         reference_notes = bound_note(p_source)
+    if extras.get("tail") == "bucket":  # OpenAI logprobs: the tokens outside both lists merged into one outcome
+        reference_notes.append(f"{LOWER_BOUNDS} (OpenAI logprobs, --tail bucket): the tokens outside the listed "
+                               "ones are one tail bucket, and merging outcomes can only lower a divergence")
     meta = {"inputs": _inputs([p_source, q_source], reading, run), "extras": extras, "precision": precision,
             "precision_notes": precision_notes, "notes": observed, "reference_notes": reference_notes}
     return Piece(engine.Partial(start, start + run.rows, run.per_row), meta)

@@ -98,3 +98,10 @@ def test_position_count_mismatch_and_mixing(cli, files):
     mixed = cli("kl", files / "base.json", "0.5,0.5")
     assert mixed.err == ("klcli: error: an OpenAI-style logprobs file (.json, .jsonl) is compared only with another "
                          "one\n")
+
+
+def test_the_tail_bucket_says_its_figures_are_lower_bounds_even_when_quiet(cli, files):
+    bucket = cli("kl", files / "base.json", files / "test.json", "-q", "--check", "value<10")
+    assert bucket.code == 0 and "klcli: note: figures are lower bounds (OpenAI logprobs, --tail bucket)" in bucket.err
+    renormalized = cli("kl", files / "base.json", files / "test.json", "--tail", "renormalize", "-q")
+    assert "lower bounds" not in renormalized.err
