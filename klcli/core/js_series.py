@@ -82,7 +82,7 @@ def js_by_series(d: np.ndarray, probs_p: np.ndarray, weights: tuple[float, float
     """J = E_p[g(v)] per row, v = −d, d = log(p/q), from g's power series; NaN for rows it does not apply to.
 
     Applies to rows whose every |d| is finite and at most PRECISE_SPREAD. Each row's degree follows its own
-    widest |d| (rounded up to a power of 2^(1/4), so rows of similar spread are summed together), to within
+    widest |d| (rounded up to a power of 2^(1/4); rows of the same degree are summed together), to within
     PRECISE_TRUNCATION of each term: a row's value depends on that row alone, however the rows are cut into
     blocks, pieces or workers. Every term p·g(v) ≥ 0, so the sum's float64 rounding is a few units of J
     itself. Horner in d: g(v) = d²·Σ_k a_k·(−1)^k·d^(k−2). Either weight 0 makes J exactly 0.
@@ -96,11 +96,11 @@ def js_by_series(d: np.ndarray, probs_p: np.ndarray, weights: tuple[float, float
         result[fits] = 0.0
         return result
     pair = (float(weights[0]), float(weights[1]))
-    levels = np.full(rows, np.nan)
-    levels[fits] = np.ceil(4 * np.log2(np.maximum(spread[fits], 1e-6)))  # 2^(level/4) ≥ the row's spread
-    for level in np.unique(levels[fits]):
-        index = np.flatnonzero(levels == level)
-        degree = precise_degree(pair, min(2.0 ** (level / 4), PRECISE_SPREAD))
+    degrees = np.zeros(rows, dtype=np.int64)  # each row's own (0: not summed here)
+    levels = np.ceil(4 * np.log2(np.maximum(spread[fits], 1e-6)))  # 2^(level/4) ≥ the row's spread
+    degrees[fits] = [precise_degree(pair, min(2.0 ** (level / 4), PRECISE_SPREAD)) for level in levels.tolist()]
+    for degree in np.unique(degrees[fits]).tolist():  # rows of one degree summed together (usually all)
+        index = np.flatnonzero(degrees == degree)
         b = coefficients(pair)[:degree + 1] * (-1.0) ** np.arange(degree + 1)
         x = d if index.size == rows else d[index]
         probs = (probs_p if index.size == rows else probs_p[index]) if probs_p.shape[0] == rows \
