@@ -468,9 +468,7 @@ def _map_rows(comparison: Comparison, start: int, blocks: list[np.ndarray], mark
             figures = fast_position_stats(side, base_fast, test_rows, comparison.top_k, exact, test_top=test_top)
             if ids is not None:
                 test_rows = exact()
-        else:
-            test_rows = test_rows if not test_rows.fast else kept_log_rows(
-                _converter(precise, reading.q_kind, test), block, keep, start)
+        else:  # (test_rows are precise here: converted so, or not float32 logits)
             figures = position_stats(side, test_rows, comparison.top_k, test_top=test_top)
         del figures["base_top1"]
         if ids is not None:

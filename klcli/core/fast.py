@@ -243,7 +243,9 @@ def _moments_bound(divergence, s, m2, spread, shifts, g, degree: int):
 # the fast kernels take expm1 from its Taylor polynomial by Horner instead, a few rows at a time, within the
 # same ELEMENT_UNITS (tests/core/test_fast_expm1.py measures every degree, on dense float32 grids, at 2.8u).
 EXPM1_CUT = 1.0
-_EXPM1_PIECE = 1 << 15
+# Horner's steps (here and in fast_js's series) run over pieces of about this many elements, which stay in the
+# processor's cache between steps (over a whole block, each step would be a pass over memory).
+PIECE = 1 << 15
 _EXPM1_TERMS = 0.25 * _UNIT  # the truncation allowed, relative to expm1(u)
 
 
@@ -277,8 +279,8 @@ def expm1(u: np.ndarray, out: np.ndarray, spread: float) -> np.ndarray:
     level = min(2.0 ** (math.ceil(4 * math.log2(max(spread, 2.0**-30))) / 4), EXPM1_CUT)
     coefficients = [np.float32(1.0 / math.factorial(k)) for k in range(expm1_degree(level), 0, -1)]
     flat_u, flat_out = u.reshape(-1), out.reshape(-1)
-    for at in range(0, flat_u.size, _EXPM1_PIECE):  # pieces that stay in the cache between Horner's steps
-        x, t = flat_u[at:at + _EXPM1_PIECE], flat_out[at:at + _EXPM1_PIECE]
+    for at in range(0, flat_u.size, PIECE):  # pieces that stay in the cache between Horner's steps
+        x, t = flat_u[at:at + PIECE], flat_out[at:at + PIECE]
         np.multiply(x, coefficients[0], out=t)
         for coefficient in coefficients[1:]:
             t += coefficient

@@ -46,7 +46,7 @@ import math
 import numpy as np
 
 from klcli.core import fast
-from klcli.core.fast import _UNIT, ELEMENT_UNITS, scratch, sum_units
+from klcli.core.fast import _UNIT, ELEMENT_UNITS, PIECE, scratch, sum_units
 from klcli.core.js_series import DEGREES as _DEGREES
 from klcli.core.js_series import coefficients
 from klcli.core.js_series import g as _g
@@ -260,15 +260,10 @@ def _kl_from_v(name, v, wide, mass, widest, cut, g, level, centre, shift, spread
     return value, np.where(trusted, bound, np.inf)
 
 
-# Horner's steps run over pieces of about this many elements, which stay in the processor's cache between
-# steps (over the whole block, each of the 2D steps would be a pass over memory).
-_PIECE = 1 << 15
-
-
 def _series(v: np.ndarray, a: np.ndarray) -> np.ndarray:
     """Σ_{k=2..D} a_k·v^k per element, by Horner in float32 (a buffer of this thread)."""
     terms = scratch("terms", v.shape)
-    step = max(1, _PIECE // max(1, v.shape[1]))
+    step = max(1, PIECE // max(1, v.shape[1]))
     top, rest = np.float32(a[-1]), [np.float32(c) for c in a[-2:1:-1]]
     for at in range(0, v.shape[0], step):
         x, t = v[at:at + step], terms[at:at + step]

@@ -328,6 +328,24 @@ def run_once(command: list[str]) -> tuple[float, int, float]:
     return time.perf_counter() - start, peak, usage.ru_utime + usage.ru_stime
 
 
+def interleaved(table: dict, repeat: int) -> tuple[dict, dict, dict]:
+    """Each command's wall seconds and CPU seconds (lists) and peak anonymous KiB, after one warm-up round
+    (page cache, bytecode): ``repeat`` rounds in which every command runs once, in turn, so that all see the
+    same machine state."""
+    for command in table.values():
+        run_once(command)
+    times: dict = {key: [] for key in table}
+    cpu: dict = {key: [] for key in table}
+    memory: dict = {key: 0 for key in table}
+    for _ in range(repeat):
+        for key, command in table.items():
+            seconds, peak, cpu_seconds = run_once(command)
+            times[key].append(seconds)
+            cpu[key].append(cpu_seconds)
+            memory[key] = max(memory[key], peak)
+    return times, memory, cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=4096)
@@ -347,17 +365,7 @@ def main() -> None:
         table = {name: command for name, command in commands(make_data(folder, options.rows, options.vocab, wanted,
                                                                        options.drift, options.csv_rows),
                                                              wanted).items() if wanted(name)}
-        for command in table.values():  # warm-up: page cache, imports
-            run_once(command)
-        times: dict[str, list[float]] = {name: [] for name in table}
-        cpu: dict[str, list[float]] = {name: [] for name in table}
-        memory: dict[str, int] = {name: 0 for name in table}
-        for _ in range(options.repeat):
-            for name, command in table.items():
-                seconds, peak, cpu_seconds = run_once(command)
-                times[name].append(seconds)
-                cpu[name].append(cpu_seconds)
-                memory[name] = max(memory[name], peak)
+        times, memory, cpu = interleaved(table, options.repeat)
         floor = statistics.median(times["floor"])
         print(f"{options.rows}×{options.vocab} float32 logits, Q = P + noise of std {options.drift} "
               f"(CSV: the first {min(options.csv_rows, options.rows)} rows), median of "

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.bench.run import FLOOR, run_once
+from tests.bench.run import FLOOR, interleaved
 
 FIGURES = {
     "floor": lambda p, q, labels: [sys.executable, "-c", FLOOR, p, q],
@@ -58,15 +58,7 @@ def main() -> None:
     try:
         files = {vocab: write(folder, vocab, max(1, options.values // vocab)) for vocab in vocabs}
         table = {(name, vocab): FIGURES[name](*files[vocab]) for name in names for vocab in vocabs}
-        for command in table.values():  # warm-up: page cache, bytecode
-            run_once(command)
-        times: dict = {key: [] for key in table}
-        memory: dict = {key: 0 for key in table}
-        for _ in range(options.repeat):
-            for key, command in table.items():
-                seconds, peak, _ = run_once(command)
-                times[key].append(seconds)
-                memory[key] = max(memory[key], peak)
+        times, memory, _ = interleaved(table, options.repeat)
         print(f"{options.values:,} float32 values per side (rows = values // V), Q = P + noise of std 0.1, "
               f"median of {options.repeat} whole-process runs, interleaved")
         print(f"{'figure':<12} {'V':>7} {'rows':>6} {'seconds':>8} {'ns/value':>9} {'× first V':>9} {'anon MiB':>9}")
